@@ -1,0 +1,33 @@
+# Emergify — the two commands are `make up` and `make test`; they install what they need.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+export UV_LINK_MODE := copy
+
+.PHONY: up test lint format bench bootstrap sync clean
+
+bootstrap:  ## uv (from PyPI) and a Java runtime for Spark, if missing
+	@bash deploy/bootstrap.sh
+
+sync: bootstrap
+	@$(UV) sync --frozen --all-groups
+
+up: sync  ## the whole system on embedded defaults; Ctrl-C stops it
+	@$(UV) run --frozen emergify up
+
+test: sync  ## lint, then the whole test suite (real broker, Spark, SQLite, PostgreSQL)
+	@$(UV) run --frozen ruff check .
+	@$(UV) run --frozen ruff format --check .
+	@$(UV) run --frozen pytest
+
+bench: sync  ## benchmarks in bench/ (print their figures)
+	@$(UV) run --frozen python bench/run_all.py
+
+lint:
+	@$(UV) run --frozen ruff check .
+
+format:
+	@$(UV) run --frozen ruff format .
+	@$(UV) run --frozen ruff check --fix .
+
+clean:  ## forget local data (feature table, lake, checkpoints, models)
+	rm -rf var

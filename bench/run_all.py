@@ -1,0 +1,17 @@
+"""Run every benchmark in bench/ in turn; each prints its own figures."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHMARKS = ["pipeline_figures.py"]
+
+if __name__ == "__main__":
+    failed = 0
+    for name in BENCHMARKS:
+        print(f"== {name}", flush=True)
+        failed |= subprocess.call([sys.executable, str(HERE / name)])
+    sys.exit(failed)

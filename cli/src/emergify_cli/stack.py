@@ -1,0 +1,185 @@
+"""Run the whole system on one machine: embedded broker + every service as a subprocess.
+
+``emergify up`` uses it, and so do the end-to-end tests (on free ports, in a temporary
+folder), so what the tests start is exactly what a user starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+from urllib.parse import urlparse
+
+import httpx
+
+from emergify_cli.broker import EmbeddedBroker, create_topics
+from emergify_contracts.settings import EmergifySettings
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One service: its name in logs, the module ``python -m`` runs, and its URL setting."""
+
+    name: str
+    module: str
+    url_setting: str
+    health_path: str = "/health"
+    start_timeout: float = 120.0
+
+
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("ingest", "emergify_ingest", "ingest_url"),
+    ServiceSpec("stream-processor", "emergify_stream", "stream_processor_url", start_timeout=240.0),
+    ServiceSpec("recommender", "emergify_recommender", "recommender_url"),
+    ServiceSpec("spotify-gateway", "emergify_spotify", "spotify_gateway_url"),
+    ServiceSpec("api-gateway", "emergify_gateway", "gateway_url"),
+)
+
+
+def _pump(name: str, stream: TextIO, sink: Callable[[str], None]) -> None:
+    for line in stream:
+        sink(f"{name:<16} | {line.rstrip()}")
+
+
+@dataclass
+class Stack:
+    """The embedded broker and every service, started in dependency order.
+
+    ``env`` is the environment the services get (``EMERGIFY_*`` settings); ``workdir``
+    is where relative paths (``./var/...``) resolve.
+    """
+
+    env: dict[str, str]
+    workdir: Path
+    services: tuple[ServiceSpec, ...] = SERVICES
+    embedded_broker: bool = True
+    sink: Callable[[str], None] = print
+    procs: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
+    broker: EmbeddedBroker | None = None
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    @property
+    def settings(self) -> EmergifySettings:
+        overrides = {
+            k.removeprefix("EMERGIFY_").lower(): v
+            for k, v in self.env.items()
+            if k.startswith("EMERGIFY_")
+        }
+        return EmergifySettings(_env_file=self.workdir / ".env", **overrides)  # type: ignore[call-arg]
+
+    def url(self, service: str) -> str:
+        spec = next(s for s in self.services if s.name == service)
+        return str(getattr(self.settings, spec.url_setting))
+
+    def start_broker(self) -> None:
+        settings = self.settings
+        host, _, port = settings.kafka_bootstrap_servers.split(",")[0].rpartition(":")
+        if self.embedded_broker:
+            log = open(self.workdir / "var" / "broker.log", "ab")  # noqa: SIM115 - lives with the broker
+            self.broker = EmbeddedBroker(int(port), log=log).start()
+            self.sink(f"{'broker':<16} | embedded Tansu broker on {host}:{port} (memory only)")
+        create_topics(
+            settings.kafka_bootstrap_servers, settings.topics(), settings.topic_partitions
+        )
+
+    def start_service(self, spec: ServiceSpec) -> None:
+        env = {
+            **os.environ,
+            **self.env,
+            "PYSPARK_PYTHON": sys.executable,
+            "PYSPARK_DRIVER_PYTHON": sys.executable,
+            "PYTHONUNBUFFERED": "1",
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", spec.module],
+            cwd=self.workdir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
+        self.procs[spec.name] = proc
+        assert proc.stdout is not None
+        t = threading.Thread(target=_pump, args=(spec.name, proc.stdout, self.sink), daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def wait_healthy(self, spec: ServiceSpec) -> None:
+        url = self.url(spec.name).rstrip("/") + spec.health_path
+        deadline = time.monotonic() + spec.start_timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            proc = self.procs.get(spec.name)
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{spec.name} exited with code {proc.returncode}; see its log")
+            try:
+                r = httpx.get(url, timeout=2)
+                if r.status_code == 200:
+                    return
+                last = f"HTTP {r.status_code}"
+            except httpx.HTTPError as exc:
+                last = type(exc).__name__
+            time.sleep(0.5)
+        raise TimeoutError(
+            f"{spec.name} not healthy at {url} after {spec.start_timeout:.0f}s ({last})"
+        )
+
+    def start(self) -> Stack:
+        """Start broker and services; return when every service answers its health check."""
+        (self.workdir / "var").mkdir(parents=True, exist_ok=True)
+        try:
+            self.start_broker()
+            for spec in self.services:
+                self.start_service(spec)
+            for spec in self.services:
+                self.wait_healthy(spec)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def kill(self, service: str) -> None:
+        """SIGKILL one service (fault tests)."""
+        proc = self.procs[service]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def restart(self, service: str) -> None:
+        spec = next(s for s in self.services if s.name == service)
+        self.start_service(spec)
+        self.wait_healthy(spec)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM every service (gateway first), then the broker; SIGKILL what lingers."""
+        for name in reversed(list(self.procs)):
+            proc = self.procs[name]
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+        if self.broker:
+            self.broker.stop()
+            self.broker = None
+
+
+def port_of(url: str) -> int:
+    return urlparse(url).port or 80

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install what `make up` / `make test` need and a fresh machine may lack: uv and Java (Spark).
+set -euo pipefail
+
+if ! command -v uv >/dev/null 2>&1 && ! python3 -m uv --version >/dev/null 2>&1; then
+  echo "bootstrap: installing uv from PyPI"
+  python3 -m pip install --quiet --disable-pip-version-check uv
+fi
+
+if ! command -v java >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: installing a Java 17 runtime for Spark (apt)"
+    apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+  else
+    echo "bootstrap: Spark needs Java 17 or 21: install a JDK (e.g. apt-get install openjdk-17-jre-headless)" >&2
+    exit 1
+  fi
+fi

@@ -1,0 +1,56 @@
+"""Event envelopes carried on the Kafka topics (see ARCHITECTURE.md, "Kafka topics")."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, Field
+
+from emergify_contracts.song import Song
+
+SCHEMA_VERSION = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class SongEvent(BaseModel):
+    """Value of a record on the songs topic; the key is the track id."""
+
+    schema_version: int = SCHEMA_VERSION
+    upload_id: str
+    source: str = Field(description="Where the song came from: 'json', 'csv:<layout>', ...")
+    ingested_at: datetime = Field(default_factory=utcnow)
+    song: Song
+
+
+class DeadLetter(BaseModel):
+    """Value of a record on the DLQ topic: the original record and why it was refused."""
+
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: str | None
+    failed_at: datetime = Field(default_factory=utcnow)
+
+
+class CatalogChange(BaseModel):
+    """Published after each committed micro-batch of the feature table."""
+
+    table_version: int = Field(description="Monotonic: the micro-batch id that committed.")
+    upserted_ids: list[str]
+    songs: int = Field(description="Rows in the feature table after the commit.")
+    committed_at: datetime = Field(default_factory=utcnow)
+
+
+class ModelPublished(BaseModel):
+    """Published when a new model version is saved and current."""
+
+    version: int
+    k: int
+    silhouette: float
+    songs: int
+    trained_at: datetime

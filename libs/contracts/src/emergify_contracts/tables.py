@@ -1,0 +1,102 @@
+"""Table definitions shared by the services, and the one way to open the database.
+
+SQLite (embedded default) and PostgreSQL (production, tests) are both supported; the
+feature table is upserted with ``INSERT .. ON CONFLICT`` which both understand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+metadata = sa.MetaData()
+
+#: The feature table: one row per Spotify track id, latest version wins.
+songs = sa.Table(
+    "songs",
+    metadata,
+    sa.Column("track_id", sa.String(22), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("artists", sa.JSON, nullable=False),
+    sa.Column("artist_ids", sa.JSON, nullable=False),
+    sa.Column("album", sa.Text),
+    sa.Column("release_date", sa.String(10)),
+    sa.Column("duration_ms", sa.Integer),
+    sa.Column("popularity", sa.Integer),
+    sa.Column("explicit", sa.Boolean),
+    sa.Column("genres", sa.JSON, nullable=False),
+    sa.Column("danceability", sa.Float, nullable=False),
+    sa.Column("energy", sa.Float, nullable=False),
+    sa.Column("loudness", sa.Float, nullable=False),
+    sa.Column("speechiness", sa.Float, nullable=False),
+    sa.Column("acousticness", sa.Float, nullable=False),
+    sa.Column("instrumentalness", sa.Float, nullable=False),
+    sa.Column("liveness", sa.Float, nullable=False),
+    sa.Column("valence", sa.Float, nullable=False),
+    sa.Column("tempo", sa.Float, nullable=False),
+    sa.Column("key", sa.Integer),
+    sa.Column("mode", sa.Integer),
+    sa.Column("time_signature", sa.Integer),
+    sa.Column("cluster", sa.Integer, doc="Cluster under model_version; null before a model."),
+    sa.Column("model_version", sa.Integer),
+    sa.Column("upload_id", sa.String(64)),
+    sa.Column("source", sa.String(64)),
+    sa.Column("ingested_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("kafka_partition", sa.Integer, doc="Position of the version stored; -1 = lake."),
+    sa.Column("kafka_offset", sa.BigInteger),
+    sa.Column("table_version", sa.BigInteger, nullable=False, doc="Micro-batch that wrote it."),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+sa.Index("ix_songs_table_version", songs.c.table_version)
+
+#: Micro-batches already applied to the feature table, so a replayed batch writes nothing.
+stream_batches = sa.Table(
+    "stream_batches",
+    metadata,
+    sa.Column("query_name", sa.String(100), primary_key=True),
+    sa.Column("batch_id", sa.BigInteger, primary_key=True),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("table_version", sa.BigInteger, nullable=False),
+    sa.Column("committed_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+#: Model registry: every trained model with its portable form (JSON, no Spark needed).
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("trained_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("k", sa.Integer, nullable=False),
+    sa.Column("silhouette", sa.Float, nullable=False),
+    sa.Column("songs", sa.Integer, nullable=False),
+    sa.Column("metrics", sa.JSON, nullable=False, doc="silhouette per k, inertia, variance..."),
+    sa.Column("artifact", sa.JSON, nullable=False, doc="PortableModel as JSON."),
+    sa.Column("spark_model_path", sa.Text),
+)
+
+
+def make_engine(url: str) -> Engine:
+    """Open the database at ``url``; for SQLite, create its folder and use WAL so that the
+    recommender can read while the stream processor writes."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def create_tables(engine: Engine) -> None:
+    """Create every table that does not exist yet."""
+    metadata.create_all(engine)
