@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Mapping
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -216,11 +217,16 @@ def detect_layout(header: list[str]) -> Layout:
     return layout
 
 
+_QUOTED = re.compile(r"'([^']*)'|\"([^\"]*)\"")
+
+
 def _split_list(value: str, layout: Layout) -> list[str]:
     value = value.strip()
     if not value:
         return []
     if value.startswith("[") and value.endswith("]"):
+        if "\\" not in value:  # fast path for the Kaggle ['A', "B's"] form
+            return [a or b for a, b in _QUOTED.findall(value)]
         try:
             parsed = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -262,19 +268,24 @@ class RowError(ValueError):
         self.errors = errors
 
 
+@lru_cache(maxsize=256)
+def _field_of(column: str, layout: Layout) -> str | None:
+    # Cached: a CSV has few distinct column names and millions of cells.
+    return {**_FEATURE_COLUMNS, **_LAYOUTS[layout]}.get(_norm(column))
+
+
 def row_to_song(row: Mapping[str, Any], layout: Layout) -> Song:
     """Map one CSV row (column -> text) of ``layout`` onto a validated :class:`Song`.
 
     Raises :class:`RowError` naming every problem in the row.
     """
-    mapping = {**_FEATURE_COLUMNS, **_LAYOUTS[layout]}
     data: dict[str, Any] = {}
     errors: list[str] = []
     for column, raw in row.items():
         if column is None:  # csv.DictReader puts surplus cells under None
             errors.append("row has more cells than the header has columns")
             continue
-        field = mapping.get(_norm(column))
+        field = _field_of(column, layout) if isinstance(column, str) else None
         if field is None or raw is None:
             continue
         text = str(raw)

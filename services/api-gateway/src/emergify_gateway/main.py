@@ -1,0 +1,89 @@
+"""Builds the API gateway app: routing table, security, problems, merged OpenAPI, health."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
+
+from emergify_gateway.api import add_proxy_routes, router
+from emergify_gateway.config import Settings, get_settings
+from emergify_gateway.deps import Gateway
+from emergify_gateway.openapi import OpenAPIAggregator
+from emergify_gateway.problems import install_problem_handlers
+from emergify_gateway.proxy import Proxy, new_http_client
+from emergify_gateway.rate_limit import TokenBucketLimiter
+from emergify_gateway.request_context import REQUEST_ID_HEADER, RequestContextMiddleware
+from emergify_gateway.routes import ROUTES
+from emergify_gateway.security import API_KEY_HEADER, KeyRing
+
+log = structlog.get_logger()
+
+DESCRIPTION = """Playlists of emerging artists that sound like the songs you love.
+
+Send an API key as `X-API-Key: <key>` or `Authorization: Bearer <key>`. Reads need any
+valid key; uploads and retraining need the admin key. Errors are `application/problem+json`
+(RFC 9457) and carry the request's `X-Request-ID`."""
+
+
+def _operation_id(route: APIRoute) -> str:
+    return f"{route.tags[0] if route.tags else 'gateway'}-{route.name}"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The gateway app. Raises :class:`~emergify_gateway.security.AuthNotConfiguredError`
+    when no admin key is configured and ``allow_no_auth`` is off."""
+    settings = settings or get_settings()
+    gateway = Gateway(
+        settings=settings,
+        keys=KeyRing.from_settings(settings),
+        limiter=TokenBucketLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if gateway.keys.open:
+            log.warning("no admin key configured: every caller is an admin (allow_no_auth)")
+        async with new_http_client(settings) as client:
+            gateway.proxy = Proxy(client, settings)
+            gateway.openapi = OpenAPIAggregator(
+                base=app.openapi,
+                client=client,
+                urls=gateway.proxy.urls,
+                routes=ROUTES,
+                timeout=settings.probe_timeout_seconds,
+                ttl_seconds=settings.openapi_cache_seconds,
+            )
+            yield
+            gateway.proxy = gateway.openapi = None
+
+    app = FastAPI(
+        title="Emergify API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        # The public document is the merged one served by the gateway's own /openapi.json.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=_operation_id,
+    )
+    app.state.gateway = gateway
+    install_problem_handlers(app)
+    app.include_router(router)
+    add_proxy_routes(app, ROUTES)
+    # Added last = outermost: every response, CORS preflights included, gets a request id.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[settings.dashboard_origin],
+        allow_credentials=True,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=["Authorization", API_KEY_HEADER, "Content-Type", REQUEST_ID_HEADER],
+        expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
+    )
+    app.add_middleware(RequestContextMiddleware)
+    return app

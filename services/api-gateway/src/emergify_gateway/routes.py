@@ -1,0 +1,118 @@
+"""The routing table: every public path, the service that answers it, and who may call it.
+
+This is the one place to look to learn where a request goes. Paths use Starlette's template
+syntax (``{track_id}``, ``{rest:path}``); entries are matched in order, so specific entries
+come before catch-alls.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import lru_cache
+
+from emergify_gateway.config import Settings
+
+
+class Access(StrEnum):
+    """Who may call a route."""
+
+    PUBLIC = "public"  # anyone, no key
+    READ = "read"  # any valid key (or, later, a signed-in Spotify session)
+    WRITE = "write"  # the admin key
+
+
+# Upstream services by name (the names the health report and the logs use) → URL setting.
+SERVICE_URL_SETTINGS: dict[str, str] = {
+    "ingest": "ingest_url",
+    "stream-processor": "stream_processor_url",
+    "recommender": "recommender_url",
+    "spotify-gateway": "spotify_gateway_url",
+}
+
+ANY_METHOD = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass(frozen=True)
+class Route:
+    """One public path and where it goes."""
+
+    methods: frozenset[str]
+    path: str
+    service: str
+    access: Access
+    upstream_path: str | None = None  # None: the same path as the public one
+    upload: bool = False  # large bodies: the longer upload timeout applies
+
+    @property
+    def upstream_template(self) -> str:
+        """The upstream path template (the public one unless the route rewrites it)."""
+        return self.upstream_path or self.path
+
+    def matches_upstream(self, method: str, upstream_path: str) -> bool:
+        """Whether an upstream OpenAPI operation (method, path template) belongs to this route."""
+        return method.upper() in self.methods and bool(
+            _template_regex(self.upstream_template).fullmatch(upstream_path)
+        )
+
+    def public_path_for(self, upstream_path: str) -> str:
+        """The public path of an upstream path this route matches."""
+        # Same-path routes keep the upstream's own template so its parameter names still fit.
+        return upstream_path if self.upstream_path is None else self.path
+
+
+def _methods(*names: str) -> frozenset[str]:
+    return frozenset(names)
+
+
+ROUTES: tuple[Route, ...] = (
+    Route(_methods("POST"), "/api/v1/songs", "ingest", Access.WRITE, upload=True),
+    Route(_methods("POST"), "/api/v1/songs/upload", "ingest", Access.WRITE, upload=True),
+    Route(_methods("GET"), "/api/v1/songs", "recommender", Access.READ),
+    Route(_methods("GET"), "/api/v1/songs/{track_id}", "recommender", Access.READ),
+    Route(_methods("GET"), "/api/v1/catalog", "recommender", Access.READ),
+    Route(_methods("POST"), "/api/v1/recommendations", "recommender", Access.READ),
+    Route(_methods("GET"), "/api/v1/model", "recommender", Access.READ),
+    Route(_methods("GET"), "/api/v1/clusters", "recommender", Access.READ),
+    Route(
+        _methods("POST"),
+        "/api/v1/model/retrain",
+        "stream-processor",
+        Access.WRITE,
+        upstream_path="/admin/retrain",
+    ),
+    # Sign-in must work before the listener has anything to present.
+    Route(_methods("GET"), "/api/v1/spotify/login", "spotify-gateway", Access.PUBLIC),
+    Route(_methods("GET"), "/api/v1/spotify/callback", "spotify-gateway", Access.PUBLIC),
+    Route(ANY_METHOD, "/api/v1/spotify/{rest:path}", "spotify-gateway", Access.READ),
+)
+
+
+def service_urls(settings: Settings) -> dict[str, str]:
+    """Base URL of every upstream service, by name."""
+    return {
+        name: str(getattr(settings, setting)).rstrip("/")
+        for name, setting in SERVICE_URL_SETTINGS.items()
+    }
+
+
+def route_for_upstream(
+    routes: tuple[Route, ...], service: str, method: str, upstream_path: str
+) -> Route | None:
+    """The first route of ``service`` that an upstream operation belongs to, if any."""
+    for route in routes:
+        if route.service == service and route.matches_upstream(method, upstream_path):
+            return route
+    return None
+
+
+@lru_cache
+def _template_regex(template: str) -> re.Pattern[str]:
+    """A regex for a path template; it also matches OpenAPI templates like ``/songs/{id}``."""
+    pattern = ""
+    for literal, param in re.findall(r"([^{]*)(\{[^}]*\})?", template):
+        pattern += re.escape(literal)
+        if param:
+            pattern += ".+" if param.endswith(":path}") else "[^/]+"
+    return re.compile(pattern)

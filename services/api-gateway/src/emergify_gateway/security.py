@@ -1,0 +1,136 @@
+"""Who is calling, and may they: API keys (admin and read-only) and the session hook.
+
+Keys arrive as ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``. Only a key *id* ever
+reaches logs or upstream services; the keys themselves stay here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Literal
+
+from starlette.requests import Request
+
+from emergify_gateway.config import Settings
+from emergify_gateway.problems import ProblemError
+from emergify_gateway.routes import Access, Route
+
+API_KEY_HEADER = "X-API-Key"
+# Tells upstreams who called (a key id, never a key); clients cannot set it themselves.
+PRINCIPAL_HEADER = "X-Emergify-Principal"
+_CHALLENGE = 'Bearer realm="emergify"'
+
+
+class AuthNotConfiguredError(RuntimeError):
+    """The gateway has no admin key and was not told to run without one."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller."""
+
+    kind: Literal["admin", "reader", "session", "anonymous"]
+    key_id: str  # safe to log: "admin", "reader-<hash prefix>", ...
+    can_write: bool
+
+
+class KeyRing:
+    """The configured keys, compared in constant time."""
+
+    def __init__(self, admin_key: str | None, read_keys: list[str], allow_no_auth: bool) -> None:
+        self._admin = admin_key.encode() if admin_key else None
+        self._readers = [
+            (key.encode(), f"reader-{hashlib.sha256(key.encode()).hexdigest()[:8]}")
+            for key in read_keys
+        ]
+        # Without an admin key (and only then) allow_no_auth makes every caller an admin.
+        self.open = admin_key is None and allow_no_auth
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeyRing:
+        """The key ring of ``settings``; refuses a gateway without an admin key."""
+        admin = settings.admin_key()
+        if admin is None and not settings.allow_no_auth:
+            raise AuthNotConfiguredError(
+                "EMERGIFY_ADMIN_API_KEY is not set, so nobody could upload songs or retrain the "
+                "model. Set it (in .env or the environment; `emergify up` generates one), or set "
+                "EMERGIFY_ALLOW_NO_AUTH=true to run an open gateway for local experiments."
+            )
+        return cls(admin, settings.read_keys(), settings.allow_no_auth)
+
+    def identify(self, key: str) -> Principal | None:
+        """The principal a presented key belongs to, or None if it is not a valid key."""
+        presented = key.encode()
+        # Compare against every key, not stopping at the first match, so timing tells nothing.
+        found: Principal | None = None
+        if self._admin is not None and hmac.compare_digest(presented, self._admin):
+            found = Principal("admin", "admin", can_write=True)
+        for reader, key_id in self._readers:
+            if hmac.compare_digest(presented, reader) and found is None:
+                found = Principal("reader", key_id, can_write=False)
+        return found
+
+
+def presented_key(request: Request) -> str | None:
+    """The API key the request carries (X-API-Key first, then a Bearer token), if any."""
+    key = request.headers.get(API_KEY_HEADER)
+    if key:
+        return key.strip()
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def session_principal(request: Request) -> Principal | None:
+    """The listener signed in with Spotify, from their session cookie — not wired yet.
+
+    The hook for session sign-in: when the spotify-gateway's session cookie can be verified
+    here (a signature shared through settings, or a call to the spotify-gateway), return
+    ``Principal("session", <listener id>, can_write=False)``. Until then sessions are not
+    accepted for reads and callers use an API key.
+    """
+    del request
+    return None
+
+
+def resolve_principal(request: Request, keys: KeyRing) -> Principal | None:
+    """Who is calling: a key holder, a signed-in listener, everyone (open gateway) or nobody.
+
+    Raises a 401 problem when a key is presented but is not valid, so a typo is reported as
+    such instead of as a missing key.
+    """
+    key = presented_key(request)
+    if key is not None:
+        principal = keys.identify(key)
+        if principal is None and not keys.open:
+            raise ProblemError(
+                401,
+                "the API key is not valid; check EMERGIFY_ADMIN_API_KEY or ask for a read key",
+                headers={"WWW-Authenticate": f'{_CHALLENGE}, error="invalid_token"'},
+            )
+        if principal is not None:
+            return principal
+    if keys.open:
+        return Principal("anonymous", "anonymous", can_write=True)
+    return session_principal(request)
+
+
+def authorize(route: Route, principal: Principal | None, method: str, path: str) -> None:
+    """Raise a 401/403 problem unless ``principal`` may call ``route`` (as ``method path``)."""
+    if route.access is Access.PUBLIC:
+        return
+    if principal is None:
+        raise ProblemError(
+            401,
+            f"{method} {path} needs an API key: send it as '{API_KEY_HEADER}: <key>' "
+            "or 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": _CHALLENGE},
+        )
+    if route.access is Access.WRITE and not principal.can_write:
+        raise ProblemError(
+            403,
+            f"{method} {path} changes data and needs the admin key; this key is read-only",
+        )

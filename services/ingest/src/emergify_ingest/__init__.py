@@ -1,0 +1,1 @@
+"""Emergify ingest: song uploads in (JSON or CSV), master dataset and Kafka out."""

@@ -1,0 +1,214 @@
+"""One upload end to end: validate, append to the master dataset, publish, report.
+
+For each chunk of accepted songs: (1) append it to the master dataset, durably, then
+(2) publish it to the songs topic and wait for the broker's acknowledgement. The answer
+(202) goes out only after every chunk went through both. Parsing, validation, Parquet
+writing and JSON serialisation run in a worker thread so the event loop keeps serving
+/health and the Kafka client; while the broker acknowledges chunk ``n`` the thread already
+prepares chunk ``n + 1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import BinaryIO
+
+import structlog
+from anyio import to_thread
+
+from emergify_contracts.events import SongEvent
+from emergify_ingest.config import Settings
+from emergify_ingest.master_dataset import MasterDataset
+from emergify_ingest.problems import ProblemError
+from emergify_ingest.publisher import BrokerUnavailable, Record, SongPublisher
+from emergify_ingest.upload import (
+    SongChunk,
+    UploadLedger,
+    UploadReport,
+    accepted_chunks,
+    csv_candidates,
+    inspect_csv,
+    json_candidates,
+    parse_json_songs,
+)
+
+log = structlog.get_logger()
+
+
+@dataclass
+class _SavedChunk:
+    chunk: SongChunk
+    records: list[Record]
+
+
+class Ingestor:
+    """Runs uploads through the master dataset and the songs topic."""
+
+    def __init__(
+        self, settings: Settings, dataset: MasterDataset, publisher: SongPublisher
+    ) -> None:
+        self.settings = settings
+        self.dataset = dataset
+        self.publisher = publisher
+
+    async def ingest_csv(self, file: BinaryIO) -> UploadReport:
+        """Ingest an uploaded CSV file (any known layout) read from ``file``."""
+        plan = await to_thread.run_sync(inspect_csv, file, self.settings.max_rows)
+        ledger = UploadLedger(self.settings.max_reported_rejections)
+        chunks = accepted_chunks(csv_candidates(file, plan), ledger, self.settings.chunk_rows)
+        return await self._run(
+            chunks,
+            ledger,
+            layout=plan.layout.value,
+            source=f"csv:{plan.layout.value}",
+            warnings=list(plan.warnings),
+        )
+
+    async def ingest_json(self, body: bytes) -> UploadReport:
+        """Ingest a JSON body holding one song object or a list of them."""
+        items = await to_thread.run_sync(parse_json_songs, body, self.settings.max_rows)
+        ledger = UploadLedger(self.settings.max_reported_rejections)
+        chunks = accepted_chunks(json_candidates(items), ledger, self.settings.chunk_rows)
+        return await self._run(chunks, ledger, layout="json", source="json", warnings=[])
+
+    async def _run(
+        self,
+        chunks: Iterator[SongChunk],
+        ledger: UploadLedger,
+        *,
+        layout: str,
+        source: str,
+        warnings: list[str],
+    ) -> UploadReport:
+        upload_id = uuid.uuid4().hex
+        started = time.perf_counter()
+        clock = _ChunkClock()
+        saved = published = 0
+
+        def save_next() -> _SavedChunk | None:
+            chunk = next(chunks, None)
+            if chunk is None:
+                return None
+            return self._save(chunk, upload_id=upload_id, source=source, ingested_at=clock.next())
+
+        pending = asyncio.ensure_future(to_thread.run_sync(save_next))
+        try:
+            while (current := await pending) is not None:
+                saved += len(current.chunk.songs)
+                # Prepare the next chunk while the broker acknowledges this one.
+                pending = asyncio.ensure_future(to_thread.run_sync(save_next))
+                try:
+                    await self.publisher.publish(current.records)
+                except BrokerUnavailable as exc:
+                    # The thread may be writing the next chunk; let it finish so the count is true.
+                    with contextlib.suppress(ProblemError):
+                        if (extra := await pending) is not None:
+                            saved += len(extra.chunk.songs)
+                    raise self._broker_problem(exc, upload_id, saved, published) from exc
+                published += len(current.chunk.songs)
+        finally:
+            if not pending.done():
+                await asyncio.wait([pending])
+            if not pending.cancelled():
+                pending.exception()  # retrieved here, so asyncio does not log it as lost
+
+        log.info(
+            "upload ingested",
+            upload_id=upload_id,
+            layout=layout,
+            accepted=ledger.accepted,
+            rejected=ledger.rejected_count,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        if ledger.accepted == 0:
+            raise ProblemError(
+                422,
+                "No valid songs",
+                f"none of the {ledger.rejected_count} records is a valid song; the reasons are "
+                "listed per row in 'rejected'",
+                layout=layout,
+                rejected=[r.model_dump() for r in ledger.rejected],
+                rejected_count=ledger.rejected_count,
+            )
+        return UploadReport(
+            upload_id=upload_id,
+            layout=layout,
+            accepted=ledger.accepted,
+            rejected=ledger.rejected,
+            rejected_count=ledger.rejected_count,
+            warnings=[*warnings, *ledger.warnings()],
+        )
+
+    def _save(
+        self, chunk: SongChunk, *, upload_id: str, source: str, ingested_at: datetime
+    ) -> _SavedChunk:
+        """Append ``chunk`` to the master dataset and serialise its events (worker thread)."""
+        try:
+            self.dataset.append(
+                chunk.songs,
+                chunk.rows,
+                upload_id=upload_id,
+                chunk=chunk.index,
+                source=source,
+                ingested_at=ingested_at,
+            )
+        except OSError as exc:
+            log.error("master dataset write failed", upload_id=upload_id, error=repr(exc))
+            raise ProblemError(
+                503,
+                "Master dataset unavailable",
+                f"could not write to the master dataset ({exc.strerror or exc}); earlier chunks "
+                "of this upload, if any, are saved; retry the upload once storage is fixed",
+                headers={"Retry-After": str(self.settings.retry_after_s)},
+                upload_id=upload_id,
+            ) from exc
+        records = [
+            (
+                song.track_id.encode(),
+                SongEvent(upload_id=upload_id, source=source, ingested_at=ingested_at, song=song)
+                .model_dump_json()
+                .encode(),
+            )
+            for song in chunk.songs
+        ]
+        return _SavedChunk(chunk, records)
+
+    def _broker_problem(
+        self, exc: BrokerUnavailable, upload_id: str, saved: int, published: int
+    ) -> ProblemError:
+        log.warning(
+            "publish failed", upload_id=upload_id, saved=saved, published=published, error=str(exc)
+        )
+        return ProblemError(
+            503,
+            "Kafka unavailable",
+            f"{exc}. {saved} songs of this upload are safe in the master dataset (upload "
+            f"{upload_id}) and reach the catalog at the next batch run; {published} were "
+            "published. Retry the upload after Retry-After seconds to make them available "
+            "sooner — re-sending songs is harmless, the latest version of a track wins.",
+            headers={"Retry-After": str(self.settings.retry_after_s)},
+            upload_id=upload_id,
+            saved=saved,
+            published=published,
+        )
+
+
+class _ChunkClock:
+    """``ingested_at`` per chunk, never going backwards within an upload."""
+
+    def __init__(self) -> None:
+        self._last: datetime | None = None
+
+    def next(self) -> datetime:
+        now = datetime.now(UTC)
+        # A clock step backwards must not make a later chunk look older; rows break ties.
+        if self._last is not None and now < self._last:
+            now = self._last
+        self._last = now
+        return now

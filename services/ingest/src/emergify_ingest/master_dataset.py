@@ -1,0 +1,198 @@
+"""The master dataset: every accepted song, appended as immutable Parquet files.
+
+It is the batch layer's input and the system's memory: a song the ingest acknowledged is in
+here even if the broker (in-memory in the embedded stack) loses it. One file per accepted
+chunk, ``{lake}/songs/date=YYYY-MM-DD/{upload_id}-{chunk:05d}.parquet``, written to a
+``.tmp`` name, fsynced and renamed, so readers never see half a file. The latest version of a
+track id is the row with the greatest ``(ingested_at, row)``.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+import typing
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from emergify_contracts.song import Song
+
+SONGS_DIR = "songs"
+TMP_SUFFIX = ".tmp"
+
+_ARROW_TYPES: dict[type, pa.DataType] = {
+    str: pa.string(),
+    int: pa.int64(),
+    float: pa.float64(),
+    bool: pa.bool_(),
+}
+
+
+def _song_field(name: str, annotation: object, required: bool) -> pa.Field:
+    """Arrow field for one :class:`Song` field: lists as list<string>, optionals nullable."""
+    args = typing.get_args(annotation)
+    nullable = not required
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        nullable = True
+        (annotation,) = [a for a in args if a is not type(None)]
+    if typing.get_origin(annotation) is list:
+        (item,) = typing.get_args(annotation)
+        return pa.field(name, pa.list_(_ARROW_TYPES[item]), nullable=nullable)
+    return pa.field(name, _ARROW_TYPES[annotation], nullable=nullable)  # type: ignore[index]
+
+
+def _schema() -> pa.Schema:
+    hints = typing.get_type_hints(Song)
+    song_fields = [
+        _song_field(name, hints[name], info.is_required())
+        for name, info in Song.model_fields.items()
+    ]
+    return pa.schema(
+        [
+            *song_fields,
+            pa.field("upload_id", pa.string(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("ingested_at", pa.timestamp("us", tz="UTC"), nullable=False),
+            pa.field("row", pa.int64(), nullable=False),
+        ]
+    )
+
+
+#: Columns of every master-dataset file: each Song field, then the provenance columns.
+SCHEMA: pa.Schema = _schema()
+
+
+def lake_path(lake_uri: str) -> Path:
+    """The local directory of ``lake_uri``; other schemes are refused with the reason."""
+    parsed = urlparse(lake_uri)
+    if parsed.scheme == "file":
+        return Path(parsed.path)
+    # A one-letter "scheme" is a Windows drive (C:\\lake), still a local path.
+    if parsed.scheme and len(parsed.scheme) > 1:
+        raise ValueError(
+            f"EMERGIFY_LAKE_URI={lake_uri!r}: the ingest service supports only local lake paths "
+            "in this version (a directory or file:// URI), not "
+            f"{parsed.scheme}://; point it at a local or mounted directory"
+        )
+    return Path(lake_uri)
+
+
+def songs_table(
+    songs: Sequence[Song],
+    rows: Sequence[int],
+    *,
+    upload_id: str,
+    source: str,
+    ingested_at: datetime,
+) -> pa.Table:
+    """One chunk of accepted songs as an Arrow table in :data:`SCHEMA`."""
+    columns: dict[str, list[object]] = {
+        name: [getattr(s, name) for s in songs] for name in Song.model_fields
+    }
+    n = len(songs)
+    columns["upload_id"] = [upload_id] * n
+    columns["source"] = [source] * n
+    columns["ingested_at"] = [ingested_at] * n
+    columns["row"] = list(rows)
+    return pa.table(columns, schema=SCHEMA)
+
+
+class MasterDataset:
+    """Appends chunks of accepted songs to the lake at ``lake_uri`` (local paths only)."""
+
+    def __init__(self, lake_uri: str) -> None:
+        self.root = lake_path(lake_uri)
+        self.songs_dir = self.root / SONGS_DIR
+
+    def prepare(self) -> None:
+        """Create the songs directory if it is missing, and warm up pyarrow."""
+        # pyarrow imports pandas on its first conversion from Python objects (about 2 s here);
+        # paying that at start-up keeps the first upload as quick as the others.
+        SCHEMA.empty_table().to_pylist()
+        pa.array([datetime(2000, 1, 1, tzinfo=UTC)], type=pa.timestamp("us", tz="UTC"))
+        self.songs_dir.mkdir(parents=True, exist_ok=True)
+
+    def check_writable(self) -> str | None:
+        """None when a file can be created in the songs directory, else the reason it cannot."""
+        probe = self.songs_dir / f".health-{os.getpid()}{TMP_SUFFIX}"
+        try:
+            self.songs_dir.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            return f"{self.songs_dir}: {exc.strerror or exc}"
+        return None
+
+    def append(
+        self,
+        songs: Sequence[Song],
+        rows: Sequence[int],
+        *,
+        upload_id: str,
+        chunk: int,
+        source: str,
+        ingested_at: datetime,
+    ) -> Path:
+        """Write one chunk durably and atomically; returns the file's path."""
+        table = songs_table(
+            songs, rows, upload_id=upload_id, source=source, ingested_at=ingested_at
+        )
+        directory = self.songs_dir / f"date={ingested_at.date().isoformat()}"
+        directory.mkdir(parents=True, exist_ok=True)
+        final = directory / f"{upload_id}-{chunk:05d}.parquet"
+        tmp = final.with_name(final.name + TMP_SUFFIX)
+        try:
+            with open(tmp, "wb") as fh:
+                pq.write_table(table, fh, compression="zstd")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(directory)
+        return final
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename is durable only once the directory entry is on disk.
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def master_dataset_files(lake_uri: str) -> list[Path]:
+    """Every complete file of the master dataset, oldest partition first."""
+    songs_dir = lake_path(lake_uri) / SONGS_DIR
+    if not songs_dir.is_dir():
+        return []
+    return sorted(songs_dir.glob("date=*/*.parquet"))
+
+
+def read_master_dataset(lake_uri: str) -> pa.Table:
+    """The whole master dataset as one table in :data:`SCHEMA` (every version of every song)."""
+    files = master_dataset_files(lake_uri)
+    if not files:
+        return SCHEMA.empty_table()
+    return pa.concat_tables([pq.read_table(f, schema=SCHEMA) for f in files])
+
+
+def latest_versions(table: pa.Table) -> pa.Table:
+    """One row per track id: the one with the greatest ``(ingested_at, row)``."""
+    if table.num_rows == 0:
+        return table
+    ordered = table.sort_by(
+        [("track_id", "ascending"), ("ingested_at", "descending"), ("row", "descending")]
+    )
+    ids = ordered.column("track_id").combine_chunks()
+    # After the sort, a row is the latest version when its id differs from the previous row's.
+    changed = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1))
+    return ordered.filter(pa.concat_arrays([pa.array([True]), changed]))

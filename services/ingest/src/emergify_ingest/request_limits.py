@@ -1,0 +1,68 @@
+"""Bounds on request bodies: media type, and size before and while reading."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.types import Message
+
+from emergify_ingest.problems import ProblemError
+
+
+def media_type(request: Request) -> str:
+    """The request's media type, lower-cased, without parameters."""
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def require_media_type(request: Request, *accepted: str, hint: str) -> None:
+    """Refuse (415) a request whose media type is not one of ``accepted`` (``+json`` counts)."""
+    actual = media_type(request)
+    if actual in accepted or ("application/json" in accepted and actual.endswith("+json")):
+        return
+    raise ProblemError(
+        415,
+        "Unsupported media type",
+        f"Content-Type {actual or '(none)'} is not accepted here; {hint}",
+        accepted=list(accepted),
+    )
+
+
+def _too_large(max_bytes: int) -> ProblemError:
+    return ProblemError(
+        413,
+        "Upload too large",
+        f"the request body is larger than the limit of {max_bytes} bytes "
+        f"(max_upload_bytes={max_bytes}); split the upload into smaller files",
+        max_upload_bytes=max_bytes,
+    )
+
+
+def size_limited(request: Request, max_bytes: int) -> Request:
+    """``request`` with a body of at most ``max_bytes``, else a 413 problem.
+
+    Content-Length is checked first, so an honest client is refused before it sends anything;
+    the bytes are counted while reading too, for chunked bodies and dishonest headers.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            length = int(declared)
+        except ValueError:
+            raise ProblemError(
+                400, "Bad Content-Length", f"Content-Length {declared[:40]!r} is not a number"
+            ) from None
+        if length > max_bytes:
+            raise _too_large(max_bytes)
+
+    receive = request.receive
+    received = 0
+
+    async def counting_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > max_bytes:
+                raise _too_large(max_bytes)
+        return message
+
+    return Request(request.scope, counting_receive)

@@ -1,0 +1,350 @@
+"""Turning an upload (CSV file or JSON document) into validated songs, one row at a time.
+
+Pure logic on plain data: no Kafka, no lake, no HTTP. The CSV is read twice, both times
+streamed: :func:`inspect_csv` checks encoding, layout and size before anything is written,
+so a bad file never leaves half of itself behind; :func:`csv_candidates` then validates row by
+row. :func:`accepted_chunks` groups accepted songs into chunks and keeps the
+:class:`UploadLedger` of what was accepted and rejected.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from pydantic import BaseModel, Field, ValidationError
+
+from emergify_contracts.song import (
+    Layout,
+    RowError,
+    Song,
+    describe_validation_error,
+    detect_layout,
+    row_to_song,
+)
+from emergify_ingest.problems import ProblemError
+
+#: Bytes looked at to tell text from binary before parsing.
+SNIFF_BYTES = 8192
+
+#: Tried in order; the first that decodes the whole file wins. latin-1 decodes anything.
+ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")
+
+# Columns (lower-cased) that hold the track id in each layout, for naming rejected rows.
+_ID_COLUMNS: dict[Layout, tuple[str, ...]] = {
+    Layout.EXPORTIFY: ("spotify id", "track uri"),
+    Layout.KAGGLE: ("id",),
+    Layout.GENRE_LABELLED: ("track_id",),
+    Layout.CANONICAL: ("track_id",),
+}
+
+
+class RejectedRow(BaseModel):
+    """A record that did not become a song, and every reason why."""
+
+    row: int = Field(
+        description="CSV: 1-based number of the data record (the header is not counted). "
+        "JSON: 1-based position in the request's list (1 for a single object)."
+    )
+    track_id: str | None = Field(None, description="The record's track id, if it had one.")
+    errors: list[str] = Field(
+        description="Readable reasons, e.g. 'danceability 1.7 is outside [0, 1]'."
+    )
+
+
+class UploadReport(BaseModel):
+    """What happened to an upload: answered with 202 once every accepted song is durable."""
+
+    upload_id: str = Field(description="Id of this upload in the master dataset and on Kafka.")
+    layout: str = Field(description="'json', or the CSV layout detected (exportify, kaggle, ...).")
+    accepted: int = Field(description="Songs written to the master dataset and published.")
+    rejected: list[RejectedRow] = Field(
+        description="Rejected records, in upload order (at most max_reported_rejections)."
+    )
+    rejected_count: int = Field(description="All rejected records, listed or not.")
+    warnings: list[str] = Field(
+        default_factory=list, description="Things worth knowing that did not stop the upload."
+    )
+
+
+@dataclass
+class UploadLedger:
+    """Accepted and rejected records of one upload; refuses a track id seen earlier in it."""
+
+    max_reported: int
+    accepted: int = 0
+    rejected: list[RejectedRow] = field(default_factory=list)
+    rejected_count: int = 0
+    _first_row: dict[str, int] = field(default_factory=dict)
+
+    def reject(self, row: int, track_id: str | None, errors: list[str]) -> None:
+        """Record a rejected row (listed while under ``max_reported``)."""
+        self.rejected_count += 1
+        if len(self.rejected) < self.max_reported:
+            self.rejected.append(RejectedRow(row=row, track_id=track_id, errors=errors))
+
+    def accept(self, row: int, song: Song) -> bool:
+        """Count ``song`` as accepted unless its track id was accepted earlier in this upload."""
+        first = self._first_row.get(song.track_id)
+        if first is not None:
+            self.reject(
+                row,
+                song.track_id,
+                [f"track_id {song.track_id} already appears in row {first} of this upload"],
+            )
+            return False
+        self._first_row[song.track_id] = row
+        self.accepted += 1
+        return True
+
+    def warnings(self) -> list[str]:
+        """Warnings the ledger itself has to give."""
+        hidden = self.rejected_count - len(self.rejected)
+        if hidden > 0:
+            return [
+                f"{self.rejected_count} rows were rejected; only the first "
+                f"{len(self.rejected)} are listed"
+            ]
+        return []
+
+
+#: One record on its way to validation: (row, track id if known, the song or its errors).
+Candidate = tuple[int, str | None, Song | list[str]]
+
+
+@dataclass
+class SongChunk:
+    """Accepted songs of one chunk, with their row numbers in the upload."""
+
+    index: int
+    rows: list[int]
+    songs: list[Song]
+
+
+def accepted_chunks(
+    candidates: Iterator[Candidate], ledger: UploadLedger, chunk_rows: int
+) -> Iterator[SongChunk]:
+    """Validate ``candidates`` into the ledger, yielding accepted songs ``chunk_rows`` at a time."""
+    rows: list[int] = []
+    songs: list[Song] = []
+    index = 0
+    for row, track_id, outcome in candidates:
+        if isinstance(outcome, Song):
+            if ledger.accept(row, outcome):
+                rows.append(row)
+                songs.append(outcome)
+        else:
+            ledger.reject(row, track_id, outcome)
+        if len(songs) >= chunk_rows:
+            yield SongChunk(index, rows, songs)
+            index += 1
+            rows, songs = [], []
+    if songs:
+        yield SongChunk(index, rows, songs)
+
+
+# --- CSV ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CsvPlan:
+    """What the first pass learned about an uploaded CSV."""
+
+    encoding: str
+    layout: Layout
+    records: int
+    id_columns: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+
+
+def _not_csv(detail: str) -> ProblemError:
+    return ProblemError(422, "Not a CSV file", detail)
+
+
+def _sniff(file: BinaryIO) -> None:
+    """Refuse what is plainly not a CSV text file, before parsing it."""
+    file.seek(0)
+    head = file.read(SNIFF_BYTES)
+    file.seek(0)
+    if not head.strip():
+        raise ProblemError(422, "Empty file", "the uploaded file is empty: nothing to ingest")
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise _not_csv("the file is UTF-16 text; save it as CSV UTF-8 and upload it again")
+    if b"\x00" in head:
+        raise _not_csv(
+            "the file is binary (it contains NUL bytes), not CSV text; upload a CSV export "
+            "(Exportify, the Kaggle tracks layout or canonical columns)"
+        )
+
+
+def _open_text(file: BinaryIO, encoding: str) -> io.TextIOWrapper:
+    file.seek(0)
+    # newline="" lets the csv module see quoted line breaks; strict errors find bad encodings.
+    return io.TextIOWrapper(file, encoding=encoding, errors="strict", newline="")  # type: ignore[type-var]
+
+
+def _records(
+    text: io.TextIOWrapper,
+) -> tuple[list[str] | None, Iterator[tuple[int, dict[str | None, Any] | csv.Error]]]:
+    """The header and an iterator of (row number, record or the csv error it raised)."""
+    reader = csv.DictReader(text)
+    try:
+        header = reader.fieldnames
+    except csv.Error as exc:
+        raise _not_csv(f"the header line cannot be read as CSV: {exc}") from None
+
+    def records() -> Iterator[tuple[int, dict[str | None, Any] | csv.Error]]:
+        row = 0
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                # The reader skips past the broken record, so one bad row does not end the file.
+                row += 1
+                yield row, exc
+                continue
+            row += 1
+            yield row, record
+
+    return (list(header) if header is not None else None), records()
+
+
+def inspect_csv(file: BinaryIO, max_rows: int) -> CsvPlan:
+    """First pass: encoding, layout and record count, or a :class:`ProblemError` saying why not.
+
+    Streams the file; stops early once it holds more than ``max_rows`` records.
+    """
+    _sniff(file)
+    utf8_problem = ""
+    for encoding in ENCODINGS:
+        text = _open_text(file, encoding)
+        try:
+            header, records = _records(text)
+            count = 0
+            for count, _ in records:
+                if count > max_rows:
+                    raise ProblemError(
+                        413,
+                        "Too many rows",
+                        f"the file has more than {max_rows} data rows (the limit is "
+                        f"max_rows={max_rows}); split it into smaller uploads",
+                        max_rows=max_rows,
+                    )
+        except UnicodeDecodeError as exc:
+            if not utf8_problem:
+                utf8_problem = f"byte 0x{exc.object[exc.start]:02x} is not UTF-8"
+            continue
+        finally:
+            text.detach()
+        break
+    else:  # pragma: no cover - latin-1 decodes every byte sequence
+        raise _not_csv("the file is not text in any supported encoding")
+    warnings: list[str] = []
+    if encoding != "utf-8-sig":
+        name = {"cp1252": "Windows-1252 (cp1252)", "latin-1": "Latin-1"}[encoding]
+        warnings.append(
+            f"the file is not valid UTF-8 ({utf8_problem}); it was read as {name} — save it "
+            "as CSV UTF-8 to be sure names come through as written"
+        )
+    if not header or not any(h.strip() for h in header):
+        raise ProblemError(422, "Empty file", "the uploaded file has no header line")
+    try:
+        layout = detect_layout(header)
+    except ValueError as exc:
+        raise ProblemError(
+            422, "Unknown CSV layout", str(exc), columns=[h.strip() for h in header][:100]
+        ) from None
+    if count == 0:
+        raise ProblemError(
+            422, "No data rows", "the file has a header line but no data rows: nothing to ingest"
+        )
+    wanted = _ID_COLUMNS[layout]
+    id_columns = tuple(h for h in header if h.replace("\ufeff", "").strip().lower() in wanted)
+    return CsvPlan(encoding, layout, count, id_columns, tuple(warnings))
+
+
+def _raw_track_id(record: dict[str | None, Any], id_columns: tuple[str, ...]) -> str | None:
+    for column in id_columns:
+        value = record.get(column)
+        if isinstance(value, str) and value.strip():
+            # A track URI (spotify:track:<id>) names the id in its last part.
+            return value.strip().rsplit(":", 1)[-1][:100]
+    return None
+
+
+def csv_candidates(file: BinaryIO, plan: CsvPlan) -> Iterator[Candidate]:
+    """Second pass: every record of the file as a song or the reasons it is not one."""
+    text = _open_text(file, plan.encoding)
+    try:
+        _header, records = _records(text)
+        for row, record in records:
+            if isinstance(record, csv.Error):
+                yield row, None, [f"the record cannot be read as CSV: {record}"]
+                continue
+            track_id = _raw_track_id(record, plan.id_columns)
+            try:
+                yield row, track_id, row_to_song(record, plan.layout)
+            except RowError as exc:
+                yield row, track_id, exc.errors
+    finally:
+        text.detach()
+
+
+# --- JSON --------------------------------------------------------------------------------
+
+
+def parse_json_songs(body: bytes, max_rows: int) -> list[Any]:
+    """The song objects of a JSON body (one object or a list), or a problem saying why not."""
+    if not body.strip():
+        raise ProblemError(
+            422, "Empty body", "the request body is empty; send a song object or a list of them"
+        )
+    try:
+        payload = json.loads(body)
+    except UnicodeDecodeError:
+        raise ProblemError(422, "Not JSON", "the request body is not UTF-8 JSON") from None
+    except json.JSONDecodeError as exc:
+        raise ProblemError(
+            422,
+            "Not JSON",
+            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} "
+            f"column {exc.colno}",
+        ) from None
+    items = [payload] if isinstance(payload, dict) else payload
+    if not isinstance(items, list):
+        raise ProblemError(
+            422,
+            "Not a song or a list of songs",
+            f"the JSON body is a {type(payload).__name__}; send a song object or a list of them",
+        )
+    if not items:
+        raise ProblemError(422, "No songs", "the list is empty: nothing to ingest")
+    if len(items) > max_rows:
+        raise ProblemError(
+            413,
+            "Too many rows",
+            f"the list holds {len(items)} songs; the limit is max_rows={max_rows}",
+            max_rows=max_rows,
+        )
+    return items
+
+
+def json_candidates(items: list[Any]) -> Iterator[Candidate]:
+    """Every item of a JSON list as a song or the reasons it is not one."""
+    for row, item in enumerate(items, 1):
+        if not isinstance(item, dict):
+            yield row, None, [f"the item is a {type(item).__name__}, not a song object"]
+            continue
+        raw_id = item.get("track_id")
+        track_id = raw_id[:100] if isinstance(raw_id, str) else None
+        try:
+            yield row, track_id, Song.model_validate(item)
+        except ValidationError as exc:
+            yield row, track_id, describe_validation_error(exc)

@@ -1,0 +1,1 @@
+"""Emergify recommender: the serving layer (in-memory catalog index, ranking, read API)."""

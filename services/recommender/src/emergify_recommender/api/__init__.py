@@ -1,0 +1,1 @@
+"""HTTP layer of the recommender: thin routes over the catalog, ranking and search."""

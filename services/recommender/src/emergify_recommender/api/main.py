@@ -1,0 +1,11 @@
+"""Includes every route module; nothing else."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from emergify_recommender.api.routes import catalog, clusters, health, model, recommendations, songs
+
+api_router = APIRouter()
+for module in (health, recommendations, songs, catalog, model, clusters):
+    api_router.include_router(module.router)

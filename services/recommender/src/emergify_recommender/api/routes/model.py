@@ -1,0 +1,43 @@
+"""GET /api/v1/model: the clustering model in use."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from emergify_recommender.api.deps import CurrentIndex
+from emergify_recommender.api.problems import Problem, ProblemError
+from emergify_recommender.api.schemas import ModelInfo
+
+router = APIRouter(tags=["model"])
+
+
+@router.get(
+    "/api/v1/model",
+    response_model=ModelInfo,
+    name="get_model",
+    summary="The current clustering model",
+    responses={
+        404: {"model": Problem, "description": "No model trained yet."},
+        503: {"model": Problem, "description": "The catalog is still loading."},
+    },
+)
+def get_model(index: CurrentIndex) -> ModelInfo:
+    """Version, k, silhouette and training metrics of the model the recommender uses."""
+    if index.model is None:
+        raise ProblemError(
+            404,
+            "No model",
+            "no model trained yet: the batch layer trains one once enough songs are in the "
+            "catalog, or now with POST /api/v1/model/retrain",
+        )
+    m = index.model.portable
+    return ModelInfo(
+        version=m.version,
+        k=m.k,
+        silhouette=m.silhouette,
+        features=list(m.features),
+        trained_at=m.trained_at,
+        songs=m.songs,
+        metrics=dict(index.model.metrics),
+        explained_variance=list(m.explained_variance),
+    )

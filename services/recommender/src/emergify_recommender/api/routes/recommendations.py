@@ -1,0 +1,111 @@
+"""POST /api/v1/recommendations: songs that sound like the seeds, under the playlist rules."""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi import APIRouter
+
+from emergify_contracts.song import AUDIO_FEATURES
+from emergify_recommender.api.deps import CurrentIndex
+from emergify_recommender.api.problems import Problem, ProblemError
+from emergify_recommender.api.schemas import (
+    AudioFeatures,
+    RecommendationRequest,
+    RecommendationResponse,
+    RecommendedItem,
+    SeedInfo,
+)
+from emergify_recommender.index import SongIndex
+from emergify_recommender.ranking import query_vector, rank
+
+router = APIRouter(tags=["recommendations"])
+
+
+def spotify_url(track_id: str) -> str:
+    """The song's page on open.spotify.com."""
+    return f"https://open.spotify.com/track/{track_id}"
+
+
+def features_of(vector: np.ndarray | list[float]) -> AudioFeatures:
+    """An AudioFeatures body from a vector in AUDIO_FEATURES order (already valid: stored
+    songs, or a mean of them, which float rounding must not push out of range)."""
+    return AudioFeatures.model_construct(
+        **{f: float(v) for f, v in zip(AUDIO_FEATURES, vector, strict=True)}
+    )
+
+
+def _seed_rows(index: SongIndex, ids: list[str]) -> list[int]:
+    rows = {track_id: index.position(track_id) for track_id in dict.fromkeys(ids)}
+    missing = [track_id for track_id, row in rows.items() if row is None]
+    if missing:
+        names = ", ".join(missing)
+        raise ProblemError(
+            404,
+            "Seed not found",
+            f"seed {names} {'is' if len(missing) == 1 else 'are'} not in the catalog yet: "
+            "upload the song first (POST /api/v1/songs) or pass its seed_features",
+            missing_ids=missing,
+        )
+    return [row for row in rows.values() if row is not None]
+
+
+@router.post(
+    "/api/v1/recommendations",
+    response_model=RecommendationResponse,
+    name="recommend",
+    summary="Recommend songs that sound like the seeds",
+    responses={
+        404: {"model": Problem, "description": "A seed is not in the catalog."},
+        422: {"model": Problem, "description": "Invalid request."},
+        503: {"model": Problem, "description": "The catalog is still loading."},
+    },
+)
+def recommend(body: RecommendationRequest, index: CurrentIndex) -> RecommendationResponse:
+    """Rank the seed's cluster by Manhattan distance on standardized features, spill over to
+    the next-nearest clusters when needed, and apply the playlist rules."""
+    if body.seeds is not None:
+        seeds = _seed_rows(index, body.seeds)
+        query = query_vector(index, seeds)
+        raw_query = index.raw[seeds].mean(axis=0)
+    else:
+        seeds = []
+        raw_query = np.asarray(body.seed_features.vector())  # type: ignore[union-attr]
+        query = index.standardize(raw_query)
+    cluster = index.cluster_of(query)
+    exclude = [row for row in map(index.position, body.exclude_ids) if row is not None]
+    ranked = rank(
+        index,
+        query,
+        cluster,
+        body.limit,
+        max_popularity=body.max_popularity,
+        max_per_artist=body.max_per_artist,
+        exclude=exclude,
+        seeds=seeds,
+    )
+    items = []
+    for r in ranked:
+        song = index.records[r.row]
+        items.append(
+            RecommendedItem(
+                track_id=song.track_id,
+                name=song.name,
+                artists=list(song.artists),
+                album=song.album,
+                popularity=song.popularity,
+                distance=r.distance,
+                cluster=r.cluster,
+                features=features_of(song.features),
+                spotify_url=spotify_url(song.track_id),
+            )
+        )
+    return RecommendationResponse(
+        model_version=index.model_version,
+        seed=SeedInfo(
+            track_ids=[index.records[s].track_id for s in seeds],
+            features=features_of(raw_query),
+            cluster=cluster,
+        ),
+        items=items,
+        count=len(items),
+    )

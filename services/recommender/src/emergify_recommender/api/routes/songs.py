@@ -1,0 +1,100 @@
+"""GET /api/v1/songs/{track_id} and GET /api/v1/songs?q=: the materialised catalog."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from emergify_contracts.song import TRACK_ID_RE
+from emergify_recommender.api.deps import CurrentIndex
+from emergify_recommender.api.problems import Problem, ProblemError
+from emergify_recommender.api.routes.recommendations import spotify_url
+from emergify_recommender.api.schemas import SearchResponse, SongDetail, SongSummary
+from emergify_recommender.search import search
+
+router = APIRouter(tags=["songs"])
+_NOT_READY = {503: {"model": Problem, "description": "The catalog is still loading."}}
+
+
+@router.get(
+    "/api/v1/songs/{track_id}",
+    response_model=SongDetail,
+    name="get_song",
+    summary="One song with its features and cluster",
+    responses={
+        404: {"model": Problem, "description": "Not materialised (yet)."},
+        422: {"model": Problem, "description": "Malformed track id."},
+        **_NOT_READY,
+    },
+)
+def get_song(
+    track_id: Annotated[
+        str, Path(pattern=TRACK_ID_RE.pattern, description="Spotify track id (22 base62).")
+    ],
+    index: CurrentIndex,
+) -> SongDetail:
+    """The song as the feature table holds it, with its cluster under the current model."""
+    row = index.position(track_id)
+    if row is None:
+        raise ProblemError(
+            404,
+            "Song not found",
+            f"track {track_id} is not in the catalog yet: an uploaded song appears once the "
+            "speed layer has materialised it (usually within seconds)",
+            track_id=track_id,
+        )
+    song = index.records[row]
+    return SongDetail(
+        track_id=song.track_id,
+        name=song.name,
+        artists=list(song.artists),
+        artist_ids=list(song.artist_ids),
+        album=song.album,
+        release_date=song.release_date,
+        duration_ms=song.duration_ms,
+        popularity=song.popularity,
+        explicit=song.explicit,
+        genres=list(song.genres),
+        **song.feature_dict(),
+        key=song.key,
+        mode=song.mode,
+        time_signature=song.time_signature,
+        cluster=index.cluster_of_row(row),
+        model_version=index.model_version,
+        table_version=song.table_version,
+        ingested_at=song.ingested_at,
+        updated_at=song.updated_at,
+        spotify_url=spotify_url(song.track_id),
+    )
+
+
+@router.get(
+    "/api/v1/songs",
+    response_model=SearchResponse,
+    name="search_songs",
+    summary="Search the catalog by track or artist name",
+    responses={422: {"model": Problem, "description": "Missing or invalid q/limit."}, **_NOT_READY},
+)
+def search_songs(
+    q: Annotated[str, Query(min_length=1, max_length=200, description="Text to find.")],
+    index: CurrentIndex,
+    limit: Annotated[int, Query(ge=1, le=100, description="Most songs to return.")] = 20,
+) -> SearchResponse:
+    """Case-insensitive substring search over track names and artist names."""
+    rows, total = search(index, q, limit)
+    items = []
+    for row in rows:
+        song = index.records[row]
+        items.append(
+            SongSummary(
+                track_id=song.track_id,
+                name=song.name,
+                artists=list(song.artists),
+                album=song.album,
+                popularity=song.popularity,
+                cluster=index.cluster_of_row(row),
+                spotify_url=spotify_url(song.track_id),
+            )
+        )
+    return SearchResponse(query=q, items=items, count=len(items), total=total)

@@ -1,0 +1,229 @@
+"""Request and response bodies of the recommender's public API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from emergify_contracts.song import AUDIO_FEATURES, LOUDNESS_RANGE, TRACK_ID_RE
+
+TrackId = Annotated[
+    str,
+    StringConstraints(pattern=TRACK_ID_RE.pattern),
+    Field(
+        description="Spotify track id, 22 base62 characters.", examples=["5P6nbeGMqnAGwqt9rrraaQ"]
+    ),
+]
+_UNIT = {"ge": 0.0, "le": 1.0}
+
+
+class AudioFeatures(BaseModel):
+    """The nine audio features used for ranking (Spotify's definitions)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    danceability: float = Field(description="0..1: how suitable for dancing.", **_UNIT)
+    energy: float = Field(description="0..1: intensity and activity.", **_UNIT)
+    loudness: float = Field(
+        description="Overall loudness in dB.", ge=LOUDNESS_RANGE[0], le=LOUDNESS_RANGE[1]
+    )
+    speechiness: float = Field(description="0..1: presence of spoken words.", **_UNIT)
+    acousticness: float = Field(description="0..1: confidence the track is acoustic.", **_UNIT)
+    instrumentalness: float = Field(description="0..1: likelihood of no vocals.", **_UNIT)
+    liveness: float = Field(description="0..1: presence of an audience.", **_UNIT)
+    valence: float = Field(description="0..1: musical positiveness.", **_UNIT)
+    tempo: float = Field(description="Beats per minute, >= 0.", ge=0.0)
+
+    def vector(self) -> list[float]:
+        """The features in vector order."""
+        return [getattr(self, f) for f in AUDIO_FEATURES]
+
+
+class RecommendationRequest(BaseModel):
+    """Seeds (songs of the catalog, or a feature vector) and the playlist rules."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seeds: list[TrackId] | None = Field(
+        None,
+        min_length=1,
+        max_length=50,
+        description="Track ids of songs the listener loves; several are averaged.",
+    )
+    seed_features: AudioFeatures | None = Field(
+        None, description="A feature vector to match instead of seed songs."
+    )
+    limit: int = Field(30, ge=1, le=100, description="How many songs to return.")
+    max_popularity: int | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="The emerging threshold: only songs with popularity <= this "
+        "(songs of unknown popularity pass).",
+    )
+    max_per_artist: int = Field(2, ge=1, le=50, description="At most this many songs per artist.")
+    exclude_ids: list[TrackId] = Field(
+        default_factory=list, max_length=10_000, description="Track ids never to return."
+    )
+
+    @model_validator(mode="after")
+    def _one_seed_kind(self) -> RecommendationRequest:
+        if (self.seeds is None) == (self.seed_features is None):
+            raise ValueError("give exactly one of `seeds` (track ids) or `seed_features`")
+        return self
+
+
+class SeedInfo(BaseModel):
+    """What the ranking matched against."""
+
+    track_ids: list[str] = Field(description="The seed track ids (empty for seed_features).")
+    features: AudioFeatures = Field(description="The query vector (the seeds' mean).")
+    cluster: int | None = Field(description="The query's cluster; null before a model exists.")
+
+
+class RecommendedItem(BaseModel):
+    """One recommended song."""
+
+    track_id: str
+    name: str
+    artists: list[str]
+    album: str | None
+    popularity: int | None = Field(description="0..100; null when unknown.")
+    distance: float = Field(description="Manhattan distance to the query, standardized features.")
+    cluster: int | None
+    features: AudioFeatures
+    spotify_url: str
+
+
+class RecommendationResponse(BaseModel):
+    """Recommended songs, nearest first."""
+
+    model_version: int | None = Field(description="Model used; null before the first model.")
+    seed: SeedInfo
+    items: list[RecommendedItem] = Field(description="Ascending by distance.")
+    count: int
+
+
+class SongDetail(BaseModel):
+    """A song of the feature table, with its cluster under the current model."""
+
+    track_id: str
+    name: str
+    artists: list[str]
+    artist_ids: list[str]
+    album: str | None
+    release_date: str | None
+    duration_ms: int | None
+    popularity: int | None
+    explicit: bool | None
+    genres: list[str]
+    danceability: float
+    energy: float
+    loudness: float
+    speechiness: float
+    acousticness: float
+    instrumentalness: float
+    liveness: float
+    valence: float
+    tempo: float
+    key: int | None
+    mode: int | None
+    time_signature: int | None
+    cluster: int | None = Field(description="Cluster under model_version; null before a model.")
+    model_version: int | None
+    table_version: int = Field(description="Micro-batch that last wrote the song.")
+    ingested_at: datetime | None
+    updated_at: datetime | None
+    spotify_url: str
+
+
+class SongSummary(BaseModel):
+    """A search hit."""
+
+    track_id: str
+    name: str
+    artists: list[str]
+    album: str | None
+    popularity: int | None
+    cluster: int | None
+    spotify_url: str
+
+
+class SearchResponse(BaseModel):
+    """Songs whose name or artists contain the query."""
+
+    query: str
+    items: list[SongSummary]
+    count: int = Field(description="Items returned.")
+    total: int = Field(description="Songs that matched (may exceed the limit).")
+
+
+class Freshness(BaseModel):
+    last_batch_at: datetime | None = Field(description="When the last micro-batch committed.")
+    seconds_since_last_batch: float | None
+
+
+class SpeedLayer(BaseModel):
+    lag: int = Field(description="Records on the songs topic not yet in the feature table.")
+
+
+class CatalogStatus(BaseModel):
+    """What the serving layer holds and how fresh it is."""
+
+    songs: int
+    last_update: datetime | None = Field(description="Newest updated_at among loaded songs.")
+    table_version: int | None
+    model_version: int | None
+    model_trained_at: datetime | None
+    freshness: Freshness
+    speed_layer: SpeedLayer | None = Field(
+        description="null when the stream processor is unreachable."
+    )
+
+
+class ModelInfo(BaseModel):
+    """The current clustering model."""
+
+    version: int
+    k: int
+    silhouette: float
+    features: list[str]
+    trained_at: datetime
+    songs: int = Field(description="Songs the model was trained on.")
+    metrics: dict[str, Any]
+    explained_variance: list[float]
+
+
+class ClusterPoint(BaseModel):
+    track_id: str
+    name: str
+    x: float = Field(description="First PCA coordinate.")
+    y: float = Field(description="Second PCA coordinate.")
+    cluster: int
+
+
+class Centroid(BaseModel):
+    cluster: int
+    x: float
+    y: float
+
+
+class ClustersResponse(BaseModel):
+    """A deterministic sample of songs in the model's PCA plane, and the centroids."""
+
+    model_version: int
+    songs: int = Field(description="Songs in the catalog (the sample may hold fewer).")
+    points: list[ClusterPoint]
+    centroids: list[Centroid]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "starting", "degraded"]
+    service: str
+    songs: int | None = None
+    model_version: int | None = None
+    table_version: int | None = None
+    change_feed: str | None = Field(None, description="Kafka change feed: connecting/connected/...")
+    detail: str | None = None

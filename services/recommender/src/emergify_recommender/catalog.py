@@ -1,0 +1,155 @@
+"""The live catalog: the current :class:`SongIndex` and every way it is refreshed.
+
+Three paths lead to a new index, all serialized by one lock and run off the event loop
+(DB reads and NumPy work happen in a worker thread, so requests keep being served):
+
+- a ``CatalogChange`` event: the upserted ids are read back and applied incrementally;
+- a ``ModelPublished`` event: model and full table are reloaded (every cluster changes);
+- the fallback poll: compares the database's newest table and model versions with what is
+  loaded, and catches up (incrementally when only songs changed). It is what keeps the
+  catalog fresh when Kafka is down or an event was lost.
+
+The index is swapped by assigning one attribute; readers take ``catalog.index`` once per
+request and keep that reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import structlog
+from sqlalchemy.engine import Engine
+
+from emergify_contracts.events import CatalogChange, ModelPublished
+from emergify_recommender.feature_table import load_all, load_ids, load_since, table_state
+from emergify_recommender.index import SongIndex, build_index, with_songs
+from emergify_recommender.model_registry import load_current_model
+
+log = structlog.get_logger()
+
+
+class CatalogNotReady(RuntimeError):
+    """The first load of the catalog has not finished (or the database is unreachable)."""
+
+
+class Catalog:
+    """Holds the current index; refreshes it from the database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._index: SongIndex | None = None
+        self._lock = asyncio.Lock()
+        self.last_error: str | None = None
+
+    @property
+    def index(self) -> SongIndex | None:
+        """The current index, or None before the first successful load."""
+        return self._index
+
+    def require(self) -> SongIndex:
+        """The current index; raises :class:`CatalogNotReady` before the first load."""
+        index = self._index
+        if index is None:
+            raise CatalogNotReady(self.last_error or "the catalog is still loading")
+        return index
+
+    async def _swap(self, reason: str, build: Callable[[SongIndex | None], SongIndex]) -> SongIndex:
+        async with self._lock:
+            started = time.perf_counter()
+            try:
+                new = await asyncio.to_thread(build, self._index)
+            except Exception as exc:
+                self.last_error = f"catalog refresh failed: {type(exc).__name__}: {exc}"
+                raise
+            self.last_error = None
+            old, self._index = self._index, new
+            if old is None or new.records is not old.records or new.model is not old.model:
+                log.info(
+                    "catalog refreshed",
+                    reason=reason,
+                    songs=len(new),
+                    model_version=new.model_version,
+                    table_version=new.table_version,
+                    seconds=round(time.perf_counter() - started, 3),
+                )
+            return new
+
+    def _full_load(self, _current: SongIndex | None) -> SongIndex:
+        state = table_state(self._engine)
+        model = load_current_model(self._engine)
+        records = load_all(self._engine)
+        watermark = max((r.table_version for r in records), default=None)
+        return build_index(records, model, watermark=watermark, last_batch_at=state.last_batch_at)
+
+    async def reload(self, reason: str = "start") -> SongIndex:
+        """Load model and feature table from scratch."""
+        return await self._swap(reason, self._full_load)
+
+    async def apply_change(self, change: CatalogChange) -> SongIndex:
+        """Apply a committed micro-batch: read its upserted ids back and update in place."""
+
+        def build(current: SongIndex | None) -> SongIndex:
+            if current is None:
+                return self._full_load(current)
+            # The watermark is left to the poll: an earlier batch's event may have been lost.
+            return with_songs(
+                current,
+                load_ids(self._engine, change.upserted_ids),
+                last_batch_at=change.committed_at,
+            )
+
+        return await self._swap(f"catalog change v{change.table_version}", build)
+
+    async def apply_model(self, event: ModelPublished) -> SongIndex | None:
+        """Load a newly published model (and the full table, whose clusters all change)."""
+        current = self._index
+        if (
+            current is not None
+            and current.model_version is not None
+            and event.version <= current.model_version
+        ):
+            return current  # a replayed or older event
+        return await self._swap(f"model v{event.version} published", self._full_load)
+
+    async def sync(self) -> SongIndex:
+        """Compare the database with what is loaded and catch up (the fallback poll)."""
+        return await self._swap("poll", self._sync)
+
+    def _sync(self, current: SongIndex | None) -> SongIndex:
+        if current is None:
+            return self._full_load(current)
+        state = table_state(self._engine)
+        if state.model_version != current.model_version:
+            return self._full_load(current)
+        watermark = -1 if current.watermark is None else current.watermark
+        if state.max_table_version is None:
+            return self._full_load(current) if len(current) else current
+        if state.max_table_version < watermark:
+            return self._full_load(current)  # the table was rebuilt from scratch
+        if state.max_table_version > watermark:
+            records = load_since(self._engine, watermark)
+            return with_songs(
+                current,
+                records,
+                watermark=max((r.table_version for r in records), default=watermark),
+                last_batch_at=state.last_batch_at,
+            )
+        if state.songs != len(current):
+            return self._full_load(current)  # rows were deleted
+        if state.last_batch_at is not None and state.last_batch_at != current.last_batch_at:
+            return replace(current, last_batch_at=state.last_batch_at)
+        return current
+
+    async def poll_forever(self, interval: float) -> None:
+        """Run :meth:`sync` every ``interval`` seconds until cancelled; never raises."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sync()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("catalog poll failed", error=f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,96 @@
+"""Reading the feature table (``songs``) the stream processor writes. Read-only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from emergify_contracts.tables import model_versions, songs, stream_batches
+from emergify_recommender.index import SongRecord, as_utc
+
+# Everything but the table's own bookkeeping of Kafka positions and the stored cluster
+# (recomputed from the model on load: the column may be from an older model).
+_COLUMNS = [
+    c
+    for c in songs.c
+    if c.name not in ("cluster", "model_version", "kafka_partition", "kafka_offset")
+]
+_ID_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class TableState:
+    """What the database holds now, to compare with what is loaded."""
+
+    songs: int
+    max_table_version: int | None
+    model_version: int | None
+    last_batch_at: datetime | None
+
+
+def _has(conn: Connection, table: sa.Table) -> bool:
+    # The stream processor creates the tables; until it has, the catalog is simply empty.
+    return sa.inspect(conn).has_table(table.name)
+
+
+def table_state(engine: Engine) -> TableState:
+    """Row count and highest version of the feature table, newest model version, and the
+    time of the last committed micro-batch."""
+    with engine.connect() as conn:
+        count, max_tv, model_version, last_batch = 0, None, None, None
+        if _has(conn, songs):
+            count, max_tv = conn.execute(
+                sa.select(sa.func.count(), sa.func.max(songs.c.table_version))
+            ).one()
+        if _has(conn, model_versions):
+            model_version = conn.execute(sa.select(sa.func.max(model_versions.c.version))).scalar()
+        if _has(conn, stream_batches):
+            last_batch = conn.execute(
+                sa.select(sa.func.max(stream_batches.c.committed_at))
+            ).scalar()
+    return TableState(
+        songs=int(count or 0),
+        max_table_version=None if max_tv is None else int(max_tv),
+        model_version=None if model_version is None else int(model_version),
+        last_batch_at=as_utc(last_batch),
+    )
+
+
+def load_all(engine: Engine) -> list[SongRecord]:
+    """Every song of the feature table."""
+    with engine.connect() as conn:
+        if not _has(conn, songs):
+            return []
+        result = conn.execute(sa.select(*_COLUMNS).order_by(songs.c.track_id))
+        return [SongRecord.from_row(row) for row in result.mappings()]
+
+
+def load_since(engine: Engine, table_version: int) -> list[SongRecord]:
+    """Songs written by micro-batches after ``table_version``."""
+    with engine.connect() as conn:
+        if not _has(conn, songs):
+            return []
+        result = conn.execute(
+            sa.select(*_COLUMNS)
+            .where(songs.c.table_version > table_version)
+            .order_by(songs.c.table_version, songs.c.track_id)
+        )
+        return [SongRecord.from_row(row) for row in result.mappings()]
+
+
+def load_ids(engine: Engine, track_ids: Iterable[str]) -> list[SongRecord]:
+    """The songs with these ids (ids not in the table are skipped)."""
+    ids = sorted(set(track_ids))
+    out: list[SongRecord] = []
+    with engine.connect() as conn:
+        if not ids or not _has(conn, songs):
+            return out
+        for start in range(0, len(ids), _ID_CHUNK):
+            chunk = ids[start : start + _ID_CHUNK]
+            result = conn.execute(sa.select(*_COLUMNS).where(songs.c.track_id.in_(chunk)))
+            out.extend(SongRecord.from_row(row) for row in result.mappings())
+    return out

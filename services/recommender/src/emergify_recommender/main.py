@@ -1,0 +1,78 @@
+"""The recommender app: the serving layer of Emergify.
+
+At start it loads the catalog (feature table + current model) into memory, then keeps it
+fresh from two sources: the Kafka change feed (catalog changes, new models) and a fallback
+poll of the database. Neither failing stops the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
+import structlog
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from emergify_contracts.tables import make_engine
+from emergify_recommender.api.main import api_router
+from emergify_recommender.api.problems import install_problem_handlers
+from emergify_recommender.catalog import Catalog
+from emergify_recommender.change_feed import ChangeFeed
+from emergify_recommender.config import Settings, get_settings
+
+log = structlog.get_logger()
+
+
+def operation_id(route: APIRoute) -> str:
+    """``{tag}-{name}``, so generated clients get readable method names."""
+    return f"{route.tags[0] if route.tags else 'default'}-{route.name}"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; ``settings`` defaults to the environment's."""
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)
+        catalog = Catalog(engine)
+        feed = ChangeFeed(settings, catalog)
+        app.state.catalog, app.state.change_feed = catalog, feed
+        app.state.http = httpx.AsyncClient()
+        try:
+            await catalog.reload("start")
+        except Exception as exc:
+            # Not fatal: /health says 503 and the poll retries until the database answers.
+            log.warning(
+                "initial catalog load failed; retrying in the background",
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        tasks = [
+            asyncio.create_task(feed.run(), name="change-feed"),
+            asyncio.create_task(
+                catalog.poll_forever(settings.refresh_interval_seconds), name="catalog-poll"
+            ),
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await app.state.http.aclose()
+            engine.dispose()
+
+    app = FastAPI(
+        title="Emergify recommender",
+        version="0.1.0",
+        summary="The serving layer: recommendations, catalog and model, from memory.",
+        generate_unique_id_function=operation_id,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_problem_handlers(app)
+    app.include_router(api_router)
+    return app

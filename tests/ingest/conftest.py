@@ -1,0 +1,110 @@
+"""Fixtures for the ingest tests: the app on the real embedded broker with a tmp lake."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from fastapi.testclient import TestClient
+
+from emergify_cli.broker import EmbeddedBroker
+from emergify_ingest.config import Settings
+from emergify_ingest.main import create_app
+
+
+def ingest_settings(bootstrap: str, lake: Path, **overrides: object) -> Settings:
+    """Settings for one test: its own topics (so consumers see only its records), its own lake."""
+    tag = uuid.uuid4().hex[:8]
+    values: dict[str, object] = {
+        "kafka_bootstrap_servers": bootstrap,
+        "lake_uri": str(lake),
+        "songs_topic": f"test.songs.{tag}",
+        "songs_dlq_topic": f"test.dlq.{tag}",
+        "catalog_changes_topic": f"test.changes.{tag}",
+        "models_topic": f"test.models.{tag}",
+        "kafka_request_timeout_ms": 5_000,
+        "kafka_connect_backoff_s": 0.2,
+        "retry_after_s": 7,
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def wait_ready(client: TestClient, deadline_s: float = 60.0) -> None:
+    """Poll /health until the service is ready (the producer connects in the background)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        response = client.get("/health")
+        if response.status_code == 200:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"ingest never became ready: {response.json()}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def make_client(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
+    """Start ingest apps (lifespan included) on a given broker; all are stopped after the test."""
+    opened: list[TestClient] = []
+
+    def make(broker: EmbeddedBroker, ready: bool = True, **overrides: object) -> TestClient:
+        settings = ingest_settings(broker.bootstrap, tmp_path / "lake", **overrides)
+        client = TestClient(create_app(settings), raise_server_exceptions=False)
+        client.__enter__()
+        opened.append(client)
+        if ready:
+            wait_ready(client)
+        return client
+
+    yield make
+    for client in reversed(opened):
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(broker: EmbeddedBroker, make_client: Callable[..., TestClient]) -> TestClient:
+    """An ingest app on the session broker, ready to take uploads."""
+    return make_client(broker)
+
+
+async def _consume(bootstrap: str, topic: str, expected: int, deadline_s: float) -> list:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    records = []
+    try:
+        deadline = time.monotonic() + deadline_s
+        while len(records) < expected and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for batch in batches.values():
+                records.extend(batch)
+        # One more poll: anything beyond `expected` would show up here.
+        for batch in (await consumer.getmany(timeout_ms=1_000)).values():
+            records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
+@pytest.fixture
+def consume() -> Callable[..., list]:
+    """``consume(bootstrap, topic, expected)``: every record of the topic, read from the start.
+
+    Waits until at least ``expected`` records arrived (or a deadline), then polls once more
+    so that surplus records would be seen too.
+    """
+
+    def read(bootstrap: str, topic: str, expected: int, deadline_s: float = 60.0) -> list:
+        return asyncio.run(_consume(bootstrap, topic, expected, deadline_s))
+
+    return read

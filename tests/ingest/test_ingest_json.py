@@ -1,0 +1,150 @@
+"""JSON uploads through POST /api/v1/songs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from emergify_contracts.events import SongEvent
+from emergify_ingest.master_dataset import read_master_dataset
+
+PROBLEM = "application/problem+json"
+URL = "/api/v1/songs"
+
+
+def song(track_id: str = "5P6nbeGMqnAGwqt9rrraaQ", **changes: Any) -> dict[str, Any]:
+    return {
+        "track_id": track_id,
+        "name": "Just a Little",
+        "artists": ["Lauren Faith"],
+        "artist_ids": ["5Y4KzJ4mRooyCG3qmIqOtd"],
+        "release_date": "2018-08-16",
+        "popularity": 38,
+        "danceability": 0.781,
+        "energy": 0.588,
+        "loudness": -8.09,
+        "speechiness": 0.192,
+        "acousticness": 0.248,
+        "instrumentalness": 0.156,
+        "liveness": 0.134,
+        "valence": 0.515,
+        "tempo": 109.929,
+        **changes,
+    }
+
+
+def assert_problem(response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body = response.json()
+    assert body["status"] == status and body["title"] and body["detail"]
+    return body
+
+
+def test_single_song(client: TestClient, consume, broker) -> None:
+    response = client.post(URL, json=song())
+
+    assert response.status_code == 202, response.text
+    report = response.json()
+    assert report["layout"] == "json"
+    assert report["accepted"] == 1
+    assert report["rejected"] == []
+    settings = client.app.state.settings
+    (record,) = consume(broker.bootstrap, settings.songs_topic, 1)
+    assert record.key == b"5P6nbeGMqnAGwqt9rrraaQ"
+    event = SongEvent.model_validate_json(record.value)
+    assert event.source == "json"
+    assert event.upload_id == report["upload_id"]
+    assert event.song.artists == ["Lauren Faith"]
+    lake = read_master_dataset(settings.lake_uri).to_pylist()
+    assert [(r["track_id"], r["row"], r["source"]) for r in lake] == [
+        ("5P6nbeGMqnAGwqt9rrraaQ", 1, "json")
+    ]
+
+
+def test_list_with_bad_items(client: TestClient) -> None:
+    items = [
+        song("2ERNqTqQJKm10LH6etp0IE"),
+        song("4OTzYYMAUUV30VRCZSbmJ2", danceability=1.7),
+        song("0CM3khntl1m4Un7q1E0KJS", tempo="fast"),
+        song("bad id"),
+        {k: v for k, v in song("5L8AaMMwmtrRtpfor6Oiob").items() if k != "valence"},
+        "not an object",
+        song("2ERNqTqQJKm10LH6etp0IE", name="again"),
+        song("0MYd6Ko48fNuzxVISiVsZd", popularity=101, unknown_field="ignored"),
+        song("4iV5W9uYEdYUVa79Axb7Rh", loudness=-7.0, genres=["indie pop"]),
+    ]
+
+    response = client.post(URL, json=items)
+
+    assert response.status_code == 202, response.text
+    report = response.json()
+    assert report["accepted"] == 2
+    assert report["rejected_count"] == 7
+    by_row = {r["row"]: r for r in report["rejected"]}
+    assert by_row[2]["errors"] == ["danceability 1.7 is outside [0, 1]"]
+    assert by_row[3]["errors"] == ["tempo 'fast' is not a number"]
+    assert by_row[4]["track_id"] == "bad id"
+    assert by_row[4]["errors"] == ["track_id 'bad id' is not a 22-character base62 Spotify id"]
+    assert by_row[5]["errors"] == ["valence is required"]
+    assert by_row[6] == {
+        "row": 6,
+        "track_id": None,
+        "errors": ["the item is a str, not a song object"],
+    }
+    assert by_row[7]["errors"] == [
+        "track_id 2ERNqTqQJKm10LH6etp0IE already appears in row 1 of this upload"
+    ]
+    assert by_row[8]["errors"] == ["popularity: Input should be less than or equal to 100"]
+    lake = read_master_dataset(client.app.state.settings.lake_uri)
+    assert sorted(lake.column("row").to_pylist()) == [1, 9]
+
+
+def test_all_items_invalid_is_422(client: TestClient) -> None:
+    body = assert_problem(client.post(URL, json=[song(energy=-1)]), 422)
+    assert body["rejected"] == [
+        {"row": 1, "track_id": "5P6nbeGMqnAGwqt9rrraaQ", "errors": ["energy -1 is outside [0, 1]"]}
+    ]
+
+
+def test_whole_request_problems(client: TestClient) -> None:
+    json_type = {"content-type": "application/json"}
+    assert (
+        "not valid JSON"
+        in assert_problem(client.post(URL, content=b"{not json", headers=json_type), 422)["detail"]
+    )
+    assert assert_problem(client.post(URL, content=b"\xff\xfe{}", headers=json_type), 422)
+    assert (
+        "empty" in assert_problem(client.post(URL, content=b"", headers=json_type), 422)["detail"]
+    )
+    assert "int" in assert_problem(client.post(URL, json=42), 422)["detail"]
+    assert "empty" in assert_problem(client.post(URL, json=[]), 422)["detail"]
+    wrong = client.post(URL, content=b"a,b", headers={"content-type": "text/csv"})
+    assert "application/json" in assert_problem(wrong, 415)["detail"]
+    assert assert_problem(client.post(URL, content=b"{}"), 415)  # no content type at all
+    assert read_master_dataset(client.app.state.settings.lake_uri).num_rows == 0
+
+
+def test_limits(broker, make_client) -> None:
+    client = make_client(broker, max_rows=2, max_upload_bytes=4_000)
+    ids = ["2ERNqTqQJKm10LH6etp0IE", "4OTzYYMAUUV30VRCZSbmJ2", "0CM3khntl1m4Un7q1E0KJS"]
+
+    assert assert_problem(client.post(URL, json=[song(i) for i in ids]), 413)["max_rows"] == 2
+    big = [song(ids[0], name="x" * 5_000)]
+    assert "4000 bytes" in assert_problem(client.post(URL, json=big), 413)["detail"]
+    assert client.post(URL, json=[song(i) for i in ids[:2]]).status_code == 202
+
+
+def test_vendor_json_media_type_is_accepted(client: TestClient) -> None:
+    import json
+
+    response = client.post(
+        URL, content=json.dumps(song()), headers={"content-type": "application/vnd.api+json"}
+    )
+    assert response.status_code == 202, response.text
+
+
+def test_unknown_routes_are_problems(client: TestClient) -> None:
+    assert_problem(client.get("/api/v1/nothing"), 404)
+    assert_problem(client.get(URL), 405)
