@@ -1,31 +1,46 @@
-"""The local ``.env``: created from ``.env.example`` on first run with a fresh admin key."""
+"""The local ``.env``: created from ``.env.example`` on first run with fresh secrets."""
 
 from __future__ import annotations
 
+import base64
+import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 PLACEHOLDER = "generated-on-first-run"
 
 
+def _fernet_key() -> str:
+    # Fernet's key format (32 random bytes, url-safe base64), without importing cryptography.
+    return base64.urlsafe_b64encode(os.urandom(32)).decode("ascii")
+
+
+#: Every secret `emergify up` generates: the admin key, the session-cookie signing secret and
+#: the key that encrypts Spotify tokens at rest.
+GENERATED: dict[str, Callable[[], str]] = {
+    "EMERGIFY_ADMIN_API_KEY": lambda: secrets.token_urlsafe(32),
+    "EMERGIFY_SESSION_SECRET": lambda: secrets.token_urlsafe(32),
+    "EMERGIFY_TOKEN_ENCRYPTION_KEY": _fernet_key,
+}
+
+
 def ensure_env_file(root: Path) -> tuple[Path, bool]:
     """Create ``root/.env`` from ``.env.example`` if missing; return (path, created).
 
-    The admin key placeholder is replaced by a random 256-bit key, so no two installs
-    share a key and none is ever committed.
+    Each generated secret's placeholder is replaced by a fresh random value (appended when the
+    example lacks it), so no two installs share a secret and none is ever committed.
     """
     env = root / ".env"
     if env.exists():
         return env, False
     example = root / ".env.example"
     text = example.read_text(encoding="utf-8") if example.exists() else ""
-    key = secrets.token_urlsafe(32)
-    if f"EMERGIFY_ADMIN_API_KEY={PLACEHOLDER}" in text:
-        text = text.replace(
-            f"EMERGIFY_ADMIN_API_KEY={PLACEHOLDER}", f"EMERGIFY_ADMIN_API_KEY={key}"
-        )
-    else:
-        text += f"\nEMERGIFY_ADMIN_API_KEY={key}\n"
+    for name, generate in GENERATED.items():
+        if f"{name}={PLACEHOLDER}" in text:
+            text = text.replace(f"{name}={PLACEHOLDER}", f"{name}={generate()}")
+        else:
+            text += f"\n{name}={generate()}\n"
     env.write_text(text, encoding="utf-8")
     env.chmod(0o600)
     return env, True

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 from rich.table import Table
 
 from emergify_cli.envfile import ensure_env_file
-from emergify_cli.stack import Stack
+from emergify_cli.stack import Stack, services_for
 from emergify_contracts.settings import EmergifySettings
 
 app = typer.Typer(
@@ -256,9 +256,13 @@ def up(
     settings = _settings()
     if embedded_broker:
         _reset_stream_checkpoint()
+    from emergify_spotify.config import Settings as SpotifySettings
+
+    sandbox = SpotifySettings().spotify_sandbox
     stack = Stack(
         env={},
         workdir=ROOT,
+        services=services_for(sandbox),
         embedded_broker=embedded_broker,
         sink=lambda line: print(line, flush=True),
     )
@@ -279,6 +283,11 @@ def up(
             f"API gateway     {settings.gateway_url}   (health: {settings.gateway_url}/health)"
         )
         console.print(f"API docs        {settings.gateway_url}/docs")
+        if sandbox:
+            console.print(
+                f"Spotify         offline demo: sandbox at {stack.url('spotify-sandbox')} "
+                f"(sign in: {settings.gateway_url}/api/v1/spotify/login)"
+            )
         console.print(
             f"admin API key   in {env_path} (EMERGIFY_ADMIN_API_KEY); send it as X-API-Key"
         )

@@ -34,6 +34,7 @@ class ServiceSpec:
     url_setting: str
     health_path: str = "/health"
     start_timeout: float = 120.0
+    default_url: str | None = None  # for services whose URL is not a shared setting
 
 
 SERVICES: tuple[ServiceSpec, ...] = (
@@ -43,6 +44,19 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("spotify-gateway", "emergify_spotify", "spotify_gateway_url"),
     ServiceSpec("api-gateway", "emergify_gateway", "gateway_url"),
 )
+
+#: The offline demo's stand-in for Spotify (follows Spotify's documented contract).
+SPOTIFY_SANDBOX = ServiceSpec(
+    "spotify-sandbox",
+    "emergify_spotify.sandbox",
+    "spotify_sandbox_url",
+    default_url="http://127.0.0.1:8090",
+)
+
+
+def services_for(spotify_sandbox: bool) -> tuple[ServiceSpec, ...]:
+    """The services to start; the Spotify sandbox first when the offline demo is on."""
+    return (SPOTIFY_SANDBOX, *SERVICES) if spotify_sandbox else SERVICES
 
 
 def _pump(name: str, stream: TextIO, sink: Callable[[str], None]) -> None:
@@ -78,7 +92,9 @@ class Stack:
 
     def url(self, service: str) -> str:
         spec = next(s for s in self.services if s.name == service)
-        return str(getattr(self.settings, spec.url_setting))
+        value = getattr(self.settings, spec.url_setting, None)
+        value = value or self.env.get(f"EMERGIFY_{spec.url_setting.upper()}") or spec.default_url
+        return str(value)
 
     def start_broker(self) -> None:
         settings = self.settings

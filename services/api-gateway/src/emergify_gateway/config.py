@@ -6,13 +6,13 @@ from functools import lru_cache
 
 from pydantic import Field, SecretStr
 
-from emergify_contracts.settings import EmergifySettings
+from emergify_contracts.session import SessionSettings
 
 # `emergify up` writes this into .env.example; it must never work as a real key.
 ADMIN_KEY_PLACEHOLDER = "generated-on-first-run"
 
 
-class Settings(EmergifySettings):
+class Settings(SessionSettings):
     """Settings of the API gateway (environment prefix ``EMERGIFY_``)."""
 
     connect_timeout_seconds: float = Field(

@@ -9,6 +9,7 @@ problem documents included, pass through unchanged.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 import structlog
@@ -71,6 +72,9 @@ def new_http_client(settings: Settings) -> httpx.AsyncClient:
         limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
         follow_redirects=False,
         trust_env=False,  # Upstreams are addressed directly, never through an HTTP proxy.
+        # The client is shared by every caller: it must never keep an upstream's Set-Cookie
+        # and replay it for someone else (a listener's session leaking to an API-key caller).
+        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
     )
 
 

@@ -19,7 +19,7 @@ class Access(StrEnum):
     """Who may call a route."""
 
     PUBLIC = "public"  # anyone, no key
-    READ = "read"  # any valid key (or, later, a signed-in Spotify session)
+    READ = "read"  # any valid key, or a signed-in Spotify session
     WRITE = "write"  # the admin key
 
 
@@ -85,6 +85,8 @@ ROUTES: tuple[Route, ...] = (
     # Sign-in must work before the listener has anything to present.
     Route(_methods("GET"), "/api/v1/spotify/login", "spotify-gateway", Access.PUBLIC),
     Route(_methods("GET"), "/api/v1/spotify/callback", "spotify-gateway", Access.PUBLIC),
+    # Key or session: /logout, /me*, and POST /playlists (saving a playlist in the listener's
+    # own Spotify account changes nothing of Emergify's, so a session may do it).
     Route(ANY_METHOD, "/api/v1/spotify/{rest:path}", "spotify-gateway", Access.READ),
 )
 

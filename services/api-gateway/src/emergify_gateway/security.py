@@ -13,6 +13,7 @@ from typing import Literal
 
 from starlette.requests import Request
 
+from emergify_contracts import session
 from emergify_gateway.config import Settings
 from emergify_gateway.problems import ProblemError
 from emergify_gateway.routes import Access, Route
@@ -39,8 +40,16 @@ class Principal:
 class KeyRing:
     """The configured keys, compared in constant time."""
 
-    def __init__(self, admin_key: str | None, read_keys: list[str], allow_no_auth: bool) -> None:
+    def __init__(
+        self,
+        admin_key: str | None,
+        read_keys: list[str],
+        allow_no_auth: bool,
+        session_secret: str | None = None,
+    ) -> None:
         self._admin = admin_key.encode() if admin_key else None
+        # Verifies the spotify-gateway's session cookies; None: sessions are not accepted.
+        self.session_secret = session_secret
         self._readers = [
             (key.encode(), f"reader-{hashlib.sha256(key.encode()).hexdigest()[:8]}")
             for key in read_keys
@@ -58,7 +67,7 @@ class KeyRing:
                 "model. Set it (in .env or the environment; `emergify up` generates one), or set "
                 "EMERGIFY_ALLOW_NO_AUTH=true to run an open gateway for local experiments."
             )
-        return cls(admin, settings.read_keys(), settings.allow_no_auth)
+        return cls(admin, settings.read_keys(), settings.allow_no_auth, _session_secret(settings))
 
     def identify(self, key: str) -> Principal | None:
         """The principal a presented key belongs to, or None if it is not a valid key."""
@@ -84,16 +93,26 @@ def presented_key(request: Request) -> str | None:
     return None
 
 
-def session_principal(request: Request) -> Principal | None:
-    """The listener signed in with Spotify, from their session cookie — not wired yet.
+def _session_secret(settings: Settings) -> str | None:
+    """``EMERGIFY_SESSION_SECRET``, shared with the spotify-gateway that signs the cookies."""
+    secret = settings.session_secret
+    return secret.get_secret_value() if secret is not None else None
 
-    The hook for session sign-in: when the spotify-gateway's session cookie can be verified
-    here (a signature shared through settings, or a call to the spotify-gateway), return
-    ``Principal("session", <listener id>, can_write=False)``. Until then sessions are not
-    accepted for reads and callers use an API key.
+
+def session_principal(request: Request, secret: str | None) -> Principal | None:
+    """The listener signed in with Spotify, from the spotify-gateway's signed session cookie.
+
+    A session may read (including the listener's own /api/v1/spotify routes and playlist
+    export, which the routing table marks READ) but never write to the catalog or the model.
+    Only a hash of the listener id reaches logs and upstreams.
     """
-    del request
-    return None
+    if not secret:
+        return None
+    listener = session.verify(request.cookies.get(session.SESSION_COOKIE), secret)
+    if listener is None:
+        return None
+    digest = hashlib.sha256(listener.encode()).hexdigest()[:8]
+    return Principal("session", f"listener-{digest}", can_write=False)
 
 
 def resolve_principal(request: Request, keys: KeyRing) -> Principal | None:
@@ -115,7 +134,7 @@ def resolve_principal(request: Request, keys: KeyRing) -> Principal | None:
             return principal
     if keys.open:
         return Principal("anonymous", "anonymous", can_write=True)
-    return session_principal(request)
+    return session_principal(request, keys.session_secret)
 
 
 def authorize(route: Route, principal: Principal | None, method: str, path: str) -> None:
@@ -125,8 +144,9 @@ def authorize(route: Route, principal: Principal | None, method: str, path: str)
     if principal is None:
         raise ProblemError(
             401,
-            f"{method} {path} needs an API key: send it as '{API_KEY_HEADER}: <key>' "
-            "or 'Authorization: Bearer <key>'",
+            f"{method} {path} needs an API key (send it as '{API_KEY_HEADER}: <key>' "
+            "or 'Authorization: Bearer <key>') or a Spotify sign-in session "
+            "(GET /api/v1/spotify/login)",
             headers={"WWW-Authenticate": _CHALLENGE},
         )
     if route.access is Access.WRITE and not principal.can_write:

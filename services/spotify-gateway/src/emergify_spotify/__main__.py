@@ -17,7 +17,7 @@ def main() -> None:
     url = urlparse(settings.spotify_gateway_url)
     uvicorn.run(
         create_app(settings),
-        host=url.hostname or "127.0.0.1",
+        host=settings.bind_host or url.hostname or "127.0.0.1",
         port=url.port or 8004,
         log_config=None,
     )

@@ -1,33 +1,27 @@
-"""The spotify-gateway app.
+"""The spotify-gateway app: Spotify sign-in, the listener's profile, playlist export.
 
-This version answers every Spotify route with 503 and the settings to set: sign-in, the
-listener's profile and playlist export are the next piece of work (issue 3), and until
-they exist the honest answer is "not available", not a fake profile.
+Without Spotify credentials (or the session secret and token key) every Spotify route answers
+503 naming the settings to set, and /health stays 200 with ``spotify_configured: false``.
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import structlog
+from fastapi import FastAPI
 from fastapi.routing import APIRoute
-from pydantic import BaseModel
 
+import emergify_contracts.spotify_tables  # noqa: F401 - registers the tables on the metadata
+from emergify_contracts.tables import create_tables, make_engine
+from emergify_spotify.api import auth, health, listener, playlists
+from emergify_spotify.api.deps import Services
 from emergify_spotify.config import Settings, get_settings
+from emergify_spotify.problems import install_problem_handlers
 
-PROBLEM = "application/problem+json"
-
-
-class Health(BaseModel):
-    status: str
-    service: str
-    spotify_configured: bool
-
-
-class Problem(BaseModel):
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str
+log = structlog.get_logger()
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -37,59 +31,40 @@ def _operation_id(route: APIRoute) -> str:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; ``settings`` defaults to the environment's."""
     settings = settings or get_settings()
+    services = Services(settings=settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)
+        try:
+            create_tables(engine)
+            services.open_stores(engine)
+        except Exception as exc:  # the rest of Emergify works without us: report, don't die
+            services.database_error = f"{type(exc).__name__}: {exc}"
+            log.error("database unusable", error=services.database_error)
+        missing = settings.missing_settings()
+        if missing:
+            log.warning("spotify not configured; its routes answer 503", missing=missing)
+        services.recommender = httpx.Client(
+            base_url=settings.recommender_url,
+            timeout=settings.recommender_timeout_seconds,
+            trust_env=False,
+        )
+        try:
+            yield
+        finally:
+            services.recommender.close()
+            engine.dispose()
+
     app = FastAPI(
         title="Emergify spotify-gateway",
-        version="0.1.0",
+        version="1.0.0",
+        summary="Spotify sign-in, the listener's profile and playlist export.",
         generate_unique_id_function=_operation_id,
+        lifespan=lifespan,
     )
-
-    @app.get("/health", response_model=Health, tags=["health"])
-    async def health() -> Health:
-        return Health(
-            status="ok", service="spotify-gateway", spotify_configured=settings.spotify_configured
-        )
-
-    def unavailable(request: Request) -> JSONResponse:
-        if not settings.spotify_configured:
-            detail = (
-                "Spotify is not configured: set EMERGIFY_SPOTIFY_CLIENT_ID and "
-                "EMERGIFY_SPOTIFY_CLIENT_SECRET (and EMERGIFY_SPOTIFY_REDIRECT_URI)."
-            )
-        else:
-            detail = "Spotify sign-in is not implemented in this version of Emergify."
-        return JSONResponse(
-            Problem(title="Spotify unavailable", status=503, detail=detail).model_dump(),
-            status_code=503,
-            media_type=PROBLEM,
-            headers={"Retry-After": "3600"},
-        )
-
-    responses = {503: {"model": Problem, "description": "Spotify is not available."}}
-    for path, name in [
-        ("/api/v1/spotify/login", "login"),
-        ("/api/v1/spotify/callback", "callback"),
-        ("/api/v1/spotify/logout", "logout"),
-        ("/api/v1/spotify/me", "me"),
-        ("/api/v1/spotify/me/top-artists", "top_artists"),
-        ("/api/v1/spotify/me/latest-added", "latest_added"),
-        ("/api/v1/spotify/me/favourite", "favourite"),
-    ]:
-        app.add_api_route(
-            path,
-            unavailable,
-            methods=["GET"],
-            name=name,
-            tags=["spotify"],
-            responses=responses,
-            response_class=JSONResponse,
-        )
-    app.add_api_route(
-        "/api/v1/spotify/playlists",
-        unavailable,
-        methods=["POST"],
-        name="create_playlist",
-        tags=["spotify"],
-        responses=responses,
-        response_class=JSONResponse,
-    )
+    app.state.services = services
+    install_problem_handlers(app)
+    for module in (health, auth, listener, playlists):
+        app.include_router(module.router)
     return app

@@ -1,0 +1,1 @@
+"""HTTP routes of the spotify-gateway: thin, one module per resource."""
