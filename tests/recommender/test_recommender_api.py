@@ -360,3 +360,36 @@ def test_python_dash_m_serves_on_the_configured_url(tmp_path: Path, rec: Any) ->
         proc.terminate()
         _, stderr = proc.communicate(timeout=30)
     assert b'"service": "recommender"' in stderr, "logs are structured and tagged"
+
+
+def test_items_explain_themselves_and_name_their_seed(served: Served) -> None:
+    seeds = [served.songs[1].track_id, served.songs[2000].track_id]
+    body = served.client.post("/api/v1/recommendations", json={"seeds": seeds, "limit": 20}).json()
+    assert body["count"] == 20
+    assert body["seed"]["clusters"] and len(body["seed"]["clusters"]) == 2
+    assert {item["seed_track_id"] for item in body["items"]} <= set(seeds)
+    for item in body["items"]:
+        why = item["explanation"]
+        assert len(why["closest"]) == len(why["furthest"]) == 2
+        assert set(why["closest"]) | set(why["furthest"]) <= set(AUDIO_FEATURES)
+        assert not set(why["closest"]) & set(why["furthest"])
+
+
+def test_diversity_gives_more_distinct_artists(served: Served) -> None:
+    seed = served.songs[300].track_id
+    ask = {"seeds": [seed], "limit": 30, "max_per_artist": 2}
+    plain = served.client.post("/api/v1/recommendations", json=ask).json()
+    varied = served.client.post("/api/v1/recommendations", json={**ask, "diversity": 1}).json()
+
+    def artists(body: dict[str, Any]) -> int:
+        return len({a.casefold() for item in body["items"] for a in item["artists"]})
+
+    assert varied["count"] == 30
+    assert artists(varied) >= artists(plain)
+    distances = [item["distance"] for item in varied["items"]]
+    assert distances == sorted(distances)
+    assert_problem(
+        served.client.post("/api/v1/recommendations", json={**ask, "diversity": 2}),
+        422,
+        "diversity",
+    )

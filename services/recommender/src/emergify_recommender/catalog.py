@@ -45,6 +45,11 @@ class Catalog:
         self.last_error: str | None = None
 
     @property
+    def engine(self) -> Engine:
+        """The database the catalog reads (the song detail reads extra columns from it)."""
+        return self._engine
+
+    @property
     def index(self) -> SongIndex | None:
         """The current index, or None before the first successful load."""
         return self._index
@@ -66,7 +71,7 @@ class Catalog:
                 raise
             self.last_error = None
             old, self._index = self._index, new
-            if old is None or new.records is not old.records or new.model is not old.model:
+            if old is None or new.ids is not old.ids or new.model is not old.model:
                 log.info(
                     "catalog refreshed",
                     reason=reason,
@@ -80,9 +85,8 @@ class Catalog:
     def _full_load(self, _current: SongIndex | None) -> SongIndex:
         state = table_state(self._engine)
         model = load_current_model(self._engine)
-        records = load_all(self._engine)
-        watermark = max((r.table_version for r in records), default=None)
-        return build_index(records, model, watermark=watermark, last_batch_at=state.last_batch_at)
+        index = build_index(load_all(self._engine), model, last_batch_at=state.last_batch_at)
+        return replace(index, watermark=index.table_version)
 
     async def reload(self, reason: str = "start") -> SongIndex:
         """Load model and feature table from scratch."""

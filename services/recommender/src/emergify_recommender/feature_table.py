@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,6 +20,7 @@ _COLUMNS = [
     if c.name not in ("cluster", "model_version", "kafka_partition", "kafka_offset")
 ]
 _ID_CHUNK = 500
+_STREAM_CHUNK = 10_000
 
 
 @dataclass(frozen=True)
@@ -60,13 +61,17 @@ def table_state(engine: Engine) -> TableState:
     )
 
 
-def load_all(engine: Engine) -> list[SongRecord]:
-    """Every song of the feature table."""
+def load_all(engine: Engine) -> Iterator[SongRecord]:
+    """Every song of the feature table, streamed (the caller turns them into columns in
+    chunks, so a million songs are never all Python objects at once)."""
     with engine.connect() as conn:
         if not _has(conn, songs):
-            return []
-        result = conn.execute(sa.select(*_COLUMNS).order_by(songs.c.track_id))
-        return [SongRecord.from_row(row) for row in result.mappings()]
+            return
+        result = conn.execution_options(yield_per=_STREAM_CHUNK).execute(
+            sa.select(*_COLUMNS).order_by(songs.c.track_id)
+        )
+        for row in result.mappings():
+            yield SongRecord.from_row(row)
 
 
 def load_since(engine: Engine, table_version: int) -> list[SongRecord]:

@@ -1,14 +1,14 @@
-"""The in-memory catalog index: every song's features as NumPy arrays, plus the current model.
+"""The in-memory catalog index: every song as NumPy columns, plus the current model.
 
 A :class:`SongIndex` never changes after it is built. A refresh builds a new one (from
 scratch, or incrementally from the previous one) and the catalog swaps a single reference,
 so a request in flight finishes on the index it started with.
 
-Numbers are float64. The catalog is small next to the memory it costs (1M songs x 9
-features = 72 MB per matrix), and float64 makes every distance the recommender returns
-identical to a brute-force recomputation from the feature table, so ties and order are
-reproducible; float32 would halve memory and bandwidth and is the first knob to turn if
-the catalog outgrows RAM.
+Memory: features are kept once in float64 (``raw``, the values the feature table holds, so
+every distance the API returns equals a float64 brute-force recomputation); standardized
+vectors are kept once in float32, in the search cells (:mod:`emergify_recommender.cells`);
+text is packed UTF-8 (:mod:`emergify_recommender.columns`). 1M songs cost ~250 MB of
+columns instead of >1 GB of Python records.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from __future__ import annotations
 import re
 import unicodedata
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from itertools import islice
 from types import MappingProxyType
 from typing import Any
 
@@ -26,6 +27,8 @@ import numpy as np
 
 from emergify_contracts.model import PortableModel
 from emergify_contracts.song import AUDIO_FEATURES
+from emergify_recommender.cells import DEFAULT_LEAF, Cells, build_cells, updated_cells
+from emergify_recommender.columns import HashListColumn, TextColumn, hash64, hash_key
 
 N_FEATURES = len(AUDIO_FEATURES)
 _ASSIGN_CHUNK = 16_384
@@ -193,27 +196,41 @@ class LoadedModel:
         return out
 
 
+_SEP = "\x1f"  # joins a song's artists in one text cell; no normalized name contains it
+_CHUNK = 10_000  # records turned into columns at a time, so a full load never holds 1M records
+_ID_LEN = 22
+
+
+def _index_dtype(n: int) -> type:
+    return np.int32 if n < 2**31 - 1 else np.int64
+
+
 @dataclass(frozen=True, eq=False)
 class SongIndex:
-    """Every song of the catalog, row-aligned arrays, and the model they were scored with.
+    """Every song of the catalog as row-aligned, read-only columns, and the model.
 
-    Row ``i`` of every array describes ``records[i]``. ``clusters`` is -1 and ``members``
-    holds one group with every row while no model exists.
+    Row ``i`` of every column describes one song. Nothing here is a per-song Python object
+    (see :mod:`emergify_recommender.columns`): 1M songs fit in about 200 MB.
+    ``clusters`` is -1 while no model exists. The features (float64, as stored) live once,
+    in the search cells, in cell order; :meth:`raw_of` and :meth:`z_of` read them by row.
+
+    Fields the serving layer never ranks or lists by (artist ids, genres, dates, ...) are
+    not held: the song detail reads them from the feature table.
     """
 
-    records: tuple[SongRecord, ...]
-    positions: MappingProxyType[str, int]
-    raw: np.ndarray  # n x 9, the features as stored
-    z: np.ndarray  # n x 9, standardized with (means, scales)
-    pcs: np.ndarray  # n x pcs (n x 0 before a model)
-    clusters: np.ndarray  # n, int64
-    popularity: np.ndarray  # n, int64, -1 = unknown
+    ids: np.ndarray  # n, S22 track ids
+    id_order: np.ndarray  # n, argsort of ids (lookups by binary search)
+    names: TextColumn
+    artists: TextColumn  # a song's artists joined by \x1f
+    albums: TextColumn
+    popularity: np.ndarray  # n, int16, -1 = unknown
     table_versions: np.ndarray  # n, int64
     sample_keys: np.ndarray  # n, uint32: a stable hash of the id, for deterministic samples
-    dedup_keys: tuple[tuple[str, tuple[str, ...]], ...]
-    artist_keys: tuple[tuple[str, ...], ...]
-    search_texts: tuple[str, ...]
-    members: tuple[np.ndarray, ...]  # rows of each cluster, ascending
+    dedup_hashes: np.ndarray  # n, uint64: hash of dedup_key(name, artists)
+    artist_hashes: HashListColumn  # per song: hashes of its distinct normalized artists
+    search_text: TextColumn  # normalized "name\nartist · artist"
+    clusters: np.ndarray  # n, int32
+    cells: Cells
     means: np.ndarray
     scales: np.ndarray
     model: LoadedModel | None
@@ -223,7 +240,7 @@ class SongIndex:
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def __len__(self) -> int:
-        return len(self.records)
+        return int(self.ids.size)
 
     @property
     def model_version(self) -> int | None:
@@ -234,17 +251,91 @@ class SongIndex:
         """Highest feature-table version among the loaded songs."""
         return int(self.table_versions.max()) if len(self) else None
 
+    # --- one song --------------------------------------------------------------------
+
     def position(self, track_id: str) -> int | None:
         """Row of ``track_id``, or None when the song is not loaded."""
-        return self.positions.get(track_id)
+        try:
+            key = track_id.encode("ascii")
+        except UnicodeEncodeError:
+            return None
+        if not key or len(key) > _ID_LEN or not len(self):
+            return None
+        i = int(np.searchsorted(self.ids, key, sorter=self.id_order))
+        if i < len(self) and self.ids[self.id_order[i]] == key:
+            return int(self.id_order[i])
+        return None
+
+    def track_id(self, row: int) -> str:
+        return self.ids[row].decode("ascii")
+
+    def name(self, row: int) -> str:
+        return self.names[row] or ""
+
+    def artists_of(self, row: int) -> list[str]:
+        text = self.artists[row]
+        return text.split(_SEP) if text else []
+
+    def album(self, row: int) -> str | None:
+        return self.albums[row]
+
+    def popularity_of(self, row: int) -> int | None:
+        value = int(self.popularity[row])
+        return None if value < 0 else value
+
+    def features(self, row: int) -> tuple[float, ...]:
+        return tuple(self.raw_of(row).tolist())
+
+    def record(self, row: int) -> SongRecord:
+        """The song as a :class:`SongRecord` (only the fields the index holds)."""
+        return SongRecord(
+            track_id=self.track_id(row),
+            name=self.name(row),
+            artists=tuple(self.artists_of(row)),
+            features=self.features(row),
+            table_version=int(self.table_versions[row]),
+            album=self.album(row),
+            popularity=self.popularity_of(row),
+        )
+
+    @property
+    def records(self) -> _Records:
+        """A lazy sequence of :meth:`record` (decodes on access; for tests and tools)."""
+        return _Records(self)
 
     def cluster_of_row(self, row: int) -> int | None:
         """The row's cluster under the loaded model (None before a model)."""
         return int(self.clusters[row]) if self.model else None
 
+    # --- vectors ---------------------------------------------------------------------
+
     def standardize(self, x: np.ndarray) -> np.ndarray:
         """``(x - means) / scales`` with the index's standardization."""
         return (np.asarray(x, dtype=np.float64) - self.means) / self.scales
+
+    def raw_of(self, rows: np.ndarray | Sequence[int] | int) -> np.ndarray:
+        """The stored features of ``rows`` (float64)."""
+        return self.cells.raw[:, self.cells.where[rows]].T
+
+    def z_of(self, rows: np.ndarray | Sequence[int] | int) -> np.ndarray:
+        """Exact float64 standardized vectors of ``rows``."""
+        return self.standardize(self.raw_of(rows))
+
+    @property
+    def raw(self) -> np.ndarray:
+        """Every row's features, in row order (a copy: n x 9 x 8 bytes; for tools/tests)."""
+        return _readonly(self.raw_of(np.arange(len(self))))
+
+    @property
+    def z(self) -> np.ndarray:
+        """Every standardized vector, row order, float64 (computed on each access)."""
+        return _readonly(self.standardize(self.raw))
+
+    def pcs_of(self, rows: np.ndarray) -> np.ndarray:
+        """PCA coordinates of ``rows`` (rows x 0 before a model)."""
+        if self.model is None:
+            return np.empty((np.asarray(rows).size, 0))
+        return self.model.project(self.z_of(rows))
 
     def cluster_of(self, z: np.ndarray) -> int | None:
         """Cluster of one standardized vector: its nearest centroid (None before a model)."""
@@ -252,46 +343,84 @@ class SongIndex:
             return None
         return int(self.model.assign(self.model.project(z.reshape(1, -1)))[0])
 
-    def cluster_order(self, z: np.ndarray) -> list[int]:
-        """Clusters by ascending distance from ``z``'s PCA coordinates to their centroids."""
-        if self.model is None:
-            return []
-        p = self.model.project(z.reshape(1, -1))[0]
-        d = np.sqrt(((self.model.centroids - p) ** 2).sum(axis=1))
-        return [int(c) for c in np.lexsort((np.arange(d.size), d))]
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the columns, in bytes."""
+        arrays = (
+            self.ids,
+            self.id_order,
+            self.popularity,
+            self.table_versions,
+            self.sample_keys,
+            self.dedup_hashes,
+            self.clusters,
+        )
+        columns = (self.names, self.artists, self.albums, self.artist_hashes, self.search_text)
+        return sum(a.nbytes for a in arrays) + sum(c.nbytes for c in columns) + self.cells.nbytes
 
 
-@dataclass(frozen=True)
-class _Derived:
+class _Records(Sequence[SongRecord]):
+    def __init__(self, index: SongIndex) -> None:
+        self._index = index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, row):  # type: ignore[no-untyped-def]
+        if isinstance(row, slice):
+            return [self._index.record(i) for i in range(*row.indices(len(self)))]
+        if row < 0:
+            row += len(self)
+        if not 0 <= row < len(self):
+            raise IndexError(row)
+        return self._index.record(row)
+
+
+# --- building ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Part:
+    """Columns of a batch of records (row-aligned with it)."""
+
+    ids: np.ndarray
+    names: list[str]
+    artists: list[str]
+    albums: list[str | None]
     raw: np.ndarray
     popularity: np.ndarray
     table_versions: np.ndarray
     sample_keys: np.ndarray
-    dedup_keys: list[tuple[str, tuple[str, ...]]]
-    artist_keys: list[tuple[str, ...]]
-    search_texts: list[str]
+    dedup_hashes: np.ndarray
+    artist_hashes: list[list[int]]
+    search_text: list[str]
+    last_update: datetime | None
 
 
-def _derive(records: Sequence[SongRecord]) -> _Derived:
+def _part(records: Sequence[SongRecord]) -> _Part:
     n = len(records)
-    raw = np.array([r.features for r in records], dtype=np.float64).reshape(n, N_FEATURES)
-    dedup_keys, artist_keys, search_texts = [], [], []
+    dedup, artist_hashes, search_text = [], [], []
     for r in records:
         artists = [normalize_text(a) for a in r.artists]
-        dedup_keys.append((normalize_title(r.name), tuple(sorted(artists))))
+        dedup.append(hash_key([normalize_title(r.name), *sorted(artists)]))
         # Unique per song: "A feat. A" must not count twice against max_per_artist.
-        artist_keys.append(tuple(dict.fromkeys(artists)))
-        search_texts.append(normalize_text(r.name) + "\n" + " · ".join(artists))
-    return _Derived(
-        raw=raw,
+        artist_hashes.append([hash64(a) for a in dict.fromkeys(artists)])
+        search_text.append(normalize_text(r.name) + "\n" + " · ".join(artists))
+    return _Part(
+        ids=np.array([r.track_id.encode("ascii") for r in records], dtype=f"S{_ID_LEN}"),
+        names=[r.name for r in records],
+        artists=[_SEP.join(r.artists) for r in records],
+        albums=[r.album for r in records],
+        raw=np.array([r.features for r in records], dtype=np.float64).reshape(n, N_FEATURES),
         popularity=np.array(
-            [-1 if r.popularity is None else r.popularity for r in records], dtype=np.int64
+            [-1 if r.popularity is None else r.popularity for r in records], dtype=np.int16
         ),
         table_versions=np.array([r.table_version for r in records], dtype=np.int64),
         sample_keys=np.array([zlib.crc32(r.track_id.encode()) for r in records], dtype=np.uint32),
-        dedup_keys=dedup_keys,
-        artist_keys=artist_keys,
-        search_texts=search_texts,
+        dedup_hashes=np.array(dedup, dtype=np.uint64),
+        artist_hashes=artist_hashes,
+        search_text=search_text,
+        last_update=_max_updated(records),
     )
 
 
@@ -303,49 +432,87 @@ def _catalog_standardization(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return raw.mean(axis=0), np.where(std > 0, std, 1.0)
 
 
-def _members(clusters: np.ndarray, model: LoadedModel | None) -> tuple[np.ndarray, ...]:
-    if model is None:
-        return (_readonly(np.arange(clusters.size, dtype=np.int64)),)
-    order = np.argsort(clusters, kind="stable")
-    bounds = np.searchsorted(clusters[order], np.arange(model.k + 1))
-    return tuple(
-        _readonly(order[bounds[c] : bounds[c + 1]].astype(np.int64)) for c in range(model.k)
-    )
-
-
 def _max_updated(records: Iterable[SongRecord]) -> datetime | None:
     stamps = [r.updated_at for r in records if r.updated_at is not None]
     return max(stamps) if stamps else None
 
 
-def _assemble(
-    records: tuple[SongRecord, ...],
-    positions: dict[str, int],
-    derived: _Derived,
-    z: np.ndarray,
-    pcs: np.ndarray,
-    clusters: np.ndarray,
-    means: np.ndarray,
-    scales: np.ndarray,
+def _latest(*stamps: datetime | None) -> datetime | None:
+    return max((s for s in stamps if s is not None), default=None)
+
+
+def _clusters(z: np.ndarray, model: LoadedModel | None) -> np.ndarray:
+    if model is None:
+        return np.full(z.shape[0], -1, dtype=np.int32)
+    return model.assign(model.project(z)).astype(np.int32)
+
+
+def _chunks(records: Iterable[SongRecord]) -> Iterator[list[SongRecord]]:
+    it = iter(records)
+    while chunk := list(islice(it, _CHUNK)):
+        yield chunk
+
+
+def build_index(
+    records: Iterable[SongRecord],
     model: LoadedModel | None,
-    watermark: int | None,
-    last_batch_at: datetime | None,
-    last_update: datetime | None,
+    *,
+    watermark: int | None = None,
+    last_batch_at: datetime | None = None,
+    leaf: int = DEFAULT_LEAF,
 ) -> SongIndex:
+    """Build an index from scratch. Clusters are recomputed from ``model`` (the table's
+    ``cluster`` column may be from an older model). ``records`` may be a stream: it is
+    turned into columns chunk by chunk. When an id repeats, its highest ``table_version``
+    (the last of equals) wins."""
+    parts = [_part(chunk) for chunk in _chunks(records)] or [_part([])]
+    ids = np.concatenate([p.ids for p in parts])
+    keep = _winners(ids, np.concatenate([p.table_versions for p in parts]))
+    names = TextColumn.concat([TextColumn.from_strings(p.names) for p in parts])
+    artists = TextColumn.concat([TextColumn.from_strings(p.artists) for p in parts])
+    albums = TextColumn.concat([TextColumn.from_strings(p.albums) for p in parts])
+    search_text = TextColumn.concat([TextColumn.from_strings(p.search_text) for p in parts])
+    artist_hashes = HashListColumn.concat(
+        [HashListColumn.from_lists(p.artist_hashes) for p in parts]
+    )
+    raw = np.concatenate([p.raw for p in parts])
+    popularity = np.concatenate([p.popularity for p in parts])
+    table_versions = np.concatenate([p.table_versions for p in parts])
+    sample_keys = np.concatenate([p.sample_keys for p in parts])
+    dedup = np.concatenate([p.dedup_hashes for p in parts])
+    last_update = _latest(*(p.last_update for p in parts))
+    del parts
+    if keep is not None:  # repeated ids: rare (a caller's own list), so simple beats fast
+        rows = keep.tolist()
+        ids, raw, popularity = ids[keep], raw[keep], popularity[keep]
+        table_versions, sample_keys, dedup = table_versions[keep], sample_keys[keep], dedup[keep]
+        names = TextColumn.from_strings([names[r] for r in rows])
+        artists = TextColumn.from_strings([artists[r] for r in rows])
+        albums = TextColumn.from_strings([albums[r] for r in rows])
+        search_text = TextColumn.from_strings([search_text[r] for r in rows])
+        artist_hashes = artist_hashes.take(rows)
+    if model is None:
+        means, scales = _catalog_standardization(raw)
+    else:
+        means, scales = model.means, model.scales
+    z = (raw - means) / scales
+    clusters = _clusters(z, model)
+    cells = build_cells(raw, z, clusters, leaf)
+    del z, raw
     return SongIndex(
-        records=records,
-        positions=MappingProxyType(positions),
-        raw=_readonly(derived.raw),
-        z=_readonly(z),
-        pcs=_readonly(pcs),
+        ids=_readonly(ids),
+        id_order=_readonly(np.argsort(ids, kind="stable").astype(_index_dtype(ids.size))),
+        names=names,
+        artists=artists,
+        albums=albums,
+        popularity=_readonly(popularity),
+        table_versions=_readonly(table_versions),
+        sample_keys=_readonly(sample_keys),
+        dedup_hashes=_readonly(dedup),
+        artist_hashes=artist_hashes,
+        search_text=search_text,
         clusters=_readonly(clusters),
-        popularity=_readonly(derived.popularity),
-        table_versions=_readonly(derived.table_versions),
-        sample_keys=_readonly(derived.sample_keys),
-        dedup_keys=tuple(derived.dedup_keys),
-        artist_keys=tuple(derived.artist_keys),
-        search_texts=tuple(derived.search_texts),
-        members=_members(clusters, model),
+        cells=cells,
         means=_readonly(np.array(means, dtype=np.float64)),
         scales=_readonly(np.array(scales, dtype=np.float64)),
         model=model,
@@ -355,54 +522,30 @@ def _assemble(
     )
 
 
-def _score(
-    raw: np.ndarray, model: LoadedModel | None, means: np.ndarray, scales: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    z = (raw - means) / scales
-    if model is None:
-        return z, np.empty((raw.shape[0], 0)), np.full(raw.shape[0], -1, dtype=np.int64)
-    pcs = model.project(z)
-    return z, pcs, model.assign(pcs)
+def _winners(ids: np.ndarray, versions: np.ndarray) -> np.ndarray | None:
+    """Rows to keep when ids repeat (None when they do not): per id, the highest version,
+    the last of equals; kept in the order of each id's first appearance."""
+    if np.unique(ids).size == ids.size:
+        return None
+    arrival = np.arange(ids.size)
+    order = np.lexsort((arrival, versions, ids))
+    last = np.ones(ids.size, dtype=bool)
+    last[:-1] = ids[order][1:] != ids[order][:-1]
+    winners = order[last]
+    first = {}
+    for row, key in enumerate(ids.tolist()):
+        first.setdefault(key, row)
+    return winners[np.argsort([first[k] for k in ids[winners].tolist()], kind="stable")]
 
 
-def _latest_per_id(records: Iterable[SongRecord]) -> dict[str, SongRecord]:
-    latest: dict[str, SongRecord] = {}
-    for r in records:
-        seen = latest.get(r.track_id)
-        if seen is None or r.table_version >= seen.table_version:
-            latest[r.track_id] = r
-    return latest
-
-
-def build_index(
-    records: Iterable[SongRecord],
-    model: LoadedModel | None,
-    *,
-    watermark: int | None = None,
-    last_batch_at: datetime | None = None,
-) -> SongIndex:
-    """Build an index from scratch. Clusters are recomputed from ``model`` (the table's
-    ``cluster`` column may be from an older model)."""
-    recs = tuple(_latest_per_id(records).values())
-    derived = _derive(recs)
-    if model is None:
-        means, scales = _catalog_standardization(derived.raw)
-    else:
-        means, scales = model.means, model.scales
-    z, pcs, clusters = _score(derived.raw, model, means, scales)
-    return _assemble(
-        recs,
-        {r.track_id: i for i, r in enumerate(recs)},
-        derived,
-        z,
-        pcs,
-        clusters,
-        means,
-        scales,
-        model,
-        watermark,
-        last_batch_at,
-        _max_updated(recs),
+def _same(index: SongIndex, row: int, r: SongRecord) -> bool:
+    return (
+        int(index.table_versions[row]) == r.table_version
+        and index.features(row) == tuple(r.features)
+        and index.name(row) == r.name
+        and tuple(index.artists_of(row)) == tuple(r.artists)
+        and index.album(row) == r.album
+        and index.popularity_of(row) == r.popularity
     )
 
 
@@ -415,82 +558,95 @@ def with_songs(
 ) -> SongIndex:
     """A new index with ``records`` applied: new ids appended, known ids replaced in place.
 
-    Only the touched rows are re-scored while a model exists. Before a model, the catalog's
-    own statistics move with every song, so every row is re-standardized (cheap: no model).
-    ``watermark``/``last_batch_at`` only ever move forward.
+    Only the touched rows are re-scored while a model exists, and new songs become extra
+    search cells (no re-partitioning). Before a model, the catalog's own statistics move
+    with every song, so every row is re-standardized and the cells rebuilt (cheap: no
+    model means a small catalog). ``watermark``/``last_batch_at`` only ever move forward.
     """
     new_watermark = max((v for v in (index.watermark, watermark) if v is not None), default=None)
-    new_last_batch = max(
-        (v for v in (index.last_batch_at, last_batch_at) if v is not None), default=None
-    )
+    new_last_batch = _latest(index.last_batch_at, last_batch_at)
+    latest: dict[str, SongRecord] = {}
+    for r in records:
+        seen = latest.get(r.track_id)
+        if seen is None or r.table_version >= seen.table_version:
+            latest[r.track_id] = r
     changed = [
         r
-        for r in _latest_per_id(records).values()
-        if (pos := index.positions.get(r.track_id)) is None or index.records[pos] != r
+        for r in latest.values()
+        if (pos := index.position(r.track_id)) is None or not _same(index, pos, r)
     ]
     if not changed:
         return replace(index, watermark=new_watermark, last_batch_at=new_last_batch)
 
-    recs = list(index.records)
-    positions = index.positions.copy()  # a C-level dict copy; dict(proxy) iterates
+    n_old = len(index)
     touched: list[int] = []
+    next_row = n_old
     for r in changed:
-        pos = positions.get(r.track_id)
+        pos = index.position(r.track_id)
         if pos is None:
-            pos = positions[r.track_id] = len(recs)
-            recs.append(r)
-        else:
-            recs[pos] = r
+            pos, next_row = next_row, next_row + 1
         touched.append(pos)
     rows = np.array(touched, dtype=np.int64)
-    n = len(recs)
-    part = _derive(changed)
+    part = _part(changed)
+    n = n_old + int((rows >= n_old).sum())
 
     def grown(old: np.ndarray, fresh: np.ndarray) -> np.ndarray:
         out = np.empty((n, *old.shape[1:]), dtype=old.dtype)
-        out[: old.shape[0]] = old
+        out[:n_old] = old
         out[rows] = fresh
-        return out
+        return _readonly(out)
 
-    def grown_list(old: tuple, fresh: list) -> list:
-        out = list(old) + [None] * (n - len(old))
-        for i, value in zip(touched, fresh, strict=True):
-            out[i] = value
-        return out
-
-    derived = _Derived(
-        raw=grown(index.raw, part.raw),
+    ids = grown(index.ids, part.ids)
+    appended = rows >= n_old
+    if appended.any():
+        new_rows = rows[appended]
+        new_ids = part.ids[appended]
+        by_id = np.argsort(new_ids, kind="stable")
+        at = np.searchsorted(index.ids, new_ids[by_id], sorter=index.id_order)
+        id_order = np.insert(index.id_order.astype(_index_dtype(n)), at, new_rows[by_id])
+    else:
+        id_order = index.id_order
+    model = index.model
+    if model is None:
+        raw = grown(index.raw, part.raw)
+        means, scales = _catalog_standardization(raw)
+        z = (raw - means) / scales
+        clusters = _clusters(z, None)
+        cells = build_cells(raw, z, clusters)
+        del z, raw
+    else:
+        means, scales = index.means, index.scales
+        z_part = (part.raw - means) / scales
+        clusters_part = _clusters(z_part, model)
+        clusters = grown(index.clusters, clusters_part)
+        cells = updated_cells(
+            index.cells,
+            rows[~appended],
+            part.raw[~appended],
+            z_part[~appended],
+            rows[appended],
+            part.raw[appended],
+            z_part[appended],
+            clusters_part[appended],
+        )
+    return SongIndex(
+        ids=ids,
+        id_order=_readonly(id_order),
+        names=index.names.replaced(touched, part.names),
+        artists=index.artists.replaced(touched, part.artists),
+        albums=index.albums.replaced(touched, part.albums),
         popularity=grown(index.popularity, part.popularity),
         table_versions=grown(index.table_versions, part.table_versions),
         sample_keys=grown(index.sample_keys, part.sample_keys),
-        dedup_keys=grown_list(index.dedup_keys, part.dedup_keys),
-        artist_keys=grown_list(index.artist_keys, part.artist_keys),
-        search_texts=grown_list(index.search_texts, part.search_texts),
-    )
-    model = index.model
-    if model is None:
-        means, scales = _catalog_standardization(derived.raw)
-        z, pcs, clusters = _score(derived.raw, None, means, scales)
-    else:
-        means, scales = index.means, index.scales
-        z_part, pcs_part, clusters_part = _score(part.raw, model, means, scales)
-        z = grown(index.z, z_part)
-        pcs = grown(index.pcs, pcs_part)
-        clusters = grown(index.clusters, clusters_part)
-    last_update = max(
-        (v for v in (index.last_update, _max_updated(changed)) if v is not None), default=None
-    )
-    return _assemble(
-        tuple(recs),
-        positions,
-        derived,
-        z,
-        pcs,
-        clusters,
-        means,
-        scales,
-        model,
-        new_watermark,
-        new_last_batch,
-        last_update,
+        dedup_hashes=grown(index.dedup_hashes, part.dedup_hashes),
+        artist_hashes=index.artist_hashes.replaced(touched, part.artist_hashes),
+        search_text=index.search_text.replaced(touched, part.search_text),
+        clusters=_readonly(clusters),
+        cells=cells,
+        means=_readonly(np.array(means, dtype=np.float64)),
+        scales=_readonly(np.array(scales, dtype=np.float64)),
+        model=model,
+        watermark=new_watermark,
+        last_batch_at=new_last_batch,
+        last_update=_latest(index.last_update, part.last_update),
     )

@@ -19,7 +19,7 @@ def sample_rows(index: SongIndex, size: int) -> np.ndarray:
 def plane(index: SongIndex, rows: np.ndarray) -> np.ndarray:
     """``rows`` x 2: the first two PCA coordinates (the second is 0 for a 1-component model)."""
     out = np.zeros((rows.size, 2))
-    pcs = index.pcs[rows]
+    pcs = index.pcs_of(rows)
     width = min(2, pcs.shape[1])
     out[:, :width] = pcs[:, :width]
     return out

@@ -50,7 +50,8 @@ class RecommendationRequest(BaseModel):
         None,
         min_length=1,
         max_length=50,
-        description="Track ids of songs the listener loves; several are averaged.",
+        description="Track ids of songs the listener loves. Several make one playlist: a "
+        "song's distance is to its nearest seed, and each item names that seed.",
     )
     seed_features: AudioFeatures | None = Field(
         None, description="A feature vector to match instead of seed songs."
@@ -67,6 +68,15 @@ class RecommendationRequest(BaseModel):
     exclude_ids: list[TrackId] = Field(
         default_factory=list, max_length=10_000, description="Track ids never to return."
     )
+    diversity: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="0 = purely by distance. Above 0, over-fetches the nearest songs that pass "
+        "the rules (limit x (1 + 2 x diversity)) and picks `limit` of them preferring artists "
+        "not yet in the playlist; 1 = a repeated artist costs the whole distance range of "
+        "the over-fetched list.",
+    )
 
     @model_validator(mode="after")
     def _one_seed_kind(self) -> RecommendationRequest:
@@ -79,8 +89,26 @@ class SeedInfo(BaseModel):
     """What the ranking matched against."""
 
     track_ids: list[str] = Field(description="The seed track ids (empty for seed_features).")
-    features: AudioFeatures = Field(description="The query vector (the seeds' mean).")
-    cluster: int | None = Field(description="The query's cluster; null before a model exists.")
+    features: AudioFeatures = Field(
+        description="The seed's features (the seeds' mean, for information: several seeds "
+        "are matched one by one, not by their mean)."
+    )
+    cluster: int | None = Field(
+        description="The (first) seed's cluster; null before a model exists."
+    )
+    clusters: list[int | None] = Field(
+        default_factory=list,
+        description="Each seed's cluster, in track_ids order (one entry for seed_features).",
+    )
+
+
+class Explanation(BaseModel):
+    """Why a song was picked: where it sounds most and least like its seed."""
+
+    closest: list[str] = Field(
+        description="The 2 features nearest to the seed's (standardized absolute difference)."
+    )
+    furthest: list[str] = Field(description="The 2 features furthest from the seed's.")
 
 
 class RecommendedItem(BaseModel):
@@ -91,8 +119,14 @@ class RecommendedItem(BaseModel):
     artists: list[str]
     album: str | None
     popularity: int | None = Field(description="0..100; null when unknown.")
-    distance: float = Field(description="Manhattan distance to the query, standardized features.")
+    distance: float = Field(
+        description="Manhattan distance to the nearest seed, standardized features."
+    )
     cluster: int | None
+    seed_track_id: str | None = Field(
+        None, description="The seed this song is nearest to (null for seed_features)."
+    )
+    explanation: Explanation
     features: AudioFeatures
     spotify_url: str
 

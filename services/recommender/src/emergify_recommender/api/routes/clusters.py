@@ -44,8 +44,8 @@ def get_clusters(
     xy = plane(index, rows)
     points = [
         ClusterPoint(
-            track_id=index.records[r].track_id,
-            name=index.records[r].name,
+            track_id=index.track_id(r),
+            name=index.name(r),
             x=float(x),
             y=float(y),
             cluster=int(index.clusters[r]),

@@ -10,13 +10,14 @@ from emergify_recommender.api.deps import CurrentIndex
 from emergify_recommender.api.problems import Problem, ProblemError
 from emergify_recommender.api.schemas import (
     AudioFeatures,
+    Explanation,
     RecommendationRequest,
     RecommendationResponse,
     RecommendedItem,
     SeedInfo,
 )
 from emergify_recommender.index import SongIndex
-from emergify_recommender.ranking import query_vector, rank
+from emergify_recommender.ranking import explain, query_vector, rank
 
 router = APIRouter(tags=["recommendations"])
 
@@ -61,50 +62,57 @@ def _seed_rows(index: SongIndex, ids: list[str]) -> list[int]:
     },
 )
 def recommend(body: RecommendationRequest, index: CurrentIndex) -> RecommendationResponse:
-    """Rank the seed's cluster by Manhattan distance on standardized features, spill over to
-    the next-nearest clusters when needed, and apply the playlist rules."""
+    """The songs nearest to the seeds (Manhattan distance on standardized features; with
+    several seeds, to the nearest seed), exactly as a brute force would rank them, under
+    the playlist rules; optionally diversified by artist."""
     if body.seeds is not None:
         seeds = _seed_rows(index, body.seeds)
-        query = query_vector(index, seeds)
-        raw_query = index.raw[seeds].mean(axis=0)
+        queries = query_vector(index, seeds)
+        raw_query = index.raw_of(seeds).mean(axis=0)
+        clusters = [index.cluster_of_row(s) for s in seeds]
     else:
         seeds = []
         raw_query = np.asarray(body.seed_features.vector())  # type: ignore[union-attr]
-        query = index.standardize(raw_query)
-    cluster = index.cluster_of(query)
+        queries = index.standardize(raw_query)[None, :]
+        clusters = [index.cluster_of(queries[0])]
     exclude = [row for row in map(index.position, body.exclude_ids) if row is not None]
     ranked = rank(
         index,
-        query,
-        cluster,
+        queries,
+        [c for c in clusters if c is not None] or None,
         body.limit,
         max_popularity=body.max_popularity,
         max_per_artist=body.max_per_artist,
         exclude=exclude,
         seeds=seeds,
+        diversity=body.diversity,
     )
     items = []
     for r in ranked:
-        song = index.records[r.row]
+        why = explain(index, r.row, queries[r.seed])
+        track_id = index.track_id(r.row)
         items.append(
             RecommendedItem(
-                track_id=song.track_id,
-                name=song.name,
-                artists=list(song.artists),
-                album=song.album,
-                popularity=song.popularity,
+                track_id=track_id,
+                name=index.name(r.row),
+                artists=index.artists_of(r.row),
+                album=index.album(r.row),
+                popularity=index.popularity_of(r.row),
                 distance=r.distance,
                 cluster=r.cluster,
-                features=features_of(song.features),
-                spotify_url=spotify_url(song.track_id),
+                seed_track_id=index.track_id(seeds[r.seed]) if seeds else None,
+                explanation=Explanation(closest=list(why.closest), furthest=list(why.furthest)),
+                features=features_of(index.raw_of(r.row)),
+                spotify_url=spotify_url(track_id),
             )
         )
     return RecommendationResponse(
         model_version=index.model_version,
         seed=SeedInfo(
-            track_ids=[index.records[s].track_id for s in seeds],
+            track_ids=[index.track_id(s) for s in seeds],
             features=features_of(raw_query),
-            cluster=cluster,
+            cluster=clusters[0],
+            clusters=clusters,
         ),
         items=items,
         count=len(items),

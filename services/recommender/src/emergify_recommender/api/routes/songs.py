@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import structlog
 from fastapi import APIRouter, Path, Query
+from sqlalchemy.exc import SQLAlchemyError
 
 from emergify_contracts.song import TRACK_ID_RE
-from emergify_recommender.api.deps import CurrentIndex
+from emergify_recommender.api.deps import CurrentIndex, LiveCatalog
 from emergify_recommender.api.problems import Problem, ProblemError
 from emergify_recommender.api.routes.recommendations import spotify_url
 from emergify_recommender.api.schemas import SearchResponse, SongDetail, SongSummary
+from emergify_recommender.catalog import Catalog
+from emergify_recommender.feature_table import load_ids
+from emergify_recommender.index import SongRecord
 from emergify_recommender.search import search
 
+log = structlog.get_logger()
 router = APIRouter(tags=["songs"])
 _NOT_READY = {503: {"model": Problem, "description": "The catalog is still loading."}}
 
@@ -33,6 +39,7 @@ def get_song(
         str, Path(pattern=TRACK_ID_RE.pattern, description="Spotify track id (22 base62).")
     ],
     index: CurrentIndex,
+    catalog: LiveCatalog,
 ) -> SongDetail:
     """The song as the feature table holds it, with its cluster under the current model."""
     row = index.position(track_id)
@@ -44,7 +51,7 @@ def get_song(
             "speed layer has materialised it (usually within seconds)",
             track_id=track_id,
         )
-    song = index.records[row]
+    song = _stored_song(catalog, track_id) or index.record(row)
     return SongDetail(
         track_id=song.track_id,
         name=song.name,
@@ -69,6 +76,19 @@ def get_song(
     )
 
 
+def _stored_song(catalog: Catalog, track_id: str) -> SongRecord | None:
+    """The feature table's row of a song the index holds. The index keeps only what ranking
+    and lists need (1M songs must fit in ~300 MB); the detail's other columns (artist ids,
+    genres, dates, ...) come from the table. None when the database does not answer: the
+    detail then shows what the index holds."""
+    try:
+        found = load_ids(catalog.engine, [track_id])
+    except SQLAlchemyError as exc:
+        log.warning("song detail: feature table unreachable", error=type(exc).__name__)
+        return None
+    return found[0] if found else None
+
+
 @router.get(
     "/api/v1/songs",
     response_model=SearchResponse,
@@ -85,16 +105,16 @@ def search_songs(
     rows, total = search(index, q, limit)
     items = []
     for row in rows:
-        song = index.records[row]
+        track_id = index.track_id(row)
         items.append(
             SongSummary(
-                track_id=song.track_id,
-                name=song.name,
-                artists=list(song.artists),
-                album=song.album,
-                popularity=song.popularity,
+                track_id=track_id,
+                name=index.name(row),
+                artists=index.artists_of(row),
+                album=index.album(row),
+                popularity=index.popularity_of(row),
                 cluster=index.cluster_of_row(row),
-                spotify_url=spotify_url(song.track_id),
+                spotify_url=spotify_url(track_id),
             )
         )
     return SearchResponse(query=q, items=items, count=len(items), total=total)

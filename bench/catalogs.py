@@ -1,0 +1,162 @@
+"""Synthetic catalogs for the benchmarks, drawn from the real data's feature distributions.
+
+Vectorized twin of :func:`emergify_cli.synthetic_catalog.synthetic_songs` (which builds a
+pydantic ``Song`` per row: minutes for 1M songs): each synthetic song bootstraps a real
+song of ``data/every_fresh_find.csv`` (so correlations between features survive), adds
+Gaussian noise of ``noise`` x each feature's standard deviation, clips to the valid ranges
+and rounds to 6 decimals. Names and artists are the real row's, with a suffix, so text
+columns cost what real ones do. A model (StandardScaler -> PCA -> KMeans) is fitted in
+NumPy + scikit-learn the way the batch layer fits it.
+"""
+
+from __future__ import annotations
+
+import csv
+import string
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from emergify_contracts.model import PortableModel
+from emergify_contracts.song import AUDIO_FEATURES, RowError, Song, detect_layout, row_to_song
+from emergify_recommender.index import SongRecord
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_CSV = ROOT / "data" / "every_fresh_find.csv"
+_BASE62 = np.frombuffer((string.digits + string.ascii_letters).encode(), dtype=np.uint8)
+_UNIT = [f for f in AUDIO_FEATURES if f not in ("loudness", "tempo")]
+
+
+def real_songs(path: Path = SAMPLE_CSV) -> list[Song]:
+    """Every valid song of the sample CSV, unique by id."""
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f)
+        layout = detect_layout(list(reader.fieldnames or []))
+        out: dict[str, Song] = {}
+        for row in reader:
+            try:
+                song = row_to_song(row, layout)
+            except RowError:
+                continue
+            out[song.track_id] = song
+    return list(out.values())
+
+
+@dataclass
+class Catalog:
+    """A synthetic catalog: features (n x 9), ids, and where each row was bootstrapped from."""
+
+    features: np.ndarray
+    ids: np.ndarray  # n, S22
+    base: np.ndarray  # n, row of the real song it copies
+    popularity: np.ndarray
+    real: list[Song]
+    artist_seed: int = 7
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+    def records(self) -> Iterator[SongRecord]:
+        """The catalog as the feature table would hand it to the recommender (streamed)."""
+        real = self.real
+        # Like emergify_cli.synthetic_catalog: a synthetic song's artists are drawn from the
+        # real artist pool (85% one, else two), not copied from the song it bootstraps, so
+        # near-identical copies of a song do not all share one artist.
+        pool = [a for s in real for a in s.artists]
+        rng = np.random.default_rng(self.artist_seed)
+        first = rng.integers(0, len(pool), size=len(self))
+        second = rng.integers(0, len(pool), size=len(self))
+        two = rng.random(len(self)) >= 0.85
+        for i in range(len(self)):
+            b = real[int(self.base[i])]
+            if i < len(real):
+                artists = tuple(b.artists)
+            elif two[i] and first[i] != second[i]:
+                artists = (pool[first[i]], pool[second[i]])
+            else:
+                artists = (pool[first[i]],)
+            yield SongRecord(
+                track_id=self.ids[i].decode(),
+                name=b.name if i < len(real) else f"{b.name} (synthetic {i})",
+                artists=artists,
+                features=tuple(self.features[i].tolist()),
+                table_version=1,
+                album=b.album,
+                popularity=int(self.popularity[i]),
+            )
+
+
+def synthetic_catalog(n: int, seed: int = 7, noise: float = 0.05) -> Catalog:
+    """``n`` songs: the real ones first (when n >= 4,470 the real catalog is included as is),
+    then bootstrap + noise."""
+    real = real_songs()
+    x = np.array([s.features() for s in real], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    m = len(real)
+    if n <= m:
+        base = np.arange(n)
+        features = x[:n].copy()
+    else:
+        base = np.concatenate([np.arange(m), rng.integers(0, m, size=n - m)])
+        extra = x[base[m:]] + rng.normal(0.0, 1.0, size=(n - m, x.shape[1])) * (noise * x.std(0))
+        lo = np.array(
+            [0.0 if f in _UNIT else (-60.0 if f == "loudness" else 0.0) for f in AUDIO_FEATURES]
+        )
+        hi = np.array(
+            [1.0 if f in _UNIT else (5.0 if f == "loudness" else np.inf) for f in AUDIO_FEATURES]
+        )
+        features = np.concatenate([x, np.round(np.clip(extra, lo, hi), 6)])
+    ids = _BASE62[rng.integers(0, 62, size=(n, 22))].view("S22").reshape(n)
+    real_ids = np.array([s.track_id.encode() for s in real[: min(n, m)]], dtype="S22")
+    ids[: real_ids.size] = real_ids
+    real_pop = np.array([-1 if s.popularity is None else s.popularity for s in real])
+    popularity = np.where(
+        np.arange(n) < m, real_pop[base], np.minimum(100, rng.exponential(8.0, size=n).astype(int))
+    )
+    return Catalog(features=features, ids=ids, base=base, popularity=popularity, real=real)
+
+
+def fit_model(
+    x: np.ndarray,
+    k: int,
+    version: int = 1,
+    n_components: int = 5,
+    sample: int = 100_000,
+    seed: int = 7,
+) -> PortableModel:
+    """StandardScaler (sample std, as Spark) -> PCA -> KMeans (scikit-learn, k-means++,
+    fitted on at most ``sample`` rows), as a portable model."""
+    from sklearn.cluster import KMeans
+
+    means = x.mean(axis=0)
+    scales = x.std(axis=0, ddof=1)
+    scales = np.where(scales > 0, scales, 1.0)
+    z = (x - means) / scales
+    rng = np.random.default_rng(seed)
+    fit_rows = z if len(z) <= sample else z[rng.choice(len(z), size=sample, replace=False)]
+    centre = fit_rows.mean(axis=0)
+    _, s, vt = np.linalg.svd(fit_rows - centre, full_matrices=False)
+    components = vt[:n_components].T
+    km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(fit_rows @ components)
+    variance = s**2 / (s**2).sum()
+    return PortableModel(
+        version=version,
+        trained_at=datetime.now(UTC),
+        means=means.tolist(),
+        scales=scales.tolist(),
+        components=components.tolist(),
+        centroids=km.cluster_centers_.tolist(),
+        k=k,
+        silhouette=0.0,
+        songs=len(x),
+        explained_variance=variance[:n_components].tolist(),
+    )
+
+
+def k_for(n: int) -> int:
+    """Clusters for a catalog of ``n`` songs: grows slowly with the catalog (8 at 4,470,
+    ~17 at 100k, ~24 at 1M), like the batch layer's silhouette search range."""
+    return int(max(4, round(2 * np.log2(max(n, 2)) - 16)))

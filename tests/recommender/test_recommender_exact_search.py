@@ -1,0 +1,183 @@
+"""The cluster-pruned search against brute force on a synthetic catalog with many clusters
+and small cells, plus diversity, explanations and the speed layer's incremental cells."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pytest
+
+from emergify_contracts.song import AUDIO_FEATURES
+from emergify_recommender.index import LoadedModel, SongIndex, SongRecord, build_index, with_songs
+from emergify_recommender.ranking import brute_force, explain, nearest_under_rules, rank
+
+
+def synthetic_records(n: int, seed: int, version: int = 1, start: int = 0) -> list[SongRecord]:
+    """Songs in a few dense blobs, a small artist pool (so the cap bites), repeated titles
+    (so duplicates occur) and coarse feature values (so exact ties occur)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0.1, 0.9, size=(12, 9))
+    blob = rng.integers(0, len(centres), size=n)
+    x = np.clip(centres[blob] + rng.normal(0, 0.08, size=(n, 9)), 0, 1).round(2)
+    x[:, 2] = x[:, 2] * -30  # loudness, dB
+    x[:, 8] = x[:, 8] * 200  # tempo, BPM
+    out = []
+    for i in range(n):
+        j = start + i
+        out.append(
+            SongRecord(
+                track_id=f"Synth{j:017d}",
+                name=f"Title {rng.integers(0, n // 3)}",
+                artists=(f"Artist {rng.integers(0, 60)}",)
+                if rng.random() < 0.8
+                else (f"Artist {rng.integers(0, 60)}", f"Artist {rng.integers(0, 60)}"),
+                features=tuple(x[i].tolist()),
+                table_version=version,
+                popularity=None if rng.random() < 0.1 else int(rng.integers(0, 100)),
+            )
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def synthetic(rec: Any) -> SongIndex:
+    records = synthetic_records(6000, seed=1)
+    x = np.array([r.features for r in records])
+    model = LoadedModel.from_portable(rec.fit_portable_model(x, k=20, version=1))
+    return build_index(records, model, leaf=24)
+
+
+def rows(ranked: list) -> list[int]:
+    return [r.row for r in ranked]
+
+
+CASES = [
+    {},
+    {"max_per_artist": 1},
+    {"max_popularity": 30},
+    {"max_popularity": 10, "max_per_artist": 3},
+    {"max_per_artist": 10_000},
+]
+
+
+@pytest.mark.parametrize("rules", CASES)
+def test_pruned_search_equals_brute_force_for_random_queries(
+    synthetic: SongIndex, rules: dict[str, Any]
+) -> None:
+    assert synthetic.cells.n_cells > 200, "many small cells, so pruning really happens"
+    rng = np.random.default_rng(len(str(rules)))
+    for _ in range(25):
+        n_seeds = int(rng.integers(1, 4))
+        seeds = rng.choice(len(synthetic), size=n_seeds, replace=False).tolist()
+        exclude = rng.choice(len(synthetic), size=5, replace=False).tolist()
+        queries = synthetic.z[seeds]
+        limit = int(rng.integers(1, 60))
+        got = rank(synthetic, queries, None, limit, seeds=seeds, exclude=exclude, **rules)
+        expected = brute_force(synthetic, queries, limit, seeds=seeds, exclude=exclude, **rules)
+        assert rows(got) == rows(expected)
+        assert [r.distance for r in got] == [r.distance for r in expected]
+        assert [r.seed for r in got] == [r.seed for r in expected]
+
+
+def test_feature_vector_queries_anywhere_in_space_are_exact(synthetic: SongIndex) -> None:
+    rng = np.random.default_rng(9)
+    for _ in range(30):
+        # Far outside the data too: the bound must still prune correctly.
+        query = rng.normal(0, 3, size=9)
+        got = rank(synthetic, query, None, 30)
+        assert rows(got) == rows(brute_force(synthetic, query, 30))
+
+
+def test_brute_force_reference_matches_a_plain_python_oracle(synthetic: SongIndex) -> None:
+    seed = 17
+    query = synthetic.z[seed]
+    records = synthetic.records
+    scored = sorted(
+        (sum(abs(a - b) for a, b in zip(synthetic.z[r], query, strict=True)), r)
+        for r in range(len(synthetic))
+    )
+    plain = [r for _, r in scored if r != seed][:40]
+    got = brute_force(synthetic, query, 40, max_per_artist=10_000, seeds=[seed])
+    # Equal except where the duplicate rule drops a repeated title of the same artists.
+    dropped = set(plain) - set(rows(got))
+    keys = Counter((records[r].name, records[r].artists) for r in plain)
+    seed_key = (records[seed].name, records[seed].artists)
+    for r in dropped:
+        key = (records[r].name, records[r].artists)
+        assert keys[key] > 1 or key == seed_key
+
+
+def test_new_and_replaced_songs_stay_exactly_searchable(synthetic: SongIndex) -> None:
+    added = synthetic_records(800, seed=2, version=2, start=10_000)
+    moved = [
+        SongRecord(
+            track_id=r.track_id,
+            name=r.name,
+            artists=r.artists,
+            features=tuple(np.clip(np.array(r.features) * 0.5, 0, None).tolist()),
+            table_version=2,
+            popularity=r.popularity,
+        )
+        for r in (synthetic.records[i] for i in range(0, 6000, 50))
+    ]
+    index = with_songs(synthetic, [*added, *moved])
+    assert len(index) == 6800
+    assert index.cells.n_cells > synthetic.cells.n_cells, "new songs come as new cells"
+    rng = np.random.default_rng(4)
+    for _ in range(40):
+        seed = int(rng.integers(len(index)))
+        got = rank(index, index.z[seed], None, 30, seeds=[seed])
+        assert rows(got) == rows(brute_force(index, index.z[seed], 30, seeds=[seed]))
+    for r in moved[:5]:
+        row = index.position(r.track_id)
+        assert row is not None and index.records[row].features == r.features
+
+
+def test_diversity_brings_more_artists_at_a_bounded_distance_cost(synthetic: SongIndex) -> None:
+    rng = np.random.default_rng(3)
+    gained = 0
+    for _ in range(20):
+        seed = int(rng.integers(len(synthetic)))
+        query = synthetic.z[seed]
+        plain = rank(synthetic, query, None, 20, max_per_artist=3, seeds=[seed])
+        varied = rank(synthetic, query, None, 20, max_per_artist=3, seeds=[seed], diversity=1.0)
+        pool = nearest_under_rules(synthetic, query, 20 * 3, max_per_artist=3, seeds=[seed])
+
+        def artists(ranked: list) -> int:
+            return len({a for r in ranked for a in synthetic.records[r.row].artists})
+
+        assert artists(varied) >= artists(plain)
+        gained += artists(varied) > artists(plain)
+        assert set(rows(varied)) <= set(rows(pool)), "only songs of the over-fetched list"
+        assert max(r.distance for r in varied) <= pool[-1].distance
+        assert [r.distance for r in varied] == sorted(r.distance for r in varied)
+        assert rank(synthetic, query, None, 20, max_per_artist=3, seeds=[seed], diversity=0.0) == (
+            plain
+        )
+    assert gained >= 10, "diversity usually changes the playlist"
+    with pytest.raises(ValueError, match="diversity"):
+        rank(synthetic, synthetic.z[0], None, 5, diversity=1.5)
+
+
+def test_explanations_name_the_nearest_and_furthest_features(synthetic: SongIndex) -> None:
+    query = synthetic.z[5]
+    for r in rank(synthetic, query, None, 10, seeds=[5]):
+        why = explain(synthetic, r.row, query)
+        gap = dict(zip(AUDIO_FEATURES, np.abs(synthetic.z[r.row] - query), strict=True))
+        assert len(why.closest) == len(why.furthest) == 2
+        assert max(gap[f] for f in why.closest) <= min(
+            v for f, v in gap.items() if f not in why.closest
+        )
+        assert min(gap[f] for f in why.furthest) >= max(
+            v for f, v in gap.items() if f not in why.furthest
+        )
+
+
+def test_index_columns_hold_no_per_song_python_objects(synthetic: SongIndex) -> None:
+    # A record decodes on demand and round-trips the stored values.
+    record = synthetic.records[123]
+    assert synthetic.position(record.track_id) == 123
+    assert synthetic.position("NoSuchTrack00000000000") is None
+    assert synthetic.nbytes < len(synthetic) * 400, "a few hundred bytes per song at most"
