@@ -1,0 +1,29 @@
+"""``python -m emergify_stream``: the admin app with the Spark driver inside."""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+import uvicorn
+
+from emergify_contracts.logs import configure_logging
+from emergify_stream.config import get_settings
+from emergify_stream.main import create_app
+
+
+def main() -> None:
+    """Configure logging and serve on the host and port of ``stream_processor_url``."""
+    settings = get_settings()
+    configure_logging("stream-processor", settings.log_level, settings.log_format)
+    url = urlparse(settings.stream_processor_url)
+    uvicorn.run(
+        create_app(settings),
+        host=url.hostname or "127.0.0.1",
+        port=url.port or 8002,
+        log_config=None,
+        timeout_graceful_shutdown=30,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Settings of the stream processor (the Spark driver): speed layer, batch layer, admin app."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+
+from emergify_contracts.settings import EmergifySettings
+
+
+class Settings(EmergifySettings):
+    """Everything the Spark driver needs; every field is an ``EMERGIFY_*`` variable."""
+
+    spark_master: str = Field("local[2]", description="Spark master URL (local[2] embedded).")
+    spark_kafka_format: str = Field(
+        "emergify_kafka",
+        description="Streaming source format: 'emergify_kafka' (Python source) or 'kafka' "
+        "(Spark's JVM connector, when its jar is on the classpath). Same options and columns.",
+    )
+    starting_offsets: str = Field(
+        "earliest",
+        description='Where a new checkpoint starts: earliest, latest or JSON {"topic": {"0": 23}}.',
+    )
+    trigger_interval_seconds: float = Field(1.0, gt=0)
+    checkpoint_dir: str = Field("./var/checkpoints/songs", description="Speed-layer checkpoint.")
+    models_dir: str = Field("./var/models", description="Where Spark PipelineModels are saved.")
+    max_offsets_per_trigger: int = Field(50_000, ge=1)
+    fail_on_data_loss: bool = Field(
+        True, description="Stop the query when checkpointed offsets vanished from the broker."
+    )
+    pca_components: int = Field(5, ge=1, le=9)
+    k_min: int = Field(4, ge=2)
+    k_max: int = Field(12, ge=2)
+    kmeans_seed: int = 42
+    silhouette_sample: int = Field(50_000, ge=100, description="Rows used to score silhouette.")
+    min_songs_for_model: int = Field(50, ge=2)
+    retrain_growth_fraction: float = Field(0.25, gt=0)
+    auto_retrain: bool = Field(True, description="Train after micro-batches when the rules say so.")
+    ensure_topics: bool = Field(True, description="Create the topics at start-up if missing.")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment and ``.env``."""
+    return Settings()

@@ -1,0 +1,243 @@
+"""The speed layer's sink: micro-batches of clean songs into the ``songs`` feature table.
+
+Exactly-once, as a contract between Spark's checkpoint and this sink: Spark re-runs a
+micro-batch with the same id and the same offsets after a crash, and :meth:`FeatureTableSink.write`
+applies each ``(query_name, batch_id)`` at most once — the upserts and the batch marker
+commit in one database transaction, and a batch whose marker exists writes nothing.
+
+Events are at-least-once: dead letters are sent before the transaction (so a crash re-sends
+them rather than losing them), and the catalog change after it (re-sent when a replayed
+batch finds its marker, so a crash between commit and publish loses no notification).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from emergify_contracts.events import CatalogChange, DeadLetter
+from emergify_contracts.song import AUDIO_FEATURES
+from emergify_contracts.tables import songs, stream_batches
+from emergify_stream.model_registry import CLUSTER_WRITE_LOCK, ModelRegistry, assign_clusters
+from emergify_stream.publisher import EventPublisher
+
+log = structlog.get_logger()
+
+_LIST_COLUMNS = ("artists", "artist_ids", "genres")
+_INT_COLUMNS = ("duration_ms", "popularity", "key", "mode", "time_signature", "kafka_partition")
+_TEXT_COLUMNS = ("track_id", "name", "album", "release_date", "upload_id", "source")
+#: Columns of a clean micro-batch frame (the speed layer's output), besides the features.
+BATCH_COLUMNS: tuple[str, ...] = (
+    *_TEXT_COLUMNS,
+    *_LIST_COLUMNS,
+    *_INT_COLUMNS,
+    "explicit",
+    *AUDIO_FEATURES,
+    "ingested_at",
+    "kafka_offset",
+)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one call of :meth:`FeatureTableSink.write` did."""
+
+    query_name: str
+    batch_id: int
+    applied: bool  # False when the batch had been applied before (a replay)
+    table_version: int
+    upserted_ids: list[str]
+    songs: int
+    dead_letters: int
+
+
+def _utc(value: Any) -> datetime:
+    ts = pd.Timestamp(value)
+    ts = ts.tz_localize(UTC) if ts.tzinfo is None else ts.tz_convert(UTC)
+    return ts.to_pydatetime()
+
+
+def _scalar(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return None
+    return value
+
+
+def frame_to_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows of a clean micro-batch frame as ``songs`` column dicts (without cluster and
+    versions), with nulls as None, lists as lists and timestamps in UTC."""
+    rows = []
+    for rec in frame.to_dict("records"):
+        row: dict[str, Any] = {}
+        for name in _TEXT_COLUMNS:
+            row[name] = _scalar(rec.get(name))
+        for name in _LIST_COLUMNS:
+            value = rec.get(name)
+            row[name] = [] if value is None or value is pd.NA else [str(v) for v in value]
+        for name in _INT_COLUMNS:
+            value = _scalar(rec.get(name))
+            row[name] = None if value is None else int(value)
+        explicit = _scalar(rec.get("explicit"))
+        row["explicit"] = None if explicit is None else bool(explicit)
+        for name in AUDIO_FEATURES:
+            row[name] = float(rec[name])
+        row["ingested_at"] = _utc(rec["ingested_at"])
+        offset = _scalar(rec.get("kafka_offset"))
+        row["kafka_offset"] = None if offset is None else int(offset)
+        rows.append(row)
+    return rows
+
+
+def upsert_statement(dialect_name: str) -> sa.Insert:
+    """``INSERT .. ON CONFLICT (track_id) DO UPDATE`` that only overwrites a stored song with
+    a newer version: a later ``ingested_at``, or the same one at a later offset."""
+    dialect_insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+    stmt = dialect_insert(songs)
+    new = stmt.excluded
+    newer = sa.or_(
+        new.ingested_at > songs.c.ingested_at,
+        sa.and_(
+            new.ingested_at == songs.c.ingested_at,
+            sa.func.coalesce(new.kafka_offset, -1) > sa.func.coalesce(songs.c.kafka_offset, -1),
+        ),
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[songs.c.track_id],
+        set_={c.name: new[c.name] for c in songs.columns if c.name != "track_id"},
+        where=newer,
+    )
+
+
+def _marker(conn: Connection, query_name: str, batch_id: int) -> int | None:
+    return conn.execute(
+        sa.select(stream_batches.c.table_version).where(
+            stream_batches.c.query_name == query_name, stream_batches.c.batch_id == batch_id
+        )
+    ).scalar()
+
+
+def table_version(conn: Connection) -> int:
+    """The feature table's version: the highest committed batch marker's (0 when empty)."""
+    return conn.execute(sa.select(sa.func.max(stream_batches.c.table_version))).scalar() or 0
+
+
+def song_count(conn: Connection) -> int:
+    """Rows in the feature table."""
+    return conn.execute(sa.select(sa.func.count()).select_from(songs)).scalar_one()
+
+
+class FeatureTableSink:
+    """Applies clean micro-batches to the feature table, once each."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        registry: ModelRegistry,
+        publisher: EventPublisher | None = None,
+        on_commit: Callable[[BatchResult], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.publisher = publisher
+        self.on_commit = on_commit
+        self._upsert = upsert_statement(engine.dialect.name)
+        self.last_result: BatchResult | None = None
+
+    def applied(self, query_name: str, batch_id: int) -> bool:
+        """Whether this batch already committed."""
+        with self.engine.connect() as conn:
+            return _marker(conn, query_name, batch_id) is not None
+
+    def write(
+        self,
+        query_name: str,
+        batch_id: int,
+        frame: pd.DataFrame,
+        dead_letters: list[DeadLetter] | None = None,
+    ) -> BatchResult:
+        """Apply one micro-batch: ``frame`` holds at most one row per track id
+        (:data:`BATCH_COLUMNS`); ``dead_letters`` are the records it refused."""
+        dead_letters = dead_letters or []
+        already = self.applied(query_name, batch_id)
+        if dead_letters and self.publisher is not None and not already:
+            self.publisher.dead_letters(dead_letters)
+        rows = frame_to_rows(frame)
+        ids = [r["track_id"] for r in rows]
+        with CLUSTER_WRITE_LOCK, self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # One writer allocates table versions at a time.
+                conn.execute(sa.text("LOCK TABLE stream_batches IN EXCLUSIVE MODE"))
+            stored_version = _marker(conn, query_name, batch_id)
+            if stored_version is not None:
+                applied, version = False, stored_version
+            else:
+                applied = True
+                version = table_version(conn) + (1 if rows else 0)
+                if rows:
+                    self._upsert_rows(conn, rows, version)
+                conn.execute(
+                    stream_batches.insert().values(
+                        query_name=query_name,
+                        batch_id=batch_id,
+                        rows=len(rows),
+                        table_version=version,
+                        committed_at=datetime.now(UTC),
+                    )
+                )
+            count = song_count(conn)
+        result = BatchResult(
+            query_name=query_name,
+            batch_id=batch_id,
+            applied=applied,
+            table_version=version,
+            upserted_ids=ids,
+            songs=count,
+            dead_letters=len(dead_letters),
+        )
+        self.last_result = result
+        log.info(
+            "micro-batch committed" if applied else "micro-batch replayed: already applied",
+            query=query_name,
+            batch_id=batch_id,
+            rows=len(rows),
+            dead_letters=len(dead_letters),
+            table_version=version,
+            songs=count,
+        )
+        if ids and self.publisher is not None:
+            try:
+                self.publisher.catalog_change(
+                    CatalogChange(table_version=version, upserted_ids=ids, songs=count)
+                )
+            except Exception:  # the table is committed; a consumer can catch up by version
+                log.exception("could not publish the catalog change", table_version=version)
+        if self.on_commit is not None:
+            self.on_commit(result)
+        return result
+
+    def _upsert_rows(self, conn: Connection, rows: list[dict[str, Any]], version: int) -> None:
+        model = self.registry.current(conn)
+        if model is not None:
+            features = np.array([[r[f] for f in AUDIO_FEATURES] for r in rows], dtype=float)
+            clusters = [int(c) for c in assign_clusters(model, features)]
+        else:
+            clusters = [None] * len(rows)
+        now = datetime.now(UTC)
+        for row, cluster in zip(rows, clusters, strict=True):
+            row.update(
+                cluster=cluster,
+                model_version=model.version if model is not None else None,
+                table_version=version,
+                updated_at=now,
+            )
+        conn.execute(self._upsert, rows)

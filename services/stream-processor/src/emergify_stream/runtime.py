@@ -1,0 +1,194 @@
+"""The stream processor's moving parts in one process: SparkSession, speed layer, trainer.
+
+The admin app owns one :class:`StreamRuntime`: its lifespan starts it (Spark in local mode
+inside this process, started in a background thread so the app answers ``/health`` with
+"starting" meanwhile) and stops it on shutdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import structlog
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+from pyspark.sql import SparkSession
+
+from emergify_contracts.tables import create_tables, make_engine
+from emergify_stream.config import Settings
+from emergify_stream.feature_table import BatchResult, FeatureTableSink, song_count, table_version
+from emergify_stream.kafka_source import KafkaOptions, end_offsets
+from emergify_stream.model_registry import ModelRegistry
+from emergify_stream.model_training import ModelTrainer
+from emergify_stream.publisher import EventPublisher
+from emergify_stream.spark import build_spark_session
+from emergify_stream.speed_layer import SpeedLayer, source_options
+
+log = structlog.get_logger()
+
+State = Literal["starting", "ok", "degraded", "stopped"]
+
+
+def ensure_topics(settings: Settings) -> None:
+    """Create the four topics if missing (the embedded broker starts empty)."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers.split(","))
+    try:
+        existing = set(admin.list_topics())
+        missing = [
+            NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1)
+            for t in settings.topics()
+            if t not in existing
+        ]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # created meanwhile: fine
+                admin.create_topics(missing)
+    finally:
+        admin.close()
+
+
+def committed_offsets(progress: dict[str, Any] | None) -> dict[str, dict[str, int]] | None:
+    """The source offsets the last micro-batch ended at, from a query progress report."""
+    if not progress or not progress.get("sources"):
+        return None
+    end = progress["sources"][0].get("endOffset")
+    if isinstance(end, str):
+        end = json.loads(end)
+    return end or None
+
+
+class StreamRuntime:
+    """Spark, the streaming query, the sink and the trainer, with their state."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings.database_url)
+        create_tables(self.engine)
+        self.registry = ModelRegistry(self.engine)
+        self.publisher = EventPublisher(
+            settings.kafka_bootstrap_servers,
+            settings.songs_dlq_topic,
+            settings.catalog_changes_topic,
+            settings.models_topic,
+        )
+        self.sink = FeatureTableSink(self.engine, self.registry, self.publisher, self._after_batch)
+        self.trainer = ModelTrainer(
+            self._spark_session, self.engine, settings, self.registry, self.publisher
+        )
+        self.spark: SparkSession | None = None
+        self.layer: SpeedLayer | None = None
+        self.error: str | None = None
+        self.last_batch_at: datetime | None = None
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _spark_session(self) -> SparkSession:
+        if self.spark is None:
+            raise RuntimeError("the Spark session is not started yet")
+        return self.spark
+
+    def start_background(self) -> None:
+        """Start Spark and the query in a background thread."""
+        self._thread = threading.Thread(
+            target=self._start, name="emergify-stream-start", daemon=True
+        )
+        self._thread.start()
+
+    def _start(self) -> None:
+        try:
+            if self.settings.ensure_topics:
+                try:
+                    ensure_topics(self.settings)
+                except Exception as exc:  # the query still starts; new partitions are picked up
+                    log.warning("could not create the topics", error=str(exc))
+            self.spark = build_spark_session(
+                self.settings.spark_master, "emergify-stream-processor"
+            )
+            if self._stopping.is_set():
+                return
+            self.layer = SpeedLayer(self.spark, self.settings, self.sink)
+            self.layer.start()
+            if self.settings.auto_retrain:
+                # A restarted processor may find a catalog that already needs a model.
+                with self.engine.connect() as conn:
+                    self.trainer.maybe_start(song_count(conn))
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("the stream processor could not start")
+
+    def _after_batch(self, result: BatchResult) -> None:
+        self.last_batch_at = datetime.now(UTC)
+        if self.settings.auto_retrain and result.applied:
+            self.trainer.maybe_start(result.songs)
+
+    def state(self) -> tuple[State, str | None]:
+        """``ok`` once the query runs; ``starting`` before; ``degraded`` with the error if the
+        start failed or the query died."""
+        if self._stopping.is_set():
+            return "stopped", None
+        if self.error:
+            return "degraded", self.error
+        query = self.layer.query if self.layer else None
+        if query is None:
+            return "starting", None
+        if not query.isActive:
+            exc = query.exception()
+            return "degraded", f"the streaming query stopped: {exc}" if exc else "the query stopped"
+        return "ok", None
+
+    def lag(self) -> dict[str, Any] | None:
+        """Records on the songs topic not yet in a committed micro-batch, per topic."""
+        query = self.layer.query if self.layer else None
+        committed = committed_offsets(query.lastProgress if query else None)
+        if committed is None:
+            return None
+        latest = end_offsets(KafkaOptions.parse(source_options(self.settings)))
+        topics = {
+            topic: sum(max(0, end - committed.get(topic, {}).get(p, 0)) for p, end in parts.items())
+            for topic, parts in latest.items()
+        }
+        return {"topics": topics, "total": sum(topics.values())}
+
+    def status(self) -> dict[str, Any]:
+        """What ``GET /admin/status`` reports."""
+        query = self.layer.query if self.layer else None
+        progress = query.lastProgress if query else None
+        with self.engine.connect() as conn:
+            version, count = table_version(conn), song_count(conn)
+        last = self.sink.last_result
+        try:
+            lag = self.lag()
+        except Exception as exc:  # the broker may be away; the rest of the status still helps
+            log.warning("could not measure the lag", error=str(exc))
+            lag = None
+        return {
+            "query_id": str(query.id) if query else None,
+            "last_batch_id": last.batch_id if last else (progress or {}).get("batchId"),
+            "table_version": version,
+            "songs": count,
+            "lag": lag,
+            "last_batch_at": self.last_batch_at,
+            "model": self.registry.summary(),
+            "training": self.trainer.running,
+            "training_error": self.trainer.last_error,
+        }
+
+    def stop(self) -> None:
+        """Stop the query, then Spark; a micro-batch in flight is abandoned uncommitted and
+        re-runs from the checkpoint next time."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(120)
+        if self.layer is not None:
+            try:
+                self.layer.stop()
+            except Exception:
+                log.exception("stopping the streaming query failed")
+        if self.spark is not None:
+            self.spark.stop()
+        self.publisher.close()
+        self.engine.dispose()
+        log.info("stream processor stopped")

@@ -1,0 +1,125 @@
+"""The feature-table sink: exactly-once per batch id, latest version wins, clusters assigned."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from emergify_contracts.model import PortableModel
+from emergify_contracts.song import AUDIO_FEATURES
+from emergify_contracts.tables import create_tables, make_engine, songs, stream_batches
+from emergify_stream.feature_table import BATCH_COLUMNS, FeatureTableSink
+from emergify_stream.model_registry import ModelRegistry, assign_clusters
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def song_row(i: int, name: str = "", ingested_at: datetime = T0, offset: int = 0) -> dict:
+    row = {
+        "track_id": f"{i:022d}",
+        "name": name or f"Song {i}",
+        "album": None,
+        "release_date": "2024",
+        "upload_id": "u",
+        "source": "json",
+        "artists": [f"Artist {i % 7}"],
+        "artist_ids": [],
+        "genres": ["indie"],
+        "duration_ms": 200_000,
+        "popularity": i % 100,
+        "key": None,
+        "mode": 1,
+        "time_signature": 4,
+        "kafka_partition": 0,
+        "explicit": None,
+        "danceability": (i % 10) / 10,
+        "energy": 0.5,
+        "loudness": -8.0 + i % 5,
+        "speechiness": 0.05,
+        "acousticness": 0.2,
+        "instrumentalness": 0.0,
+        "liveness": 0.1,
+        "valence": 0.4,
+        "tempo": 100.0 + i,
+        "ingested_at": pd.Timestamp(ingested_at).tz_convert(None),  # Spark hands UTC, naive
+        "kafka_offset": offset or i,
+    }
+    assert set(row) == set(BATCH_COLUMNS)
+    return row
+
+
+def frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=list(BATCH_COLUMNS))
+
+
+def table(engine: sa.Engine) -> dict[str, dict]:
+    with engine.connect() as conn:
+        return {r.track_id: dict(r._mapping) for r in conn.execute(sa.select(songs))}
+
+
+def test_replayed_batch_writes_nothing_and_newest_version_wins(database_url: str) -> None:
+    engine = make_engine(database_url)
+    create_tables(engine)
+    sink = FeatureTableSink(engine, ModelRegistry(engine))
+
+    first = sink.write("q1", 0, frame([song_row(i) for i in range(10)]))
+    assert first.applied and first.table_version == 1 and first.songs == 10
+    before = table(engine)
+
+    replay = sink.write("q1", 0, frame([song_row(i, name="changed") for i in range(10)]))
+    assert not replay.applied and replay.table_version == 1
+    assert table(engine) == before  # nothing written twice, nothing changed
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(stream_batches)).scalar() == 1
+
+    newer = song_row(3, name="newer", ingested_at=T0 + timedelta(minutes=5), offset=100)
+    older = song_row(4, name="older", ingested_at=T0 - timedelta(minutes=5), offset=101)
+    second = sink.write("q1", 1, frame([newer, older, song_row(10)]))
+    assert second.applied and second.table_version == 2 and second.songs == 11
+    after = table(engine)
+    assert after["0000000000000000000003"]["name"] == "newer"
+    assert after["0000000000000000000004"]["name"] == "Song 4"  # older version ignored
+    assert after["0000000000000000000004"]["table_version"] == 1
+    assert after["0000000000000000000010"]["table_version"] == 2
+    assert after["0000000000000000000003"]["artists"] == ["Artist 3"]
+
+    # A new checkpoint (new query name) restarts batch ids at 0: still applied, next version.
+    third = sink.write("q2", 0, frame([song_row(11)]))
+    assert third.applied and third.table_version == 3 and third.songs == 12
+
+    # Empty batches commit a marker without bumping the version.
+    empty = sink.write("q2", 1, frame([]))
+    assert empty.applied and empty.table_version == 3 and empty.upserted_ids == []
+
+
+def test_songs_get_the_current_models_cluster(database_url: str) -> None:
+    engine = make_engine(database_url)
+    create_tables(engine)
+    registry = ModelRegistry(engine)
+    sink = FeatureTableSink(engine, registry)
+    sink.write("q", 0, frame([song_row(i) for i in range(20)]))
+    assert {r["cluster"] for r in table(engine).values()} == {None}
+
+    rng = np.random.default_rng(1)
+    model = PortableModel(
+        version=1,
+        trained_at=T0,
+        means=[0.5] * 9,
+        scales=[1.0] * 9,
+        components=rng.normal(size=(9, 3)).tolist(),
+        centroids=rng.normal(size=(4, 3)).tolist(),
+        k=4,
+        silhouette=0.3,
+        songs=20,
+    )
+    assert registry.publish(model, {"silhouette": {"4": 0.3}}, None) == 20
+    sink.write("q", 1, frame([song_row(i) for i in range(20, 30)]))
+    rows = table(engine)
+    features = np.array([[rows[t][f] for f in AUDIO_FEATURES] for t in sorted(rows)])
+    expected = assign_clusters(model, features)
+    assert [rows[t]["cluster"] for t in sorted(rows)] == expected.tolist()
+    assert {r["model_version"] for r in rows.values()} == {1}
+    assert registry.current().version == 1

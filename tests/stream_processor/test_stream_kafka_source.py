@@ -1,0 +1,193 @@
+"""The emergify_kafka streaming source against the real (embedded) broker and real Spark."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+from pyspark.errors import StreamingQueryException
+
+from emergify_cli.broker import EmbeddedBroker, create_topics
+from emergify_stream.kafka_source import (
+    DataLossError,
+    KafkaOptions,
+    end_offsets,
+    limit_offsets,
+    plan_ranges,
+)
+
+
+def start_query(spark, bootstrap: str, topic: str, checkpoint: Path, **options: str):
+    """Stream ``topic`` into a list of (partition, offset, key, value); returns (query, rows)."""
+    rows: list[tuple[int, int, bytes, bytes]] = []
+    lock = threading.Lock()
+
+    def collect(batch, _batch_id: int) -> None:
+        got = batch.select("partition", "offset", "key", "value").collect()
+        with lock:
+            rows.extend((r.partition, r.offset, bytes(r.key), bytes(r.value)) for r in got)
+
+    reader = (
+        spark.readStream.format("emergify_kafka")
+        .option("kafka.bootstrap.servers", bootstrap)
+        .option("subscribe", topic)
+        .option("startingOffsets", "earliest")
+    )
+    for k, v in options.items():
+        reader = reader.option(k, v)
+    query = (
+        reader.load()
+        .writeStream.foreachBatch(collect)
+        .option("checkpointLocation", str(checkpoint))
+        .trigger(processingTime="300 milliseconds")
+        .start()
+    )
+    return query, rows
+
+
+def wait_rows(query, rows: list, n: int, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(rows) < n:
+        if query.exception() is not None:
+            raise AssertionError(f"query failed: {query.exception()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"read {len(rows)} of {n} records")
+        time.sleep(0.2)
+    # Let the query go idle, so that a record read twice would have shown up.
+    while query.status["isDataAvailable"] or query.status["isTriggerActive"]:
+        time.sleep(0.2)
+    time.sleep(1.0)
+
+
+def records(prefix: str, n: int) -> list[tuple[bytes, bytes]]:
+    return [(f"{prefix}{i}".encode(), f"value-{prefix}{i}".encode()) for i in range(n)]
+
+
+def test_limit_offsets_shares_the_cap_by_backlog() -> None:
+    start = {"t": {"0": 0, "1": 100, "2": 50}}
+    latest = {"t": {"0": 1000, "1": 100, "2": 1050}}
+    capped = limit_offsets(start, latest, 500)
+    assert capped == {"t": {"0": 250, "1": 100, "2": 300}}
+    assert limit_offsets(start, latest, 5000) == latest
+    assert [(r.partition, r.start, r.end) for r in plan_ranges(start, capped)] == [
+        (0, 0, 250),
+        (2, 50, 300),
+    ]
+    # A partition that appeared after the start offsets begins at 0.
+    assert [(r.partition, r.start, r.end) for r in plan_ranges({"t": {}}, {"t": {"3": 7}})] == [
+        (3, 0, 7)
+    ]
+
+
+def test_options_say_what_is_missing() -> None:
+    with pytest.raises(ValueError, match=r"kafka\.bootstrap\.servers"):
+        KafkaOptions.parse({"subscribe": "x"})
+    with pytest.raises(ValueError, match="subscribe"):
+        KafkaOptions.parse({"kafka.bootstrap.servers": "h:1"})
+
+
+def test_end_offsets_include_the_tail_of_multi_record_batches(
+    broker: EmbeddedBroker, new_topic: Callable[[int], str], producer
+) -> None:
+    topic = new_topic(3)
+    producer(broker.bootstrap, topic, records("k", 3000), linger_ms=100)
+    opts = KafkaOptions.parse({"kafka.bootstrap.servers": broker.bootstrap, "subscribe": topic})
+    ends = end_offsets(opts)
+    assert sum(ends[topic].values()) == 3000
+    # Whatever ListOffsets says, the end we plan with is never below it.
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap)
+    listed = consumer.end_offsets([TopicPartition(topic, p) for p in range(3)])
+    consumer.close()
+    assert all(ends[topic][str(tp.partition)] >= off for tp, off in listed.items())
+
+
+@pytest.mark.spark
+def test_stream_reads_every_record_once_even_the_tail(
+    spark, broker: EmbeddedBroker, new_topic: Callable[[int], str], producer, tmp_path: Path
+) -> None:
+    topic = new_topic(3)
+    sent = records("a", 5000)
+    producer(broker.bootstrap, topic, sent, linger_ms=100)
+    query, rows = start_query(
+        spark, broker.bootstrap, topic, tmp_path / "ck", maxOffsetsPerTrigger="1500"
+    )
+    try:
+        wait_rows(query, rows, 5000)
+        more = records("b", 777)
+        producer(broker.bootstrap, topic, more, linger_ms=100)
+        wait_rows(query, rows, 5777)
+    finally:
+        query.stop()
+    assert len(rows) == 5777
+    assert len({(p, o) for p, o, _, _ in rows}) == 5777
+    assert sorted((k, v) for _, _, k, v in rows) == sorted(sent + more)
+    sizes = [p["numInputRows"] for p in query.recentProgress]
+    assert max(sizes) <= 1500
+
+
+@pytest.mark.spark
+def test_restart_resumes_from_the_checkpoint(
+    spark, broker: EmbeddedBroker, new_topic: Callable[[int], str], producer, tmp_path: Path
+) -> None:
+    topic = new_topic(2)
+    checkpoint = tmp_path / "ck"
+    producer(broker.bootstrap, topic, records("a", 800), linger_ms=50)
+    query, first = start_query(spark, broker.bootstrap, topic, checkpoint)
+    try:
+        wait_rows(query, first, 800)
+    finally:
+        query.stop()
+    producer(broker.bootstrap, topic, records("b", 600), linger_ms=50)
+    query, second = start_query(spark, broker.bootstrap, topic, checkpoint)
+    try:
+        wait_rows(query, second, 600)
+    finally:
+        query.stop()
+    assert len(first) == 800 and len(second) == 600
+    assert {k for _, _, k, _ in first} == {k for k, _ in records("a", 800)}
+    assert {k for _, _, k, _ in second} == {k for k, _ in records("b", 600)}
+
+
+@pytest.mark.spark
+def test_lost_broker_data_fails_or_restarts_from_the_new_end(
+    spark, fresh_broker: EmbeddedBroker, producer, tmp_path: Path
+) -> None:
+    topic = "lossy"
+    create_topics(fresh_broker.bootstrap, [topic], 1)
+    producer(fresh_broker.bootstrap, topic, records("a", 300))
+    checkpoint = tmp_path / "ck"
+    query, rows = start_query(spark, fresh_broker.bootstrap, topic, checkpoint)
+    try:
+        wait_rows(query, rows, 300)
+    finally:
+        query.stop()
+
+    # The embedded broker keeps topics in memory: a restart loses them.
+    fresh_broker.stop()
+    fresh_broker.start()
+    create_topics(fresh_broker.bootstrap, [topic], 1)
+    producer(fresh_broker.bootstrap, topic, records("b", 100))
+
+    query, rows = start_query(spark, fresh_broker.bootstrap, topic, checkpoint)
+    try:
+        with pytest.raises(StreamingQueryException, match="the broker lost data"):
+            query.awaitTermination(120)
+        assert DataLossError.__name__ in str(query.exception())
+    finally:
+        query.stop()
+    assert rows == []
+
+    query, rows = start_query(
+        spark, fresh_broker.bootstrap, topic, checkpoint, failOnDataLoss="false"
+    )
+    try:
+        producer(fresh_broker.bootstrap, topic, records("c", 400))  # log end 500 > checkpoint 300
+        wait_rows(query, rows, 200)
+    finally:
+        query.stop()
+    # From the new end (100 when the query started): only records written after it.
+    assert {k for _, _, k, _ in rows} <= {k for k, _ in records("c", 400)}

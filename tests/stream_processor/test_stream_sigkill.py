@@ -1,0 +1,199 @@
+"""The issue's acceptance: kill -9 the stream processor mid-stream, restart it, and the
+feature table holds every produced song exactly once."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from emergify_cli.broker import EmbeddedBroker, create_topics, free_port
+from emergify_contracts.events import SongEvent
+from emergify_contracts.song import Song
+from emergify_contracts.tables import make_engine, songs, stream_batches
+
+from .conftest import produce
+
+N_SONGS = 20_000
+BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def track_id(i: int) -> str:
+    digits = []
+    for _ in range(22):
+        i, r = divmod(i, 62)
+        digits.append(BASE62[r])
+    return "".join(reversed(digits))
+
+
+def song_event(i: int) -> tuple[bytes, bytes]:
+    song = Song(
+        track_id=track_id(i * 7919 + 12345),
+        name=f"Generated song {i}",
+        artists=[f"Artist {i % 500}"],
+        danceability=(i % 100) / 100,
+        energy=((i * 7) % 100) / 100,
+        loudness=-30 + (i % 30),
+        speechiness=((i * 3) % 100) / 100,
+        acousticness=((i * 11) % 100) / 100,
+        instrumentalness=((i * 13) % 100) / 100,
+        liveness=((i * 17) % 100) / 100,
+        valence=((i * 19) % 100) / 100,
+        tempo=60 + i % 120,
+    )
+    event = SongEvent(
+        upload_id=f"u{i // 1000}",
+        source="json",
+        ingested_at=datetime(2025, 1, 1, tzinfo=UTC),
+        song=song,
+    )
+    return song.track_id.encode(), event.model_dump_json().encode()
+
+
+class Processor:
+    """``python -m emergify_stream`` in its own process group (Spark's JVM included)."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "emergify_stream"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):  # the group is gone already
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+
+    def terminate(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM to the service only, as an orchestrator would
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.kill()  # whatever the group left behind
+
+
+@pytest.fixture
+def processor(
+    broker: EmbeddedBroker, pg_url: str, tmp_path: Path
+) -> Iterator[tuple[Processor, str, str]]:
+    port = free_port()
+    suffix = tmp_path.name[-10:]
+    env = {
+        **os.environ,
+        "EMERGIFY_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "EMERGIFY_DATABASE_URL": pg_url,
+        "EMERGIFY_CHECKPOINT_DIR": str(tmp_path / "checkpoint"),
+        "EMERGIFY_MODELS_DIR": str(tmp_path / "models"),
+        "EMERGIFY_STREAM_PROCESSOR_URL": f"http://127.0.0.1:{port}",
+        "EMERGIFY_SONGS_TOPIC": f"songs.{suffix}",
+        "EMERGIFY_SONGS_DLQ_TOPIC": f"dlq.{suffix}",
+        "EMERGIFY_CATALOG_CHANGES_TOPIC": f"catalog.{suffix}",
+        "EMERGIFY_MODELS_TOPIC": f"models.{suffix}",
+        "EMERGIFY_TRIGGER_INTERVAL_SECONDS": "0.5",
+        # Many small micro-batches, so the kill lands between two of them or inside one.
+        "EMERGIFY_MAX_OFFSETS_PER_TRIGGER": "1500",
+        "EMERGIFY_AUTO_RETRAIN": "false",
+        "EMERGIFY_LOG_LEVEL": "INFO",
+    }
+    create_topics(broker.bootstrap, [env["EMERGIFY_SONGS_TOPIC"]], 3)
+    proc = Processor(env, tmp_path / "processor.log")
+    yield proc, f"http://127.0.0.1:{port}", env["EMERGIFY_SONGS_TOPIC"]
+    proc.terminate()
+
+
+def wait_healthy(base_url: str, proc: Processor, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.proc is not None and proc.proc.poll() is None, proc.log_path.read_text()[-3000:]
+        try:
+            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(
+        "the stream processor never became healthy:\n" + proc.log_path.read_text()[-3000:]
+    )
+
+
+@pytest.mark.spark
+@pytest.mark.postgres
+def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
+    processor: tuple[Processor, str, str], broker: EmbeddedBroker, pg_url: str
+) -> None:
+    proc, base_url, topic = processor
+    engine = make_engine(pg_url)
+
+    def count() -> int:
+        try:
+            with engine.connect() as conn:
+                return conn.execute(sa.select(sa.func.count()).select_from(songs)).scalar_one()
+        except sa.exc.ProgrammingError:  # the processor has not created the tables yet
+            return 0
+
+    events = [song_event(i) for i in range(N_SONGS)]
+    expected = {k.decode() for k, _ in events}
+    assert len(expected) == N_SONGS
+
+    proc.start()
+    wait_healthy(base_url, proc)
+
+    def send() -> None:
+        for lo in range(0, N_SONGS, 2000):
+            produce(broker.bootstrap, topic, events[lo : lo + 2000], linger_ms=20)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    deadline = time.monotonic() + 180
+    while count() == 0:
+        assert time.monotonic() < deadline, "no song reached the feature table"
+        time.sleep(0.05)
+    proc.kill()
+    killed_at = count()
+    sender.join(300)
+    assert 0 < killed_at < N_SONGS
+
+    proc.start()
+    wait_healthy(base_url, proc)
+    deadline = time.monotonic() + 300
+    while count() < N_SONGS:
+        assert time.monotonic() < deadline, f"only {count()} of {N_SONGS} songs after restart"
+        time.sleep(0.5)
+    status = httpx.get(f"{base_url}/admin/status", timeout=30).json()
+    while status["lag"] is None or status["lag"]["total"] > 0:
+        assert time.monotonic() < deadline, f"lag never reached 0: {status}"
+        time.sleep(0.5)
+        status = httpx.get(f"{base_url}/admin/status", timeout=30).json()
+
+    with engine.connect() as conn:
+        ids = [r[0] for r in conn.execute(sa.select(songs.c.track_id))]
+        batch_rows = conn.execute(sa.select(sa.func.sum(stream_batches.c.rows))).scalar_one()
+    assert len(ids) == len(set(ids)) == N_SONGS
+    assert set(ids) == expected
+    assert batch_rows == N_SONGS  # every song written by exactly one committed batch
+    assert status["songs"] == N_SONGS and status["lag"]["total"] == 0
+    engine.dispose()
