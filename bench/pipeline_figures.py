@@ -20,8 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from emergify_cli.broker import free_port
-from emergify_cli.stack import Stack
+from emergify_cli.stack import Stack, free_port_env
 from emergify_cli.synthetic_catalog import load_songs, synthetic_songs, write_kaggle_csv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,13 +54,9 @@ def upload(api: httpx.Client, path: Path) -> tuple[dict, float]:
 def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="emergify-bench-"))
     key = secrets.token_urlsafe(24)
-    env = {
-        f"EMERGIFY_{n}_URL": f"http://127.0.0.1:{free_port()}"
-        for n in ("INGEST", "STREAM_PROCESSOR", "RECOMMENDER", "SPOTIFY_GATEWAY", "GATEWAY")
-    }
+    env = free_port_env()
     env.update(
         {
-            "EMERGIFY_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
             "EMERGIFY_ADMIN_API_KEY": key,
             "EMERGIFY_LOG_LEVEL": "WARNING",
             "EMERGIFY_RATE_LIMIT_PER_MINUTE": "1000000",

@@ -16,3 +16,14 @@ if ! command -v java >/dev/null 2>&1; then
     exit 1
   fi
 fi
+
+# The dashboard's browser test drives Debian's chromium (Playwright's own browser download
+# cannot be fetched on our machines).
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: installing chromium for the dashboard's browser test (apt)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "bootstrap: the dashboard's browser test needs chromium: apt-get install chromium" >&2
+  fi
+fi

@@ -20,6 +20,7 @@ OURS = {
     "recommender": ("emergify_recommender", "recommender_url"),
     "spotify-gateway": ("emergify_spotify", "spotify_gateway_url"),
     "api-gateway": ("emergify_gateway", "gateway_url"),
+    "dashboard": ("emergify_dashboard", "dashboard_url"),
 }
 
 

@@ -10,21 +10,15 @@ import httpx
 import pytest
 from testkit import drop_pg_database, new_pg_database
 
-from emergify_cli.broker import free_port
-from emergify_cli.stack import Stack
+from emergify_cli.stack import Stack, free_port_env
 
 LOG_LINES: list[str] = []
 
 
 def stack_env(database_url: str, admin_key: str) -> dict[str, str]:
-    ports = {
-        name: free_port()
-        for name in ("INGEST", "STREAM_PROCESSOR", "RECOMMENDER", "SPOTIFY_GATEWAY", "GATEWAY")
-    }
-    env = {f"EMERGIFY_{name}_URL": f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    env = free_port_env()
     env.update(
         {
-            "EMERGIFY_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
             "EMERGIFY_DATABASE_URL": database_url,
             "EMERGIFY_ADMIN_API_KEY": admin_key,
             "EMERGIFY_LOG_LEVEL": "WARNING",

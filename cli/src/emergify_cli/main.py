@@ -279,6 +279,7 @@ def up(
         if load_sample:
             _load_sample(settings, stop)
         console.rule("Emergify is up")
+        console.print(f"Dashboard       {settings.dashboard_url}")
         console.print(
             f"API gateway     {settings.gateway_url}   (health: {settings.gateway_url}/health)"
         )

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from emergify_cli.broker import EmbeddedBroker, create_topics
+from emergify_cli.broker import EmbeddedBroker, create_topics, free_port
 from emergify_contracts.settings import EmergifySettings
 
 
@@ -43,6 +43,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("recommender", "emergify_recommender", "recommender_url"),
     ServiceSpec("spotify-gateway", "emergify_spotify", "spotify_gateway_url"),
     ServiceSpec("api-gateway", "emergify_gateway", "gateway_url"),
+    ServiceSpec("dashboard", "emergify_dashboard", "dashboard_url", health_path="/_stcore/health"),
 )
 
 #: The offline demo's stand-in for Spotify (follows Spotify's documented contract).
@@ -199,3 +200,15 @@ class Stack:
 
 def port_of(url: str) -> int:
     return urlparse(url).port or 80
+
+
+def free_port_env() -> dict[str, str]:
+    """``EMERGIFY_*`` addresses for every service and the broker on free loopback ports, so
+    a test or benchmark stack never collides with `make up` or another run."""
+    urls = {
+        spec.url_setting.upper(): f"http://127.0.0.1:{free_port()}"
+        for spec in (*SERVICES, SPOTIFY_SANDBOX)
+    }
+    env = {f"EMERGIFY_{name}": url for name, url in urls.items()}
+    env["EMERGIFY_KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{free_port()}"
+    return env

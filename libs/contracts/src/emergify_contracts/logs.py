@@ -43,5 +43,7 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "console") -
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "kafka", "py4j", "httpx", "httpcore"):
+    for noisy in ("aiokafka", "py4j", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # kafka-python 3 warns about every slow event-loop task while Spark keeps the CPU busy.
+    logging.getLogger("kafka").setLevel(max(logging.ERROR, root.level))

@@ -34,6 +34,10 @@ class EmergifySettings(BaseSettings):
     recommender_url: str = "http://127.0.0.1:8003"
     spotify_gateway_url: str = "http://127.0.0.1:8004"
     gateway_url: str = "http://127.0.0.1:8080"
+    dashboard_url: str = Field(
+        "http://127.0.0.1:8501",
+        description="Where the Streamlit dashboard listens (and where sign-in lands).",
+    )
     bind_host: str | None = Field(
         None, description="Address services listen on; default: the host of their own URL."
     )

@@ -1,0 +1,182 @@
+"""Controls, the recommended songs (table, feature plot, cluster map) and Save to Spotify."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+from emergify_dashboard import charts, state
+from emergify_dashboard.config import Settings
+from emergify_dashboard.gateway_client import SPOTIFY_PREFIX, ApiError, GatewayClient
+
+
+@dataclass(frozen=True)
+class Controls:
+    """The playlist rules the listener chose."""
+
+    limit: int
+    max_popularity: int
+    max_per_artist: int
+
+
+def render_controls() -> Controls:
+    """Number of songs, the emerging threshold and songs per artist."""
+    st.subheader("2 · Shape the playlist")
+    limit_col, popularity_col, artist_col = st.columns(3)
+    limit = limit_col.slider("Number of songs", 5, 50, 20, key="limit")
+    max_popularity = popularity_col.slider(
+        "Emerging threshold (max popularity)",
+        0,
+        100,
+        30,
+        key="max_popularity",
+        help="Only songs whose Spotify popularity (0–100) is at most this.",
+    )
+    max_per_artist = artist_col.number_input(
+        "Max songs per artist", min_value=1, max_value=10, value=2, step=1, key="max_per_artist"
+    )
+    return Controls(int(limit), int(max_popularity), int(max_per_artist))
+
+
+def request_recommendations(
+    client: GatewayClient, favourites: list[dict[str, Any]], controls: Controls
+) -> None:
+    """Ask the gateway and keep the answer (or show why not)."""
+    try:
+        answer = client.recommendations(
+            [s["track_id"] for s in favourites],
+            limit=controls.limit,
+            max_popularity=controls.max_popularity,
+            max_per_artist=controls.max_per_artist,
+        )
+    except ApiError as exc:
+        st.error(f"Could not get recommendations. {exc}")
+        return
+    st.session_state[state.RESULTS] = answer
+    st.session_state.pop(state.PLAYLIST, None)
+
+
+def render_results(client: GatewayClient, settings: Settings) -> dict[str, Any] | None:
+    """The last recommendations: table, feature plot and cluster map."""
+    results = st.session_state.get(state.RESULTS)
+    if not results:
+        return None
+    items = results["items"]
+    st.subheader("3 · Your emerging playlist")
+    if not items:
+        st.warning(
+            "No song passes these rules: raise the emerging threshold or allow more songs "
+            "per artist."
+        )
+        return results
+    version = results.get("model_version")
+    st.caption(
+        f"{len(items)} songs, nearest first (Manhattan distance on standardized audio features"
+        + (f", model v{version})" if version is not None else ")")
+    )
+    st.dataframe(
+        charts.playlist_frame(items),
+        hide_index=True,
+        key="results_table",
+        column_config={
+            "#": st.column_config.NumberColumn(width="small"),
+            "distance": st.column_config.NumberColumn(format="%.3f", width="small"),
+            "popularity": st.column_config.NumberColumn(width="small"),
+            "spotify": st.column_config.LinkColumn(
+                "open", display_text="Open in Spotify", width="medium"
+            ),
+        },
+    )
+    features_col, map_col = st.columns(2)
+    with features_col:
+        st.markdown("**Sound: your favourite vs the picks**")
+        frame = charts.features_frame(results["seed"]["features"], items)
+        st.altair_chart(charts.features_chart(frame), key="features_chart")
+        if len(results["seed"]["track_ids"]) > 1:
+            st.caption("With several favourites, “favourite” is their mean.")
+    with map_col:
+        st.markdown("**Where they sit: the cluster map (PCA 2-D)**")
+        _render_cluster_map(client, settings, results)
+    return results
+
+
+def _render_cluster_map(client: GatewayClient, settings: Settings, results: dict[str, Any]) -> None:
+    try:
+        clusters = client.clusters(settings.dashboard_clusters_sample)
+    except ApiError as exc:
+        st.error(f"Could not load the cluster map. {exc}")
+        return
+    if clusters is None:
+        st.info("No clustering model yet: the map appears once the batch layer has trained one.")
+        return
+    seed_ids = results["seed"]["track_ids"]
+    pick_ids = [i["track_id"] for i in results["items"]]
+    frame = charts.cluster_frame(clusters, seed_ids, pick_ids)
+    st.markdown(
+        '<span style="color:#e4572e">◆</span> favourite &nbsp; '
+        '<span style="color:#1db954">●</span> recommended &nbsp; '
+        '<span style="opacity:0.6">· catalog, by cluster</span>',
+        unsafe_allow_html=True,
+    )
+    st.altair_chart(charts.cluster_chart(frame), key="cluster_map")
+    missing = charts.missing_from_map(frame, seed_ids, pick_ids)
+    caption = (
+        f"{len(frame)} of {clusters['songs']} catalog songs, model v{clusters['model_version']}."
+    )
+    if missing:
+        caption += f" {missing} of your favourites and picks fall outside this sample."
+    st.caption(caption)
+
+
+def default_playlist_name(favourites: list[dict[str, Any]]) -> str:
+    """``Emergify · like <first favourite>`` (and how many more)."""
+    if not favourites:
+        return "Emergify discoveries"
+    more = f" +{len(favourites) - 1}" if len(favourites) > 1 else ""
+    return f"Emergify · like {favourites[0]['name']}{more}"[:200]
+
+
+def render_save(
+    client: GatewayClient,
+    signed_in: bool,
+    favourites: list[dict[str, Any]],
+    results: dict[str, Any],
+) -> None:
+    """Name the playlist, save it to the listener's Spotify account, show the link."""
+    items = results["items"]
+    if not items:
+        return
+    st.subheader("4 · Save to Spotify")
+    if not signed_in:
+        st.info("Sign in with Spotify to save this playlist to your account.")
+        st.link_button("Sign in with Spotify", client.url(f"{SPOTIFY_PREFIX}/login"))
+        return
+    name_col, public_col = st.columns([3, 1], vertical_alignment="bottom")
+    name = name_col.text_input(
+        "Playlist name", value=default_playlist_name(favourites), max_chars=200, key="playlist_name"
+    ).strip()
+    public = public_col.checkbox("Public", value=False, key="playlist_public")
+    if st.button("Save to Spotify", key="save_playlist", type="primary", disabled=not name):
+        seeds_text = ", ".join(s["name"] for s in favourites)[:200]
+        try:
+            created = client.create_playlist(
+                name,
+                [i["track_id"] for i in items],
+                description=f"Emerging artists that sound like {seeds_text}. Made by Emergify."[
+                    :300
+                ],
+                public=public,
+            )
+        except ApiError as exc:
+            st.error(f"Could not save the playlist. {exc}")
+        else:
+            st.session_state[state.PLAYLIST] = created
+    created = st.session_state.get(state.PLAYLIST)
+    if created:
+        st.success(f"Saved “{created['name']}” with {created['added']} songs to your Spotify.")
+        st.markdown(f"Your playlist: [{created['url']}]({created['url']})")
+        st.link_button(
+            "Open the playlist in Spotify", created["url"], icon=":material/open_in_new:"
+        )

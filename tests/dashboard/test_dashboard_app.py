@@ -1,0 +1,255 @@
+"""The dashboard's page logic, driven by Streamlit's AppTest against a real API gateway."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import emergify_dashboard
+from emergify_cli.broker import free_port
+from emergify_dashboard import charts, state
+from emergify_dashboard.config import Settings
+from emergify_dashboard.gateway_client import problem_message
+from emergify_dashboard.views.catalog import ago
+
+APP = Path(emergify_dashboard.__file__).with_name("app.py")
+TIMEOUT = 60
+GOOD_ROW = (
+    "id,name,popularity,duration_ms,explicit,artists,id_artists,release_date,danceability,"
+    "energy,key,loudness,mode,speechiness,acousticness,instrumentalness,liveness,valence,tempo,"
+    "time_signature\n"
+    "0AbCdEfGhIjKlMnOpQrStU,Dashboard Song,3,200000,0,['Nobody Yet'],['1AbCdEfGhIjKlMnOpQrStU'],"
+    "2024,0.5,0.6,1,-7.0,1,0.05,0.2,0.0,0.1,0.4,120.0,4\n"
+    "1AbCdEfGhIjKlMnOpQrStU,Broken Song,3,200000,0,['Nobody Yet'],['1AbCdEfGhIjKlMnOpQrStU'],"
+    "2024,1.7,0.6,1,-7.0,1,0.05,0.2,0.0,0.1,0.4,120.0,4\n"
+)
+
+
+@pytest.fixture
+def dashboard_env(
+    dashboard_stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[None]:
+    """Point the dashboard's settings at the test gateway (environment beats any .env)."""
+    monkeypatch.chdir(tmp_path)  # no developer .env leaks in
+    monkeypatch.setenv("EMERGIFY_GATEWAY_URL", dashboard_stack.gateway.url)
+    monkeypatch.setenv("EMERGIFY_DASHBOARD_API_KEY", dashboard_stack.admin_key)
+    monkeypatch.delenv("EMERGIFY_DASHBOARD_UPLOADS", raising=False)
+    yield
+
+
+def new_app(cookie: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    if cookie:
+        at.session_state[state.SESSION_COOKIE_OVERRIDE] = cookie
+    return at
+
+
+def page_text(at: AppTest) -> str:
+    """Every piece of text the page shows, joined (for 'the page says ...' checks)."""
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    for kind in ("error", "warning", "info", "success"):
+        parts += [e.value for e in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def link_buttons(at: AppTest) -> dict[str, str]:
+    return {b.proto.label: b.proto.url for b in at.get("link_button")}
+
+
+def add_search_seeds(at: AppTest, query: str, how_many: int) -> list[str]:
+    """Search the catalog and add the first ``how_many`` hits as favourites."""
+    at.text_input(key="search_q").input(query).run()
+    hits = at.multiselect(key="search_pick")
+    assert len(hits.options) >= how_many, hits.options
+    hits.set_value(hits.options[:how_many]).run()
+    at.button(key="add_search").click().run()
+    return [s["track_id"] for s in at.session_state[state.SEEDS]]
+
+
+def test_settings_fall_back_to_the_admin_key_and_default_url(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EMERGIFY_DASHBOARD_API_KEY", raising=False)
+    monkeypatch.setenv("EMERGIFY_ADMIN_API_KEY", "admin-key")
+    settings = Settings()
+    assert settings.gateway_key() == "admin-key"
+    assert settings.dashboard_url == "http://127.0.0.1:8501"
+    assert settings.dashboard_uploads is True
+    monkeypatch.setenv("EMERGIFY_DASHBOARD_API_KEY", "read-key")
+    assert Settings().gateway_key() == "read-key"
+
+
+def test_anonymous_page_offers_sign_in_search_and_the_catalog_panel(
+    dashboard_stack, dashboard_env
+) -> None:
+    at = new_app().run()
+    assert not at.exception
+    assert at.title[0].value == "Emergify"
+    login = f"{dashboard_stack.gateway.url}/api/v1/spotify/login"
+    assert link_buttons(at)["Sign in with Spotify"] == login
+    assert at.button(key="recommend").disabled  # no favourites yet
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Songs"] == f"{len(dashboard_stack.catalog):,}"
+    assert metrics["Model"] == "v1"
+    assert "silhouette" in page_text(at)
+    assert "stream processor not answering" in page_text(at)  # not started here
+
+
+def test_search_several_favourites_and_get_recommendations(dashboard_stack, dashboard_env) -> None:
+    at = new_app().run()
+    seeds = add_search_seeds(at, "love", 2)
+    assert len(seeds) == 2
+    at.slider(key="limit").set_value(12)
+    at.slider(key="max_popularity").set_value(20)
+    at.number_input(key="max_per_artist").set_value(1)
+    at.button(key="recommend").click().run()
+    assert not at.exception and not at.error
+    results = at.session_state[state.RESULTS]
+    items = results["items"]
+    assert len(items) == 12
+    assert not {i["track_id"] for i in items} & set(seeds)
+    assert all(i["popularity"] is None or i["popularity"] <= 20 for i in items)
+    artists = [a for i in items for a in i["artists"][:1]]
+    assert len(artists) == len(set(artists))  # max one song per (first) artist
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["#", "song", "artists", "distance", "popularity", "spotify"]
+    assert table["spotify"].str.startswith("https://open.spotify.com/track/").all()
+    assert list(table["distance"]) == sorted(table["distance"])
+    assert len(at.get("vega_lite_chart")) == 2  # the feature plot and the cluster map
+    # Not signed in: saving asks to sign in first.
+    assert "Sign in with Spotify to save this playlist" in page_text(at)
+    # Removing a favourite updates the list.
+    at.button(key=f"remove_{seeds[0]}").click().run()
+    assert [s["track_id"] for s in at.session_state[state.SEEDS]] == seeds[1:]
+
+
+def test_signed_in_listener_profile_favourite_and_save_playlist(
+    dashboard_stack, dashboard_env
+) -> None:
+    cookie = dashboard_stack.sign_in("demo")
+    at = new_app(cookie).run()
+    assert not at.exception and not at.error
+    text = page_text(at)
+    assert "signed in with Spotify" in text
+    assert "Latest added" in text
+    top = next(m.value for m in at.markdown if "emergify-top-artists" in m.value)
+    assert top.count("background:url(") == 10  # ten artists, each with Spotify's image
+    assert "Sign out" in link_buttons(at)
+
+    at.button(key="random_favourite").click().run()
+    assert not at.error
+    favourite = at.session_state[state.SEEDS]
+    assert len(favourite) == 1
+    liked = at.multiselect(key="liked_pick")
+    assert liked.options  # the demo listener likes songs the catalog knows
+    liked.set_value(liked.options[:2]).run()
+    at.button(key="add_liked").click().run()
+    assert 2 <= len(at.session_state[state.SEEDS]) <= 3
+
+    at.button(key="recommend").click().run()
+    picks = [i["track_id"] for i in at.session_state[state.RESULTS]["items"]]
+    assert picks
+    at.text_input(key="playlist_name").input("Emergify AppTest").run()
+    at.button(key="save_playlist").click().run()
+    assert not at.error, [e.value for e in at.error]
+    created = at.session_state[state.PLAYLIST]
+    assert created["added"] == len(picks)
+    assert "Saved “Emergify AppTest”" in at.success[0].value
+    assert link_buttons(at)["Open the playlist in Spotify"] == created["url"]
+    saved = [p for p in dashboard_stack.sandbox_playlists("demo") if p["id"] == created["id"]]
+    assert saved and saved[0]["name"] == "Emergify AppTest"
+
+    # Pressing Save again (same name and songs) does not make a second playlist.
+    at.button(key="save_playlist").click().run()
+    assert at.session_state[state.PLAYLIST]["id"] == created["id"]
+    assert (
+        len(
+            [
+                p
+                for p in dashboard_stack.sandbox_playlists("demo")
+                if p["name"] == "Emergify AppTest"
+            ]
+        )
+        == 1
+    )
+
+
+def test_an_invalid_session_cookie_shows_sign_in_again(dashboard_stack, dashboard_env) -> None:
+    at = new_app("bm9ib2R5.1.forged").run()
+    assert not at.exception
+    assert "Sign in with Spotify" in link_buttons(at)
+    assert "expired" in page_text(at) or at.error
+
+
+def test_csv_upload_reports_accepted_and_rejected_rows(dashboard_stack, dashboard_env) -> None:
+    at = new_app().run()
+    at.file_uploader(key="upload_file").upload("mine.csv", GOOD_ROW.encode(), "text/csv")
+    at.run()
+    at.button(key="upload").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    answer = at.session_state[state.UPLOAD]
+    assert answer["accepted"] == 1
+    assert "1 songs accepted, 1 rows rejected" in at.warning[0].value
+    rejected = at.dataframe[0].value
+    assert list(rejected["row"]) == [2]
+    assert "danceability" in rejected["errors"][0] and "1.7" in rejected["errors"][0]
+
+
+def test_api_errors_are_readable_messages_not_tracebacks(
+    dashboard_stack, dashboard_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A read-only key may browse but not upload: the gateway's 403 detail is shown.
+    monkeypatch.setenv("EMERGIFY_DASHBOARD_API_KEY", dashboard_stack.read_key)
+    at = new_app().run()
+    at.file_uploader(key="upload_file").upload("mine.csv", GOOD_ROW.encode(), "text/csv")
+    at.run()
+    at.button(key="upload").click().run()
+    assert not at.exception
+    assert "Upload failed" in at.error[0].value and "read-only" in at.error[0].value
+
+    # Uploads turned off (a public deployment): no uploader at all.
+    monkeypatch.setenv("EMERGIFY_DASHBOARD_UPLOADS", "false")
+    at = new_app().run()
+    assert not at.get("file_uploader")
+    assert "Uploads are turned off" in page_text(at)
+
+    # A wrong key: every section says so in words.
+    monkeypatch.setenv("EMERGIFY_DASHBOARD_API_KEY", "not-a-key")
+    at = new_app().run()
+    assert not at.exception
+    assert any("API key is not valid" in e.value for e in at.error)
+
+    # No gateway at all.
+    monkeypatch.setenv("EMERGIFY_GATEWAY_URL", f"http://127.0.0.1:{free_port()}")
+    at = new_app().run()
+    assert not at.exception
+    assert any("cannot reach the API gateway" in e.value for e in at.error)
+
+
+def test_problem_messages_charts_and_times_are_plain_functions() -> None:
+    problem = httpx.Response(
+        422,
+        json={
+            "type": "about:blank",
+            "title": "Invalid request",
+            "status": 422,
+            "detail": "seeds: x",
+        },
+    )
+    assert problem_message(problem) == "Invalid request: seeds: x"
+    assert problem_message(httpx.Response(502, text="bad gateway")) == "HTTP 502: bad gateway"
+    assert ago(None) == "never" and ago(30) == "30 s ago" and ago(600) == "10 min ago"
+    assert charts.unit_scale("loudness", -60) == 0.0 and charts.unit_scale("tempo", 500) == 1.0
+    seed = {f: 0.5 for f in charts.AUDIO_FEATURES}
+    item = {"name": "x", "features": seed, "track_id": "a" * 22}
+    frame = charts.features_frame(seed, [item])
+    assert set(frame["who"]) == {"favourite", "recommended"} and len(frame) == 18
+    clusters = {"points": [{"x": 0, "y": 1, "cluster": 2, "name": "x", "track_id": "a" * 22}]}
+    mapped = charts.cluster_frame(clusters, ["a" * 22], [])
+    assert list(mapped["role"]) == ["favourite"]
+    assert charts.missing_from_map(mapped, ["a" * 22], ["b" * 22]) == 1
