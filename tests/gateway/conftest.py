@@ -8,15 +8,12 @@ every request they receive (method, path, query, headers, how the body arrived).
 # No `from __future__ import annotations`: the recommender's models are local to a function.
 import asyncio
 import hashlib
-import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import uvicorn
+import servers
 from fastapi import FastAPI, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.testclient import TestClient
@@ -303,46 +300,15 @@ def spotify_app() -> FastAPI:
 # ---- serving ------------------------------------------------------------------------------
 
 
-@dataclass
-class ServedApp:
-    """An ASGI app served by uvicorn in a thread on a free port."""
+class ServedApp(servers.ServedApp):
+    """A stand-in served by uvicorn on a free port, with what it recorded."""
 
-    app: Any
-    port: int = 0
-
-    def __post_init__(self) -> None:
-        self.port = self.port or free_port()
-        config = uvicorn.Config(
-            self.app,
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            lifespan="on",
-            timeout_graceful_shutdown=3,
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        super().__init__(app, port, timeout_graceful_shutdown=3)
 
     @property
     def seen(self) -> list[dict[str, Any]]:
         return self.app.state.seen
-
-    def start(self) -> "ServedApp":
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"server on port {self.port} did not start")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
 
     def request_with_id(self, request_id: str) -> dict[str, Any]:
         """The request this app received with ``X-Request-ID: request_id``."""

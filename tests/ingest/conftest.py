@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import kafka_io
 import pytest
-from aiokafka import AIOKafkaConsumer
 from fastapi.testclient import TestClient
 
 from emergify_cli.broker import EmbeddedBroker
@@ -72,39 +71,7 @@ def client(broker: EmbeddedBroker, make_client: Callable[..., TestClient]) -> Te
     return make_client(broker)
 
 
-async def _consume(bootstrap: str, topic: str, expected: int, deadline_s: float) -> list:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-    )
-    await consumer.start()
-    records = []
-    try:
-        deadline = time.monotonic() + deadline_s
-        while len(records) < expected and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
-            for batch in batches.values():
-                records.extend(batch)
-        # One more poll: anything beyond `expected` would show up here.
-        for batch in (await consumer.getmany(timeout_ms=1_000)).values():
-            records.extend(batch)
-    finally:
-        await consumer.stop()
-    return records
-
-
 @pytest.fixture
 def consume() -> Callable[..., list]:
-    """``consume(bootstrap, topic, expected)``: every record of the topic, read from the start.
-
-    Waits until at least ``expected`` records arrived (or a deadline), then polls once more
-    so that surplus records would be seen too.
-    """
-
-    def read(bootstrap: str, topic: str, expected: int, deadline_s: float = 60.0) -> list:
-        return asyncio.run(_consume(bootstrap, topic, expected, deadline_s))
-
-    return read
+    """``consume(bootstrap, topic, expected, deadline_s=60)``: see ``kafka_io.consume``."""
+    return kafka_io.consume

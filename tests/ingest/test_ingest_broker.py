@@ -5,26 +5,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from catalog_fixtures import json_song
 from fastapi.testclient import TestClient
 
 from emergify_cli.broker import EmbeddedBroker, free_port
 from emergify_ingest.master_dataset import read_master_dataset
 
 PROBLEM = "application/problem+json"
-SONG = {
-    "track_id": "5P6nbeGMqnAGwqt9rrraaQ",
-    "name": "Just a Little",
-    "artists": ["Lauren Faith"],
-    "danceability": 0.781,
-    "energy": 0.588,
-    "loudness": -8.09,
-    "speechiness": 0.192,
-    "acousticness": 0.248,
-    "instrumentalness": 0.156,
-    "liveness": 0.134,
-    "valence": 0.515,
-    "tempo": 109.929,
-}
+SONG = json_song()
 
 
 def test_health_is_ok_when_ready(client: TestClient) -> None:

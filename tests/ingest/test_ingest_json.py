@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from catalog_fixtures import json_song as song
 from fastapi.testclient import TestClient
 
 from emergify_contracts.events import SongEvent
@@ -11,27 +10,6 @@ from emergify_ingest.master_dataset import read_master_dataset
 
 PROBLEM = "application/problem+json"
 URL = "/api/v1/songs"
-
-
-def song(track_id: str = "5P6nbeGMqnAGwqt9rrraaQ", **changes: Any) -> dict[str, Any]:
-    return {
-        "track_id": track_id,
-        "name": "Just a Little",
-        "artists": ["Lauren Faith"],
-        "artist_ids": ["5Y4KzJ4mRooyCG3qmIqOtd"],
-        "release_date": "2018-08-16",
-        "popularity": 38,
-        "danceability": 0.781,
-        "energy": 0.588,
-        "loudness": -8.09,
-        "speechiness": 0.192,
-        "acousticness": 0.248,
-        "instrumentalness": 0.156,
-        "liveness": 0.134,
-        "valence": 0.515,
-        "tempo": 109.929,
-        **changes,
-    }
 
 
 def assert_problem(response, status: int) -> dict:

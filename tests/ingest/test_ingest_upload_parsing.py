@@ -6,8 +6,8 @@ import io
 
 import pytest
 
+from emergify_contracts.problems import ProblemError
 from emergify_contracts.song import Layout
-from emergify_ingest.problems import ProblemError
 from emergify_ingest.upload import (
     UploadLedger,
     accepted_chunks,

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from catalog_fixtures import SAMPLE_CSV
 from fastapi.testclient import TestClient
+from servers import serving
 
-from emergify_cli.broker import free_port
 from emergify_contracts import session
 from emergify_gateway.config import Settings as GatewaySettings
 from emergify_gateway.main import create_app as create_gateway
@@ -74,30 +77,10 @@ def test_without_credentials_spotify_routes_are_503_and_health_is_200(
 
 
 @pytest.fixture
-def serve_app():  # type: ignore[no-untyped-def]
-    import threading
-    import time
-
-    import uvicorn
-
-    servers = []
-
-    def start(app) -> str:  # type: ignore[no-untyped-def]
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.02)
-        servers.append((server, thread))
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(timeout=15)
+def serve_app() -> Iterator[Callable[[Any], str]]:
+    """``serve_app(app)``: serve an ASGI app on a free port until the test ends; its URL."""
+    with serving() as serve:
+        yield lambda app: serve(app).url
 
 
 @pytest.fixture
@@ -106,9 +89,7 @@ def sandbox() -> TestClient:
         _env_file=None,  # type: ignore[call-arg]
         spotify_sandbox_redirect_uris=[CALLBACK],
         spotify_sandbox_auto_approve=True,
-        spotify_sandbox_catalog_csv=str(
-            Path(__file__).resolve().parents[2] / "data/every_fresh_find.csv"
-        ),
+        spotify_sandbox_catalog_csv=str(SAMPLE_CSV),
     )
     return TestClient(create_sandbox(settings), follow_redirects=False)
 

@@ -8,9 +8,9 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from emergify_contracts.problems import ProblemError
 from emergify_gateway.deps import Gateway, GatewayDep
 from emergify_gateway.health import HealthReport, check_services
-from emergify_gateway.problems import ProblemError
 from emergify_gateway.rate_limit import retry_after_header
 from emergify_gateway.routes import Access, Route
 from emergify_gateway.security import Principal, authorize, resolve_principal

@@ -8,16 +8,19 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.routing import APIRoute
 
+from emergify_contracts.problems import install_problem_handlers, operation_id
 from emergify_gateway.api import add_proxy_routes, router
 from emergify_gateway.config import Settings, get_settings
 from emergify_gateway.deps import Gateway
 from emergify_gateway.openapi import OpenAPIAggregator
-from emergify_gateway.problems import install_problem_handlers
 from emergify_gateway.proxy import Proxy, new_http_client
 from emergify_gateway.rate_limit import TokenBucketLimiter
-from emergify_gateway.request_context import REQUEST_ID_HEADER, RequestContextMiddleware
+from emergify_gateway.request_context import (
+    REQUEST_ID_HEADER,
+    RequestContextMiddleware,
+    problem_context,
+)
 from emergify_gateway.routes import ROUTES
 from emergify_gateway.security import API_KEY_HEADER, KeyRing
 
@@ -28,10 +31,6 @@ DESCRIPTION = """Playlists of emerging artists that sound like the songs you lov
 Send an API key as `X-API-Key: <key>` or `Authorization: Bearer <key>`. Reads need any
 valid key; uploads and retraining need the admin key. Errors are `application/problem+json`
 (RFC 9457) and carry the request's `X-Request-ID`."""
-
-
-def _operation_id(route: APIRoute) -> str:
-    return f"{route.tags[0] if route.tags else 'gateway'}-{route.name}"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -70,10 +69,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
-        generate_unique_id_function=_operation_id,
+        generate_unique_id_function=operation_id,
     )
     app.state.gateway = gateway
-    install_problem_handlers(app)
+    # Unexpected errors are answered by RequestContextMiddleware, which sits outside these
+    # handlers and also logs the request.
+    install_problem_handlers(
+        app,
+        service="API gateway",
+        not_found="{path} is not an Emergify API path; the list is at /docs",
+        context=problem_context,
+    )
     app.include_router(router)
     add_proxy_routes(app, ROUTES)
     # Added last = outermost: every response, CORS preflights included, gets a request id.

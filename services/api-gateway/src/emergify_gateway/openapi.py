@@ -17,8 +17,9 @@ from typing import Any
 
 import httpx
 import structlog
+from pydantic import ConfigDict, Field
 
-from emergify_gateway.problems import Problem, problem_openapi_response
+from emergify_contracts.problems import PROBLEM_MEDIA_TYPE, Problem
 from emergify_gateway.routes import Access, Route, route_for_upstream
 
 SCHEMA_REF_PREFIX = "#/components/schemas/"
@@ -41,6 +42,28 @@ KEY_REQUIRED = [{"ApiKeyHeader": []}, {"BearerAuth": []}]
 log = structlog.get_logger()
 
 
+class GatewayProblem(Problem):
+    """The problems the gateway makes: the shared document plus the request's id."""
+
+    model_config = ConfigDict(title="Problem")
+
+    request_id: str | None = Field(None, description="The X-Request-ID of the request.")
+
+
+def problem_openapi_response(description: str, headers: dict[str, str] | None = None) -> dict:
+    """An OpenAPI response object whose body is a gateway :class:`GatewayProblem`."""
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": SCHEMA_REF_PREFIX + "Problem"}}},
+    }
+    if headers:
+        response["headers"] = {
+            name: {"description": text, "schema": {"type": "string"}}
+            for name, text in headers.items()
+        }
+    return response
+
+
 def merge_openapi(
     base: dict[str, Any],
     upstream_docs: Mapping[str, dict[str, Any] | None],
@@ -55,7 +78,7 @@ def merge_openapi(
     components = doc.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     schemas.setdefault(
-        "Problem", Problem.model_json_schema(ref_template=SCHEMA_REF_PREFIX + "{model}")
+        "Problem", GatewayProblem.model_json_schema(ref_template=SCHEMA_REF_PREFIX + "{model}")
     )
     components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
     for item in doc.get("paths", {}).values():

@@ -17,8 +17,8 @@ from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
+from emergify_contracts.problems import ProblemError
 from emergify_gateway.config import Settings
-from emergify_gateway.problems import ProblemError
 from emergify_gateway.request_context import REQUEST_ID_HEADER
 from emergify_gateway.routes import Route, service_urls
 from emergify_gateway.security import API_KEY_HEADER, PRINCIPAL_HEADER, Principal

@@ -6,16 +6,17 @@ untouched and structlog's context variables reach the route code.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import uuid
+from typing import Any
 
 import structlog
+from fastapi import Request
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from emergify_gateway.problems import PROBLEM_MEDIA_TYPE
+from emergify_contracts.problems import problem_response
 
 REQUEST_ID_HEADER = "X-Request-ID"
 
@@ -25,6 +26,11 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}")
 
 ACCESS_LOGGER = "emergify_gateway.access"
+
+
+def problem_context(request: Request) -> dict[str, Any]:
+    """The request id every problem the gateway makes carries (set by the middleware)."""
+    return {"request_id": getattr(request.state, "request_id", None)}
 
 
 def accept_request_id(candidate: str | None) -> str:
@@ -72,7 +78,14 @@ class RequestContextMiddleware:
                 )
                 if response_started:
                     raise  # Too late for a problem document; the server aborts the response.
-                await _send_internal_error(send, scope["path"], request_id)
+                response = problem_response(
+                    500,
+                    "the API gateway failed unexpectedly; the error is in its log",
+                    instance=scope["path"],
+                    headers={REQUEST_ID_HEADER: request_id},
+                    request_id=request_id,
+                )
+                await response(scope, receive, send)
             finally:
                 # Looked up per request, not cached at import, so logging set up later applies.
                 structlog.get_logger(ACCESS_LOGGER).info(
@@ -84,28 +97,3 @@ class RequestContextMiddleware:
                     key_id=state.get("key_id"),
                     request_id=request_id,
                 )
-
-
-async def _send_internal_error(send: Send, path: str, request_id: str) -> None:
-    body = json.dumps(
-        {
-            "type": "about:blank",
-            "title": "Internal Server Error",
-            "status": 500,
-            "detail": "the API gateway failed unexpectedly; the error is in its log",
-            "instance": path,
-            "request_id": request_id,
-        }
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 500,
-            "headers": [
-                (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-                (b"content-length", str(len(body)).encode()),
-                (REQUEST_ID_HEADER.lower().encode(), request_id.encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

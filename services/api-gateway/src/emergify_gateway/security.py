@@ -14,8 +14,8 @@ from typing import Literal
 from starlette.requests import Request
 
 from emergify_contracts import session
+from emergify_contracts.problems import ProblemError
 from emergify_gateway.config import Settings
-from emergify_gateway.problems import ProblemError
 from emergify_gateway.routes import Access, Route
 
 API_KEY_HEADER = "X-API-Key"

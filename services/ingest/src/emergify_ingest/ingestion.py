@@ -23,9 +23,9 @@ import structlog
 from anyio import to_thread
 
 from emergify_contracts.events import SongEvent
+from emergify_contracts.problems import ProblemError
 from emergify_ingest.config import Settings
 from emergify_ingest.master_dataset import MasterDataset
-from emergify_ingest.problems import ProblemError
 from emergify_ingest.publisher import BrokerUnavailable, Record, SongPublisher
 from emergify_ingest.upload import (
     SongChunk,
@@ -129,9 +129,9 @@ class Ingestor:
         if ledger.accepted == 0:
             raise ProblemError(
                 422,
-                "No valid songs",
                 f"none of the {ledger.rejected_count} records is a valid song; the reasons are "
                 "listed per row in 'rejected'",
+                title="No valid songs",
                 layout=layout,
                 rejected=[r.model_dump() for r in ledger.rejected],
                 rejected_count=ledger.rejected_count,
@@ -162,9 +162,9 @@ class Ingestor:
             log.error("master dataset write failed", upload_id=upload_id, error=repr(exc))
             raise ProblemError(
                 503,
-                "Master dataset unavailable",
                 f"could not write to the master dataset ({exc.strerror or exc}); earlier chunks "
                 "of this upload, if any, are saved; retry the upload once storage is fixed",
+                title="Master dataset unavailable",
                 headers={"Retry-After": str(self.settings.retry_after_s)},
                 upload_id=upload_id,
             ) from exc
@@ -187,11 +187,11 @@ class Ingestor:
         )
         return ProblemError(
             503,
-            "Kafka unavailable",
             f"{exc}. {saved} songs of this upload are safe in the master dataset (upload "
             f"{upload_id}) and reach the catalog at the next batch run; {published} were "
             "published. Retry the upload after Retry-After seconds to make them available "
             "sooner — re-sending songs is harmless, the latest version of a track wins.",
+            title="Kafka unavailable",
             headers={"Retry-After": str(self.settings.retry_after_s)},
             upload_id=upload_id,
             saved=saved,

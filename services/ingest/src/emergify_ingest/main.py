@@ -9,20 +9,15 @@ from contextlib import asynccontextmanager
 import structlog
 from anyio import to_thread
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 
+from emergify_contracts.problems import install_problem_handlers, operation_id
 from emergify_ingest.api import router
 from emergify_ingest.config import Settings, get_settings
 from emergify_ingest.ingestion import Ingestor
 from emergify_ingest.master_dataset import MasterDataset
-from emergify_ingest.problems import install_problem_handlers
 from emergify_ingest.publisher import SongPublisher
 
 log = structlog.get_logger()
-
-
-def _operation_id(route: APIRoute) -> str:
-    return f"{route.tags[0] if route.tags else 'default'}-{route.name}"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -61,10 +56,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Song uploads (JSON or CSV) into the master dataset and the songs topic.",
         lifespan=lifespan,
-        generate_unique_id_function=_operation_id,
+        generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
     app.state.ingestor = Ingestor(settings, dataset, publisher)
-    install_problem_handlers(app)
+    install_problem_handlers(app, service="ingest service")
     app.include_router(router)
     return app

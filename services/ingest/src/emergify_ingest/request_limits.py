@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.types import Message
 
-from emergify_ingest.problems import ProblemError
+from emergify_contracts.problems import ProblemError
 
 
 def media_type(request: Request) -> str:
@@ -20,8 +20,8 @@ def require_media_type(request: Request, *accepted: str, hint: str) -> None:
         return
     raise ProblemError(
         415,
-        "Unsupported media type",
         f"Content-Type {actual or '(none)'} is not accepted here; {hint}",
+        title="Unsupported media type",
         accepted=list(accepted),
     )
 
@@ -29,9 +29,9 @@ def require_media_type(request: Request, *accepted: str, hint: str) -> None:
 def _too_large(max_bytes: int) -> ProblemError:
     return ProblemError(
         413,
-        "Upload too large",
         f"the request body is larger than the limit of {max_bytes} bytes "
         f"(max_upload_bytes={max_bytes}); split the upload into smaller files",
+        title="Upload too large",
         max_upload_bytes=max_bytes,
     )
 
@@ -48,7 +48,9 @@ def size_limited(request: Request, max_bytes: int) -> Request:
             length = int(declared)
         except ValueError:
             raise ProblemError(
-                400, "Bad Content-Length", f"Content-Length {declared[:40]!r} is not a number"
+                400,
+                f"Content-Length {declared[:40]!r} is not a number",
+                title="Bad Content-Length",
             ) from None
         if length > max_bytes:
             raise _too_large(max_bytes)

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 from pydantic import BaseModel, Field, ValidationError
 
+from emergify_contracts.problems import ProblemError
 from emergify_contracts.song import (
     Layout,
     RowError,
@@ -27,7 +28,6 @@ from emergify_contracts.song import (
     detect_layout,
     row_to_song,
 )
-from emergify_ingest.problems import ProblemError
 
 #: Bytes looked at to tell text from binary before parsing.
 SNIFF_BYTES = 8192
@@ -163,7 +163,7 @@ class CsvPlan:
 
 
 def _not_csv(detail: str) -> ProblemError:
-    return ProblemError(422, "Not a CSV file", detail)
+    return ProblemError(422, detail, title="Not a CSV file")
 
 
 def _sniff(file: BinaryIO) -> None:
@@ -172,7 +172,7 @@ def _sniff(file: BinaryIO) -> None:
     head = file.read(SNIFF_BYTES)
     file.seek(0)
     if not head.strip():
-        raise ProblemError(422, "Empty file", "the uploaded file is empty: nothing to ingest")
+        raise ProblemError(422, "the uploaded file is empty: nothing to ingest", title="Empty file")
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise _not_csv("the file is UTF-16 text; save it as CSV UTF-8 and upload it again")
     if b"\x00" in head:
@@ -232,9 +232,9 @@ def inspect_csv(file: BinaryIO, max_rows: int) -> CsvPlan:
                 if count > max_rows:
                     raise ProblemError(
                         413,
-                        "Too many rows",
                         f"the file has more than {max_rows} data rows (the limit is "
                         f"max_rows={max_rows}); split it into smaller uploads",
+                        title="Too many rows",
                         max_rows=max_rows,
                     )
         except UnicodeDecodeError as exc:
@@ -254,16 +254,21 @@ def inspect_csv(file: BinaryIO, max_rows: int) -> CsvPlan:
             "as CSV UTF-8 to be sure names come through as written"
         )
     if not header or not any(h.strip() for h in header):
-        raise ProblemError(422, "Empty file", "the uploaded file has no header line")
+        raise ProblemError(422, "the uploaded file has no header line", title="Empty file")
     try:
         layout = detect_layout(header)
     except ValueError as exc:
         raise ProblemError(
-            422, "Unknown CSV layout", str(exc), columns=[h.strip() for h in header][:100]
+            422,
+            str(exc),
+            title="Unknown CSV layout",
+            columns=[h.strip() for h in header][:100],
         ) from None
     if count == 0:
         raise ProblemError(
-            422, "No data rows", "the file has a header line but no data rows: nothing to ingest"
+            422,
+            "the file has a header line but no data rows: nothing to ingest",
+            title="No data rows",
         )
     wanted = _ID_COLUMNS[layout]
     id_columns = tuple(h for h in header if h.replace("\ufeff", "").strip().lower() in wanted)
@@ -304,33 +309,35 @@ def parse_json_songs(body: bytes, max_rows: int) -> list[Any]:
     """The song objects of a JSON body (one object or a list), or a problem saying why not."""
     if not body.strip():
         raise ProblemError(
-            422, "Empty body", "the request body is empty; send a song object or a list of them"
+            422,
+            "the request body is empty; send a song object or a list of them",
+            title="Empty body",
         )
     try:
         payload = json.loads(body)
     except UnicodeDecodeError:
-        raise ProblemError(422, "Not JSON", "the request body is not UTF-8 JSON") from None
+        raise ProblemError(422, "the request body is not UTF-8 JSON", title="Not JSON") from None
     except json.JSONDecodeError as exc:
         raise ProblemError(
             422,
-            "Not JSON",
             f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} "
             f"column {exc.colno}",
+            title="Not JSON",
         ) from None
     items = [payload] if isinstance(payload, dict) else payload
     if not isinstance(items, list):
         raise ProblemError(
             422,
-            "Not a song or a list of songs",
             f"the JSON body is a {type(payload).__name__}; send a song object or a list of them",
+            title="Not a song or a list of songs",
         )
     if not items:
-        raise ProblemError(422, "No songs", "the list is empty: nothing to ingest")
+        raise ProblemError(422, "the list is empty: nothing to ingest", title="No songs")
     if len(items) > max_rows:
         raise ProblemError(
             413,
-            "Too many rows",
             f"the list holds {len(items)} songs; the limit is max_rows={max_rows}",
+            title="Too many rows",
             max_rows=max_rows,
         )
     return items

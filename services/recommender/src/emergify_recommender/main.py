@@ -14,21 +14,22 @@ from collections.abc import AsyncIterator
 import httpx
 import structlog
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 
+from emergify_contracts.problems import ProblemError, install_problem_handlers, operation_id
 from emergify_contracts.tables import make_engine
 from emergify_recommender.api.main import api_router
-from emergify_recommender.api.problems import install_problem_handlers
-from emergify_recommender.catalog import Catalog
+from emergify_recommender.catalog import Catalog, CatalogNotReady
 from emergify_recommender.change_feed import ChangeFeed
 from emergify_recommender.config import Settings, get_settings
 
 log = structlog.get_logger()
 
 
-def operation_id(route: APIRoute) -> str:
-    """``{tag}-{name}``, so generated clients get readable method names."""
-    return f"{route.tags[0] if route.tags else 'default'}-{route.name}"
+def catalog_not_ready(exc: Exception) -> ProblemError:
+    """The 503 for a request that arrives before the first catalog load has finished."""
+    return ProblemError(
+        503, f"{exc}; retry shortly.", title="Catalog not ready", headers={"Retry-After": "2"}
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -73,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    install_problem_handlers(app)
+    install_problem_handlers(
+        app, service="recommender", problems={CatalogNotReady: catalog_not_ready}
+    )
     app.include_router(api_router)
     return app

@@ -9,8 +9,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from emergify_contracts.problems import ProblemError
 from emergify_spotify.catalog import Catalog, CatalogUnavailableError, features_of
-from emergify_spotify.problems import ProblemError
 from emergify_spotify.schemas import (
     Artist,
     AudioFeatures,

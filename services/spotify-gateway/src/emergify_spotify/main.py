@@ -12,20 +12,15 @@ from contextlib import asynccontextmanager
 import httpx
 import structlog
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 
 import emergify_contracts.spotify_tables  # noqa: F401 - registers the tables on the metadata
+from emergify_contracts.problems import install_problem_handlers, operation_id
 from emergify_contracts.tables import create_tables, make_engine
 from emergify_spotify.api import auth, health, listener, playlists
 from emergify_spotify.api.deps import Services
 from emergify_spotify.config import Settings, get_settings
-from emergify_spotify.problems import install_problem_handlers
 
 log = structlog.get_logger()
-
-
-def _operation_id(route: APIRoute) -> str:
-    return f"{route.tags[0] if route.tags else 'default'}-{route.name}"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -60,11 +55,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Emergify spotify-gateway",
         version="1.0.0",
         summary="Spotify sign-in, the listener's profile and playlist export.",
-        generate_unique_id_function=_operation_id,
+        generate_unique_id_function=operation_id,
         lifespan=lifespan,
     )
     app.state.services = services
-    install_problem_handlers(app)
+    install_problem_handlers(app, service="spotify-gateway")
     for module in (health, auth, listener, playlists):
         app.include_router(module.router)
     return app

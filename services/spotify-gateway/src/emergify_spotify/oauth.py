@@ -22,9 +22,9 @@ import spotipy
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from emergify_contracts.problems import ProblemError
 from emergify_contracts.spotify_tables import oauth_states
 from emergify_spotify.config import SCOPES, Settings
-from emergify_spotify.problems import ProblemError
 from emergify_spotify.tokens import TokenCipher, TokenStore
 
 

@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from emergify_contracts.problems import ProblemError
 from emergify_contracts.spotify_tables import idempotent_playlists
-from emergify_spotify.problems import ProblemError
 from emergify_spotify.schemas import PlaylistCreated, PlaylistRequest
 from emergify_spotify.spotify_api import SpotifyApi
 

@@ -19,8 +19,8 @@ import spotipy
 import structlog
 from spotipy.exceptions import SpotifyException, SpotifyOauthError
 
+from emergify_contracts.problems import ProblemError
 from emergify_spotify.config import Settings
-from emergify_spotify.problems import ProblemError
 from emergify_spotify.tokens import (
     ListenerCacheHandler,
     NotSignedInError,

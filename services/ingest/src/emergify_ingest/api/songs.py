@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile
 
+from emergify_contracts.problems import ProblemError, problem_responses
 from emergify_contracts.song import Song
 from emergify_ingest.api.deps import IngestorDep, SettingsDep
-from emergify_ingest.problems import ProblemError, problem_responses
 from emergify_ingest.request_limits import require_media_type, size_limited
 from emergify_ingest.upload import UploadReport
 
@@ -98,9 +98,9 @@ async def upload_csv(
         if not isinstance(upload, UploadFile):
             raise ProblemError(
                 422,
-                "Missing file",
                 "the multipart form has no file in the field 'file'; attach the CSV as "
                 "'file' (curl -F file=@songs.csv)",
+                title="Missing file",
             )
         return await ingestor.ingest_csv(upload.file)
     finally:

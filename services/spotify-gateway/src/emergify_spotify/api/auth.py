@@ -9,9 +9,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse
 
 from emergify_contracts import session
+from emergify_contracts.problems import ProblemError, problem_responses
 from emergify_spotify.api.deps import AppServices, ReadyServices
 from emergify_spotify.oauth import begin_sign_in, finish_sign_in
-from emergify_spotify.problems import ProblemError, problem_responses
 
 router = APIRouter(prefix="/api/v1/spotify", tags=["spotify"])
 

@@ -10,11 +10,11 @@ from fastapi import Depends, Request
 from sqlalchemy.engine import Engine
 
 from emergify_contracts import session
+from emergify_contracts.problems import ProblemError
 from emergify_spotify.catalog import Catalog
 from emergify_spotify.config import Settings
 from emergify_spotify.oauth import StateStore
 from emergify_spotify.playlist import IdempotencyLedger
-from emergify_spotify.problems import ProblemError
 from emergify_spotify.spotify_api import SIGN_IN_AGAIN, SpotifyApi
 from emergify_spotify.tokens import TokenCipher, TokenStore
 

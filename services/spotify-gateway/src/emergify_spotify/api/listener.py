@@ -7,9 +7,9 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
+from emergify_contracts.problems import problem_responses
 from emergify_spotify import listener
 from emergify_spotify.api.deps import CatalogDep, ListenerApi, ReadyServices
-from emergify_spotify.problems import problem_responses
 from emergify_spotify.schemas import Favourite, LatestAdded, LikedSongs, Profile, TopArtists
 
 router = APIRouter(prefix="/api/v1/spotify/me", tags=["spotify"])

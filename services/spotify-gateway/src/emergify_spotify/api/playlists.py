@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
 
+from emergify_contracts.problems import problem_responses
 from emergify_spotify.api.deps import ListenerApi, ReadyServices
 from emergify_spotify.playlist import export_playlist
-from emergify_spotify.problems import problem_responses
 from emergify_spotify.schemas import PlaylistCreated, PlaylistRequest
 
 router = APIRouter(prefix="/api/v1/spotify", tags=["spotify"])

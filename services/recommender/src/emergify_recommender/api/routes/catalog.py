@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter
 
+from emergify_contracts.problems import problem_responses
 from emergify_recommender.api.deps import AppSettings, CurrentIndex, HttpClient
-from emergify_recommender.api.problems import Problem
 from emergify_recommender.api.schemas import CatalogStatus, Freshness, SpeedLayer
 from emergify_recommender.speed_layer import fetch_lag
 
@@ -19,7 +19,7 @@ router = APIRouter(tags=["catalog"])
     response_model=CatalogStatus,
     name="get_catalog",
     summary="Catalog size, versions, freshness and speed-layer lag",
-    responses={503: {"model": Problem, "description": "The catalog is still loading."}},
+    responses=problem_responses(503, descriptions={503: "The catalog is still loading."}),
 )
 async def get_catalog(
     index: CurrentIndex, settings: AppSettings, http: HttpClient

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from emergify_contracts.problems import ProblemError, problem_responses
 from emergify_recommender.api.deps import AppSettings, CurrentIndex
-from emergify_recommender.api.problems import Problem, ProblemError
 from emergify_recommender.api.schemas import Centroid, ClusterPoint, ClustersResponse
 from emergify_recommender.projection import plane, sample_rows
 
@@ -19,11 +19,16 @@ router = APIRouter(tags=["clusters"])
     response_model=ClustersResponse,
     name="get_clusters",
     summary="PCA 2-D coordinates and cluster of a sample of songs",
-    responses={
-        404: {"model": Problem, "description": "No model trained yet."},
-        422: {"model": Problem, "description": "Invalid sample size."},
-        503: {"model": Problem, "description": "The catalog is still loading."},
-    },
+    responses=problem_responses(
+        404,
+        422,
+        503,
+        descriptions={
+            404: "No model trained yet.",
+            422: "Invalid sample size.",
+            503: "The catalog is still loading.",
+        },
+    ),
 )
 def get_clusters(
     index: CurrentIndex,
@@ -35,11 +40,13 @@ def get_clusters(
     if sample > settings.max_clusters_sample:
         raise ProblemError(
             422,
-            "Invalid request",
-            f"query sample: must be <= {settings.max_clusters_sample}",
+            f"query.sample: must be <= {settings.max_clusters_sample}",
+            title="Invalid request",
         )
     if index.model is None:
-        raise ProblemError(404, "No model", "no model trained yet: there are no clusters to plot")
+        raise ProblemError(
+            404, "no model trained yet: there are no clusters to plot", title="No model"
+        )
     rows = sample_rows(index, sample)
     xy = plane(index, rows)
     points = [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from emergify_contracts.problems import ProblemError, problem_responses
 from emergify_recommender.api.deps import CurrentIndex
-from emergify_recommender.api.problems import Problem, ProblemError
 from emergify_recommender.api.schemas import ModelInfo
 
 router = APIRouter(tags=["model"])
@@ -16,19 +16,20 @@ router = APIRouter(tags=["model"])
     response_model=ModelInfo,
     name="get_model",
     summary="The current clustering model",
-    responses={
-        404: {"model": Problem, "description": "No model trained yet."},
-        503: {"model": Problem, "description": "The catalog is still loading."},
-    },
+    responses=problem_responses(
+        404,
+        503,
+        descriptions={404: "No model trained yet.", 503: "The catalog is still loading."},
+    ),
 )
 def get_model(index: CurrentIndex) -> ModelInfo:
     """Version, k, silhouette and training metrics of the model the recommender uses."""
     if index.model is None:
         raise ProblemError(
             404,
-            "No model",
             "no model trained yet: the batch layer trains one once enough songs are in the "
             "catalog, or now with POST /api/v1/model/retrain",
+            title="No model",
         )
     m = index.model.portable
     return ModelInfo(

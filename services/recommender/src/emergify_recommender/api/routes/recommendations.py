@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from fastapi import APIRouter
 
+from emergify_contracts.problems import ProblemError, problem_responses
 from emergify_contracts.song import AUDIO_FEATURES
 from emergify_recommender.api.deps import CurrentIndex
-from emergify_recommender.api.problems import Problem, ProblemError
 from emergify_recommender.api.schemas import (
     AudioFeatures,
     Explanation,
@@ -42,9 +42,9 @@ def _seed_rows(index: SongIndex, ids: list[str]) -> list[int]:
         names = ", ".join(missing)
         raise ProblemError(
             404,
-            "Seed not found",
             f"seed {names} {'is' if len(missing) == 1 else 'are'} not in the catalog yet: "
             "upload the song first (POST /api/v1/songs) or pass its seed_features",
+            title="Seed not found",
             missing_ids=missing,
         )
     return [row for row in rows.values() if row is not None]
@@ -55,11 +55,16 @@ def _seed_rows(index: SongIndex, ids: list[str]) -> list[int]:
     response_model=RecommendationResponse,
     name="recommend",
     summary="Recommend songs that sound like the seeds",
-    responses={
-        404: {"model": Problem, "description": "A seed is not in the catalog."},
-        422: {"model": Problem, "description": "Invalid request."},
-        503: {"model": Problem, "description": "The catalog is still loading."},
-    },
+    responses=problem_responses(
+        404,
+        422,
+        503,
+        descriptions={
+            404: "A seed is not in the catalog.",
+            422: "Invalid request.",
+            503: "The catalog is still loading.",
+        },
+    ),
 )
 def recommend(body: RecommendationRequest, index: CurrentIndex) -> RecommendationResponse:
     """The songs nearest to the seeds (Manhattan distance on standardized features; with

@@ -8,9 +8,9 @@ import structlog
 from fastapi import APIRouter, Path, Query
 from sqlalchemy.exc import SQLAlchemyError
 
+from emergify_contracts.problems import ProblemError, problem_responses
 from emergify_contracts.song import TRACK_ID_RE
 from emergify_recommender.api.deps import CurrentIndex, LiveCatalog
-from emergify_recommender.api.problems import Problem, ProblemError
 from emergify_recommender.api.routes.recommendations import spotify_url
 from emergify_recommender.api.schemas import SearchResponse, SongDetail, SongSummary
 from emergify_recommender.catalog import Catalog
@@ -20,7 +20,7 @@ from emergify_recommender.search import search
 
 log = structlog.get_logger()
 router = APIRouter(tags=["songs"])
-_NOT_READY = {503: {"model": Problem, "description": "The catalog is still loading."}}
+_NOT_READY = "The catalog is still loading."
 
 
 @router.get(
@@ -28,11 +28,12 @@ _NOT_READY = {503: {"model": Problem, "description": "The catalog is still loadi
     response_model=SongDetail,
     name="get_song",
     summary="One song with its features and cluster",
-    responses={
-        404: {"model": Problem, "description": "Not materialised (yet)."},
-        422: {"model": Problem, "description": "Malformed track id."},
-        **_NOT_READY,
-    },
+    responses=problem_responses(
+        404,
+        422,
+        503,
+        descriptions={404: "Not materialised (yet).", 422: "Malformed track id.", 503: _NOT_READY},
+    ),
 )
 def get_song(
     track_id: Annotated[
@@ -46,9 +47,9 @@ def get_song(
     if row is None:
         raise ProblemError(
             404,
-            "Song not found",
             f"track {track_id} is not in the catalog yet: an uploaded song appears once the "
             "speed layer has materialised it (usually within seconds)",
+            title="Song not found",
             track_id=track_id,
         )
     song = _stored_song(catalog, track_id) or index.record(row)
@@ -94,7 +95,9 @@ def _stored_song(catalog: Catalog, track_id: str) -> SongRecord | None:
     response_model=SearchResponse,
     name="search_songs",
     summary="Search the catalog by track or artist name",
-    responses={422: {"model": Problem, "description": "Missing or invalid q/limit."}, **_NOT_READY},
+    responses=problem_responses(
+        422, 503, descriptions={422: "Missing or invalid q/limit.", 503: _NOT_READY}
+    ),
 )
 def search_songs(
     q: Annotated[str, Query(min_length=1, max_length=200, description="Text to find.")],
