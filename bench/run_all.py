@@ -7,7 +7,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["quality.py", "ranking_speed.py", "recommender_memory.py", "pipeline_figures.py"]
+BENCHMARKS = [
+    "quality.py",
+    "ranking_speed.py",
+    "recommender_memory.py",
+    "batch_retrain.py",
+    "pipeline_figures.py",
+]
 
 if __name__ == "__main__":
     failed = 0

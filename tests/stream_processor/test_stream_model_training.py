@@ -45,7 +45,12 @@ def test_training_picks_k_by_silhouette_and_portable_model_matches_spark(
     registry = ModelRegistry(engine)
     batch = catalog_batch(sample_csv)
     FeatureTableSink(engine, registry).write("seed", 0, batch)
-    settings = Settings(database_url=sqlite_url, models_dir=str(tmp_path / "models"), k_max=8)
+    settings = Settings(
+        database_url=sqlite_url,
+        models_dir=str(tmp_path / "models"),
+        lake_uri=str(tmp_path / "lake"),  # no master dataset: the feature table is the source
+        k_max=8,
+    )
     trainer = ModelTrainer(lambda: spark, engine, settings, registry)
 
     assert trainer.should_retrain(len(batch))
@@ -67,6 +72,7 @@ def test_training_picks_k_by_silhouette_and_portable_model_matches_spark(
     assert set(scores) == {str(k) for k in range(settings.k_min, settings.k_max + 1)}
     assert row.silhouette == max(scores.values()) and row.k == model.k
     assert row.metrics["inertia_by_k"] and len(row.metrics["explained_variance"]) == 5
+    assert row.metrics["source"] == "feature-table" and row.metrics["k_range"] == [4, 8]
 
     # The saved Spark pipeline and the numpy arithmetic agree on every sample song.
     catalog = load_catalog(engine)

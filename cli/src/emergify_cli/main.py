@@ -245,6 +245,23 @@ def _reset_stream_checkpoint() -> None:
 
 
 @app.command()
+def rebuild(
+    publish: Annotated[
+        bool, typer.Option(help="send catalog-change and model events to Kafka")
+    ] = True,
+    train: Annotated[bool, typer.Option(help="train and publish a model afterwards")] = True,
+) -> None:
+    """Rebuild the feature table and the model from the master dataset alone (e.g. after the
+    embedded broker lost its data). Run it while the stack is stopped."""
+    from emergify_stream.rebuild import main as rebuild_main
+
+    args = [*([] if publish else ["--no-publish"]), *([] if train else ["--no-train"])]
+    code = rebuild_main(args)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
 def up(
     load_sample: Annotated[bool, typer.Option(help="load data/every_fresh_find.csv")] = True,
     embedded_broker: Annotated[bool, typer.Option(help="start the embedded broker")] = True,

@@ -13,6 +13,11 @@ class Settings(EmergifySettings):
     """Everything the Spark driver needs; every field is an ``EMERGIFY_*`` variable."""
 
     spark_master: str = Field("local[2]", description="Spark master URL (local[2] embedded).")
+    spark_driver_memory: str = Field(
+        "2g",
+        description="JVM heap of the Spark driver (in local mode, also the executors'): the "
+        "batch layer caches the catalog there (1M songs need more than Spark's 1g default).",
+    )
     spark_kafka_format: str = Field(
         "emergify_kafka",
         description="Streaming source format: 'emergify_kafka' (Python source) or 'kafka' "
@@ -31,11 +36,43 @@ class Settings(EmergifySettings):
     )
     pca_components: int = Field(5, ge=1, le=9)
     k_min: int = Field(4, ge=2)
-    k_max: int = Field(12, ge=2)
+    k_max: int = Field(
+        12, ge=2, description="Top of the k range for small catalogs (always searched up to here)."
+    )
+    k_growth_songs: int = Field(
+        100,
+        ge=1,
+        description="The k range grows with the catalog: its top is "
+        "max(k_max, min(k_max_cap, round(sqrt(songs / k_growth_songs)))).",
+    )
+    k_max_cap: int = Field(
+        24, ge=2, description="How far the catalog's growth can raise the top of the k range."
+    )
+    k_candidates: int = Field(
+        9,
+        ge=2,
+        description="At most this many k values are fitted and scored, spread evenly over the "
+        "range (both ends included): every k up to 12, every third at 4..24.",
+    )
     kmeans_seed: int = 42
-    silhouette_sample: int = Field(50_000, ge=100, description="Rows used to score silhouette.")
+    silhouette_sample: int = Field(
+        50_000,
+        ge=100,
+        description="Bigger catalogs choose k on a random sample of this many songs (every "
+        "candidate fitted and scored there); the winner is then refitted on every song.",
+    )
     min_songs_for_model: int = Field(50, ge=2)
     retrain_growth_fraction: float = Field(0.25, gt=0)
+    retrain_interval_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="Retrain on a schedule every this many seconds (0 = off; e.g. 3600).",
+    )
+    rebuild_chunk_rows: int = Field(
+        20_000,
+        ge=1,
+        description="Songs per transaction (and per catalog-change event) of a rebuild.",
+    )
     auto_retrain: bool = Field(True, description="Train after micro-batches when the rules say so.")
     ensure_topics: bool = Field(True, description="Create the topics at start-up if missing.")
 

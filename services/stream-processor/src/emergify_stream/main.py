@@ -7,17 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 
+from emergify_contracts.problems import install_problem_handlers, operation_id
 from emergify_stream.api import admin, health
-from emergify_stream.api.problems import install_problem_handlers
 from emergify_stream.config import Settings, get_settings
 from emergify_stream.runtime import StreamRuntime
-
-
-def operation_id(route: APIRoute) -> str:
-    """``{tag}-{name}``, for readable generated clients."""
-    return f"{route.tags[0]}-{route.name}" if route.tags else route.name
 
 
 def create_app(settings: Settings | None = None, start_stream: bool = True) -> FastAPI:
@@ -43,7 +37,7 @@ def create_app(settings: Settings | None = None, start_stream: bool = True) -> F
         lifespan=lifespan,
         generate_unique_id_function=operation_id,
     )
-    install_problem_handlers(app)
+    install_problem_handlers(app, service="stream processor")
     app.include_router(health.router)
     app.include_router(admin.router)
     return app

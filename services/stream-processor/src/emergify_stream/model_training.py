@@ -1,16 +1,27 @@
-"""The batch layer: train the clustering model on the feature table with Spark ML.
+"""The batch layer: train the clustering model on the master dataset with Spark ML.
 
-VectorAssembler(AUDIO_FEATURES) -> StandardScaler(mean, std) -> PCA -> KMeans, with k chosen
-in ``[k_min, k_max]`` by silhouette (ClusteringEvaluator, on a sample when the catalog is
-big). The winner is saved as a Spark PipelineModel and exported as a
-:class:`~emergify_contracts.model.PortableModel` into the registry, which re-assigns every
-song's cluster; then ``ModelPublished`` goes out on the models topic.
+Spark reads the master dataset (the lake the ingest service appends to) and keeps the latest
+version of each track id with Spark SQL (:mod:`emergify_stream.master_dataset`). When the
+lake is missing or empty — e.g. songs were produced straight to Kafka — the feature table is
+the fallback, and the model's metrics say which one it was (``source``).
+
+VectorAssembler(AUDIO_FEATURES) -> StandardScaler(mean, std) -> PCA -> KMeans, with k
+chosen by silhouette (ClusteringEvaluator) over a range that grows with the catalog
+(:func:`k_range`). A catalog bigger than ``silhouette_sample`` chooses k on a random sample
+of that size (each candidate fitted and scored there) and refits the winner on every song,
+which keeps a 1M-song retrain within a minute on two cores. The winner is saved as a Spark
+PipelineModel and exported as a :class:`~emergify_contracts.model.PortableModel` into the
+registry, which re-assigns every song's cluster in the feature table; then
+``ModelPublished`` goes out on the models topic.
 """
 
 from __future__ import annotations
 
+import math
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,10 +43,14 @@ from emergify_contracts.model import PortableModel
 from emergify_contracts.song import AUDIO_FEATURES
 from emergify_contracts.tables import songs
 from emergify_stream.config import Settings
+from emergify_stream.master_dataset import latest_songs, songs_location
 from emergify_stream.model_registry import ModelRegistry
 from emergify_stream.publisher import EventPublisher
 
 log = structlog.get_logger()
+
+Source = Literal["master-dataset", "feature-table"]
+_TRAINING_COLUMNS = ("track_id", *AUDIO_FEATURES)
 
 
 def load_catalog(engine: Engine) -> pd.DataFrame:
@@ -63,6 +78,29 @@ def preparation_pipeline(pca_components: int) -> Pipeline:
             PCA(k=pca_components, inputCol="scaled", outputCol="pca"),
         ]
     )
+
+
+def k_range(songs_count: int, settings: Settings) -> range:
+    """The k range the silhouette search covers for a catalog of ``songs_count`` songs.
+
+    ``k_min`` .. ``max(k_max, min(k_max_cap, round(sqrt(songs / k_growth_songs))))``: small
+    catalogs search up to ``k_max`` (12 by default); the top then grows with the square root
+    of the catalog (defaults: 14 at 20k songs, 22 at 50k) up to ``k_max_cap`` (24, reached
+    at about 55k songs). Never more clusters than songs - 1.
+    """
+    grown = round(math.sqrt(songs_count / settings.k_growth_songs))
+    top = max(settings.k_max, min(settings.k_max_cap, grown))
+    return range(settings.k_min, min(top, songs_count - 1) + 1)
+
+
+def k_candidates(ks: range, most: int) -> list[int]:
+    """The k values of ``ks`` actually fitted: all of them when there are at most ``most``,
+    else every ``step``-th from the bottom, plus the top (each candidate is a full KMeans
+    fit, and the per-job cost of Spark dominates on a small sample)."""
+    if len(ks) <= most:
+        return list(ks)
+    step = math.ceil((len(ks) - 1) / (most - 1))
+    return sorted({*range(ks.start, ks.stop, step), ks.stop - 1})
 
 
 def export_portable(
@@ -97,42 +135,126 @@ class TrainingResult:
     metrics: dict[str, Any]
 
 
-def fit_model(
-    spark: SparkSession, catalog: pd.DataFrame, settings: Settings, version: int
+@dataclass(frozen=True)
+class TrainingData:
+    """What the batch layer trains on: ``track_id`` and the nine features, one row per song,
+    cached in Spark (``release()`` frees it)."""
+
+    frame: DataFrame
+    songs: int
+    source: Source
+    detail: str
+
+    def release(self) -> None:
+        """Drop the cached rows."""
+        self.frame.unpersist()
+
+
+def master_dataset_training_data(spark: SparkSession, settings: Settings) -> TrainingData | None:
+    """The lake's latest version of each song, or None when the lake is missing or empty."""
+    latest = latest_songs(spark, settings.lake_uri, _TRAINING_COLUMNS)
+    if latest is None:
+        return None
+    frame = latest.cache()
+    n = frame.count()  # reads the lake once, here, and keeps the latest versions
+    if n == 0:
+        frame.unpersist()
+        return None
+    location = songs_location(settings.lake_uri)
+    return TrainingData(frame, n, "master-dataset", f"latest version per track id in {location}")
+
+
+def feature_table_training_data(spark: SparkSession, engine: Engine) -> TrainingData:
+    """Every song of the feature table (the fallback when the lake holds nothing)."""
+    frame = catalog_frame(spark, load_catalog(engine)).cache()
+    return TrainingData(frame, frame.count(), "feature-table", "every song in the feature table")
+
+
+def training_data(spark: SparkSession, engine: Engine, settings: Settings) -> TrainingData:
+    """The master dataset when it holds songs, else the feature table (said in ``detail``)."""
+    data = master_dataset_training_data(spark, settings)
+    if data is not None:
+        return data
+    data = feature_table_training_data(spark, engine)
+    detail = (
+        f"the master dataset at {songs_location(settings.lake_uri)} is missing or empty; "
+        "trained on every song in the feature table"
+    )
+    log.warning("training on the feature table", reason=detail)
+    return TrainingData(data.frame, data.songs, data.source, detail)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = round(time.perf_counter() - started, 3)
+
+
+def fit_pipeline(
+    data: DataFrame, songs_count: int, settings: Settings, version: int
 ) -> TrainingResult:
-    """Fit the pipeline on ``catalog`` and pick k by silhouette."""
-    n = len(catalog)
+    """Fit the pipeline on ``data`` (``track_id`` + the nine features; ``songs_count`` rows)
+    and pick k by silhouette over :func:`k_range`."""
+    n = songs_count
     if n < 3:
         raise ValueError(f"a model needs at least 3 songs, the catalog has {n}")
-    data = catalog_frame(spark, catalog)
-    prep = preparation_pipeline(min(settings.pca_components, len(AUDIO_FEATURES))).fit(data)
-    projected = prep.transform(data).select("track_id", "pca").cache()
+    timings: dict[str, float] = {}
+    # Each KMeans iteration is a Spark job with a task per partition, and a task costs far
+    # more than its few thousand rows: a frame made from pandas arrives in ~100 slices.
+    # A catalog that fits in the search sample is one partition; a big one, one per core.
+    sampled = n > settings.silhouette_sample
+    partitions = data.sparkSession.sparkContext.defaultParallelism if sampled else 1
+    with _timed(timings, "prepare"):
+        data = data.coalesce(partitions)
+        prep = preparation_pipeline(min(settings.pca_components, len(AUDIO_FEATURES))).fit(data)
+        projected = prep.transform(data).select("pca").cache()
+        projected.count()
+    search = (
+        projected.sample(fraction=settings.silhouette_sample / n, seed=settings.kmeans_seed)
+        .coalesce(1)
+        .cache()
+        if sampled
+        else projected
+    )
+    ks = k_range(n, settings)
     try:
-        sample = (
-            projected.sample(fraction=settings.silhouette_sample / n, seed=settings.kmeans_seed)
-            if n > settings.silhouette_sample
-            else projected
-        )
+        search_rows = search.count() if sampled else n
         evaluator = ClusteringEvaluator(
             featuresCol="pca", predictionCol="cluster", metricName="silhouette"
         )
+
+        def kmeans(k: int) -> KMeans:
+            return KMeans(
+                k=k, seed=settings.kmeans_seed, featuresCol="pca", predictionCol="cluster"
+            )
+
         candidates: dict[int, tuple[float, KMeansModel]] = {}
         inertia: dict[int, float] = {}
-        for k in range(settings.k_min, min(settings.k_max, n - 1) + 1):
-            fitted = KMeans(
-                k=k, seed=settings.kmeans_seed, featuresCol="pca", predictionCol="cluster"
-            ).fit(projected)
-            if len(fitted.clusterCenters()) < 2:
-                continue
-            score = float(evaluator.evaluate(fitted.transform(sample)))
-            candidates[k] = (score, fitted)
-            inertia[k] = float(fitted.summary.trainingCost)
-            log.info("k scored", k=k, silhouette=round(score, 4))
+        with _timed(timings, "k_search"):
+            for k in k_candidates(ks, settings.k_candidates):
+                fitted = kmeans(k).fit(search)
+                if len(fitted.clusterCenters()) < 2:
+                    continue
+                score = float(evaluator.evaluate(fitted.transform(search)))
+                candidates[k] = (score, fitted)
+                inertia[k] = float(fitted.summary.trainingCost)
+                log.info("k scored", k=k, silhouette=round(score, 4), rows=search_rows)
         if not candidates:
-            raise ValueError(f"no k in [{settings.k_min}, {settings.k_max}] fits {n} songs")
+            raise ValueError(f"no k in [{ks.start}, {ks.stop - 1}] fits {n} songs")
         best_k = max(candidates, key=lambda k: candidates[k][0])
         silhouette, best = candidates[best_k]
+        if sampled:
+            # The sample chose k; the model itself is fitted on every song.
+            with _timed(timings, "refit"):
+                best = kmeans(best_k).fit(projected)
+                silhouette = float(evaluator.evaluate(best.transform(search)))
+        final_inertia = float(best.summary.trainingCost)
     finally:
+        if sampled:
+            search.unpersist()
         projected.unpersist()
     pipeline = PipelineModel(stages=[*prep.stages, best])
     portable = export_portable(pipeline, version, silhouette, n, datetime.now(UTC))
@@ -141,10 +263,95 @@ def fit_model(
         "inertia_by_k": {str(k): v for k, v in inertia.items()},
         "explained_variance": portable.explained_variance,
         "songs": n,
-        "silhouette_sample_rows": min(n, settings.silhouette_sample),
+        "k_range": [ks.start, ks.stop - 1],
+        "k_search_rows": search_rows,
+        "silhouette_sample_rows": search_rows,
         "chosen_k": best_k,
+        "silhouette": silhouette,
+        "inertia": final_inertia,
+        "fit_timings_seconds": timings,
     }
     return TrainingResult(model=portable, pipeline=pipeline, metrics=metrics)
+
+
+def fit_model(
+    spark: SparkSession, catalog: pd.DataFrame, settings: Settings, version: int
+) -> TrainingResult:
+    """Fit the pipeline on a pandas ``catalog`` (``track_id`` + the nine features)."""
+    return fit_pipeline(catalog_frame(spark, catalog), len(catalog), settings, version)
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """One run of the batch layer: the model, its metrics and the time of each stage."""
+
+    model: PortableModel
+    metrics: dict[str, Any]
+    reassigned: int
+    timings: dict[str, float]
+
+
+def run_batch_layer(
+    spark: SparkSession,
+    engine: Engine,
+    settings: Settings,
+    registry: ModelRegistry,
+    publisher: EventPublisher | None = None,
+    data: TrainingData | None = None,
+) -> BatchRun:
+    """The whole batch layer: read the master dataset (or the feature table), fit, save the
+    PipelineModel, register (re-assigning every song's cluster), announce.
+
+    ``data`` skips the read (the rebuild has the lake's songs cached already); it is not
+    released here.
+    """
+    timings: dict[str, float] = {}
+    version = registry.next_version()
+    own_data = data is None
+    with _timed(timings, "read"):
+        if data is None:
+            data = training_data(spark, engine, settings)
+    try:
+        with _timed(timings, "fit"):
+            result = fit_pipeline(data.frame, data.songs, settings, version)
+    finally:
+        if own_data:
+            data.release()
+    with _timed(timings, "save"):
+        path = Path(settings.models_dir).resolve() / f"v{version}"
+        result.pipeline.write().overwrite().save(str(path))
+    metrics = {
+        **result.metrics,
+        "source": data.source,
+        "source_detail": data.detail,
+        "timings_seconds": dict(timings),
+    }
+    with _timed(timings, "reassign"):
+        updated = registry.publish(result.model, metrics, str(path))
+    model = result.model
+    with _timed(timings, "announce"):
+        if publisher is not None:
+            publisher.model_published(
+                ModelPublished(
+                    version=version,
+                    k=model.k,
+                    silhouette=model.silhouette,
+                    songs=model.songs,
+                    trained_at=model.trained_at,
+                )
+            )
+    log.info(
+        "model published",
+        version=version,
+        k=model.k,
+        silhouette=round(model.silhouette, 4),
+        songs=model.songs,
+        source=data.source,
+        reassigned=updated,
+        path=str(path),
+        timings=timings,
+    )
+    return BatchRun(model=model, metrics=metrics, reassigned=updated, timings=timings)
 
 
 def train_and_publish(
@@ -154,34 +361,8 @@ def train_and_publish(
     registry: ModelRegistry,
     publisher: EventPublisher | None = None,
 ) -> PortableModel:
-    """The whole batch layer: fit, save the PipelineModel, register (re-assigning every
-    song's cluster), announce."""
-    version = registry.next_version()
-    result = fit_model(spark, load_catalog(engine), settings, version)
-    path = Path(settings.models_dir).resolve() / f"v{version}"
-    result.pipeline.write().overwrite().save(str(path))
-    updated = registry.publish(result.model, result.metrics, str(path))
-    model = result.model
-    log.info(
-        "model published",
-        version=version,
-        k=model.k,
-        silhouette=round(model.silhouette, 4),
-        songs=model.songs,
-        reassigned=updated,
-        path=str(path),
-    )
-    if publisher is not None:
-        publisher.model_published(
-            ModelPublished(
-                version=version,
-                k=model.k,
-                silhouette=model.silhouette,
-                songs=model.songs,
-                trained_at=model.trained_at,
-            )
-        )
-    return model
+    """:func:`run_batch_layer`, returning the new current model."""
+    return run_batch_layer(spark, engine, settings, registry, publisher).model
 
 
 @dataclass
@@ -195,6 +376,7 @@ class ModelTrainer:
     publisher: EventPublisher | None = None
     last_error: str | None = None
     last_model: PortableModel | None = None
+    last_run: BatchRun | None = None
     _thread: threading.Thread | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -239,10 +421,55 @@ class ModelTrainer:
     def _run(self, reason: str) -> None:
         log.info("training started", reason=reason)
         try:
-            self.last_model = train_and_publish(
+            run = run_batch_layer(
                 self.spark(), self.engine, self.settings, self.registry, self.publisher
             )
+            self.last_run, self.last_model = run, run.model
             self.last_error = None
         except Exception as exc:  # a failed run must not take the stream down
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.exception("training failed", reason=reason)
+
+
+class RetrainSchedule:
+    """The third trigger of the batch layer, besides catalog growth and ``POST /retrain``:
+    a training run every ``interval`` seconds.
+
+    A tick while a run is under way starts nothing (the trainer runs one at a time), and a
+    tick while ``ready()`` is false (Spark starting, catalog too small) is skipped.
+    """
+
+    def __init__(self, trainer: ModelTrainer, interval: float, ready: Callable[[], bool]) -> None:
+        self.trainer = trainer
+        self.interval = interval
+        self.ready = ready
+        self.ticks = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start ticking (in a daemon thread); nothing happens if ``interval`` is 0."""
+        if self.interval <= 0 or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="emergify-retrain", daemon=True)
+        self._thread.start()
+        log.info("scheduled retraining on", every_seconds=self.interval)
+
+    def stop(self) -> None:
+        """Stop ticking (a run already started goes on; the trainer owns it)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.ticks += 1
+            try:
+                if not self.ready():
+                    log.info("scheduled retrain skipped: not ready")
+                    continue
+                outcome = self.trainer.start(f"scheduled (every {self.interval:g} s)")
+                if outcome == "already-running":
+                    log.info("scheduled retrain skipped: a run is under way")
+            except Exception:  # the next tick tries again
+                log.exception("scheduled retrain failed to start")

@@ -1,5 +1,9 @@
 """The stream processor's moving parts in one process: SparkSession, speed layer, trainer.
 
+The batch layer has three triggers: the catalog grew by ``retrain_growth_fraction`` (after a
+micro-batch), a schedule (``retrain_interval_seconds``, off by default) and
+``POST /admin/retrain``; the trainer runs one training at a time whichever asks.
+
 The admin app owns one :class:`StreamRuntime`: its lifespan starts it (Spark in local mode
 inside this process, started in a background thread so the app answers ``/health`` with
 "starting" meanwhile) and stops it on shutdown.
@@ -23,7 +27,7 @@ from emergify_stream.config import Settings
 from emergify_stream.feature_table import BatchResult, FeatureTableSink, song_count, table_version
 from emergify_stream.kafka_source import KafkaOptions, end_offsets
 from emergify_stream.model_registry import ModelRegistry
-from emergify_stream.model_training import ModelTrainer
+from emergify_stream.model_training import ModelTrainer, RetrainSchedule
 from emergify_stream.publisher import EventPublisher
 from emergify_stream.spark import build_spark_session
 from emergify_stream.speed_layer import SpeedLayer, source_options
@@ -78,12 +82,22 @@ class StreamRuntime:
         self.trainer = ModelTrainer(
             self._spark_session, self.engine, settings, self.registry, self.publisher
         )
+        self.schedule = RetrainSchedule(
+            self.trainer, settings.retrain_interval_seconds, self._ready_to_train
+        )
         self.spark: SparkSession | None = None
         self.layer: SpeedLayer | None = None
         self.error: str | None = None
         self.last_batch_at: datetime | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def _ready_to_train(self) -> bool:
+        """A scheduled run needs Spark and a catalog of ``min_songs_for_model`` songs."""
+        if self.spark is None or self._stopping.is_set():
+            return False
+        with self.engine.connect() as conn:
+            return song_count(conn) >= self.settings.min_songs_for_model
 
     def _spark_session(self) -> SparkSession:
         if self.spark is None:
@@ -105,12 +119,15 @@ class StreamRuntime:
                 except Exception as exc:  # the query still starts; new partitions are picked up
                     log.warning("could not create the topics", error=str(exc))
             self.spark = build_spark_session(
-                self.settings.spark_master, "emergify-stream-processor"
+                self.settings.spark_master,
+                "emergify-stream-processor",
+                **{"spark.driver.memory": self.settings.spark_driver_memory},
             )
             if self._stopping.is_set():
                 return
             self.layer = SpeedLayer(self.spark, self.settings, self.sink)
             self.layer.start()
+            self.schedule.start()
             if self.settings.auto_retrain:
                 # A restarted processor may find a catalog that already needs a model.
                 with self.engine.connect() as conn:
@@ -180,6 +197,7 @@ class StreamRuntime:
         """Stop the query, then Spark; a micro-batch in flight is abandoned uncommitted and
         re-runs from the checkpoint next time."""
         self._stopping.set()
+        self.schedule.stop()
         if self._thread is not None:
             self._thread.join(120)
         if self.layer is not None:
