@@ -220,12 +220,12 @@ def main() -> None:
     fit = m["fit_timings_seconds"]
     stages = [
         ("read lake + latest per track id (Spark SQL window, cached)", run.timings["read"]),
-        ("fit: assemble + scale + PCA (every song)", fit["prepare"]),
+        (f"fit: sample {m['fit_rows']:,} songs; assemble + scale + PCA", fit["prepare"]),
         (
-            f"fit: k search {m['k_range'][0]}..{m['k_range'][1]} on {m['k_search_rows']:,} rows",
+            f"fit: KMeans + silhouette, k in {m['k_range'][0]}..{m['k_range'][1]} "
+            f"({len(m['silhouette_by_k'])} candidates) on the sample",
             fit["k_search"],
         ),
-        (f"fit: KMeans k={m['chosen_k']} refit on every song", fit.get("refit", 0.0)),
         ("save the PipelineModel", run.timings["save"]),
         (f"register + re-assign {run.reassigned:,} clusters (SQLite)", run.timings["reassign"]),
         ("publish emergify.models.v1", run.timings["announce"]),
@@ -256,7 +256,7 @@ def main() -> None:
         "stages_s": {label: round(s, 2) for label, s in stages},
         "k": run.model.k,
         "k_range": m["k_range"],
-        "k_search_rows": m["k_search_rows"],
+        "fit_rows": m["fit_rows"],
         "silhouette": run.model.silhouette,
         "silhouette_by_k": m["silhouette_by_k"],
         "source": m["source"],

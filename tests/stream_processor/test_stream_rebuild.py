@@ -3,6 +3,9 @@ train on the lake, the speed layer between retrains, and the retrain schedule.""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,7 +27,12 @@ from emergify_ingest.master_dataset import MasterDataset, latest_versions, read_
 from emergify_stream.config import Settings
 from emergify_stream.feature_table import FeatureTableSink
 from emergify_stream.model_registry import ModelRegistry, assign_clusters
-from emergify_stream.model_training import ModelTrainer, RetrainSchedule, k_range
+from emergify_stream.model_training import (
+    ModelTrainer,
+    RetrainSchedule,
+    k_candidates,
+    k_range,
+)
 from emergify_stream.publisher import EventPublisher
 from emergify_stream.rebuild import LAKE_PARTITION, EmptyMasterDataset, rebuild
 from emergify_stream.speed_layer import SpeedLayer
@@ -144,7 +152,7 @@ def test_rebuild_reproduces_the_lakes_latest_versions_and_publishes_a_model(
         markers = conn.execute(sa.select(stream_batches.c.query_name)).scalars().all()
     assert row.metrics["source"] == "master-dataset"
     assert row.metrics["songs"] == N_SONGS and row.metrics["k_range"] == [4, 12]
-    assert set(row.metrics["silhouette_by_k"]) == {str(k) for k in range(4, 13)}
+    assert set(row.metrics["silhouette_by_k"]) == {"4", "6", "8", "10", "12"}  # 6 at most
     ids = sorted(table)
     features = np.array([[table[t][f] for f in AUDIO_FEATURES] for t in ids])
     assert [table[t]["cluster"] for t in ids] == assign_clusters(run.model, features).tolist()
@@ -227,6 +235,10 @@ def test_k_range_grows_with_the_catalog() -> None:
     assert k_range(50_000, settings) == range(4, 23)
     assert k_range(1_000_000, settings) == range(4, 25)  # capped by k_max_cap
     assert k_range(8, settings) == range(4, 8)  # never more clusters than songs - 1
+    assert k_candidates(range(4, 9), 6) == [4, 5, 6, 7, 8]
+    assert k_candidates(range(4, 13), 6) == [4, 6, 8, 10, 12]
+    assert k_candidates(range(4, 25), 6) == [4, 8, 12, 16, 20, 24]
+    assert k_candidates(range(4, 24), 6) == [4, 8, 12, 16, 20, 23]  # the top is always tried
     assert k_range(10**6, Settings(_env_file=None, k_max=30)) == range(4, 31)  # type: ignore[call-arg]
 
 
@@ -263,3 +275,21 @@ def test_schedule_retrains_and_falls_back_to_the_feature_table(
         assert r.songs == 300 and r.metrics["source"] == "feature-table"
         assert "missing or empty" in r.metrics["source_detail"]
     engine.dispose()
+
+
+def test_cli_rebuild_says_when_the_lake_is_empty(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "EMERGIFY_LAKE_URI": str(tmp_path / "no-lake"),
+        "EMERGIFY_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "emergify_cli.main", "rebuild", "--no-publish"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "is missing or holds no file; nothing to rebuild from" in done.stderr

@@ -49,17 +49,17 @@ class Settings(EmergifySettings):
         24, ge=2, description="How far the catalog's growth can raise the top of the k range."
     )
     k_candidates: int = Field(
-        9,
+        6,
         ge=2,
         description="At most this many k values are fitted and scored, spread evenly over the "
-        "range (both ends included): every k up to 12, every third at 4..24.",
+        "range (both ends included): 4, 6, .., 12 for 4..12; 4, 8, .., 24 for 4..24.",
     )
     kmeans_seed: int = 42
     silhouette_sample: int = Field(
         50_000,
         ge=100,
-        description="Bigger catalogs choose k on a random sample of this many songs (every "
-        "candidate fitted and scored there); the winner is then refitted on every song.",
+        description="A bigger catalog is fitted (scaler, PCA, KMeans candidates, silhouette) "
+        "on a uniform random sample of this many songs; every song is then assigned.",
     )
     min_songs_for_model: int = Field(50, ge=2)
     retrain_growth_fraction: float = Field(0.25, gt=0)

@@ -100,6 +100,12 @@ def songs_location(lake_uri: str) -> str:
     return str(Path(lake_uri).resolve() / SONGS_DIR)
 
 
+def known_empty(lake_uri: str) -> bool:
+    """True when the lake is local and holds no master-dataset file (no Spark needed to
+    tell); a remote lake is never known empty here."""
+    return _local_and_empty(songs_location(lake_uri))
+
+
 def _local_and_empty(location: str) -> bool:
     parsed = urlparse(location)
     if parsed.scheme and len(parsed.scheme) > 1 and parsed.scheme != "file":

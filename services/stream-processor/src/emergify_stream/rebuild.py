@@ -32,7 +32,7 @@ from emergify_contracts.song import AUDIO_FEATURES
 from emergify_contracts.tables import create_tables, make_engine
 from emergify_stream.config import Settings, get_settings
 from emergify_stream.feature_table import BATCH_COLUMNS, FeatureTableSink
-from emergify_stream.master_dataset import latest_songs, songs_location
+from emergify_stream.master_dataset import known_empty, latest_songs, songs_location
 from emergify_stream.model_registry import ModelRegistry
 from emergify_stream.model_training import BatchRun, TrainingData, run_batch_layer
 from emergify_stream.publisher import EventPublisher
@@ -61,6 +61,13 @@ class RebuildReport:
     seconds: float
 
 
+def _empty_message(settings: Settings) -> str:
+    return (
+        f"the master dataset at {songs_location(settings.lake_uri)} is missing or holds no "
+        "file; nothing to rebuild from (is EMERGIFY_LAKE_URI right?)"
+    )
+
+
 def _as_batch(latest: DataFrame) -> DataFrame:
     """Lake columns -> the sink's :data:`BATCH_COLUMNS` (``row`` is the position)."""
     renamed = {"kafka_partition": f"CAST({LAKE_PARTITION} AS INT)", "kafka_offset": "`row`"}
@@ -83,10 +90,7 @@ def rebuild(
         sink = FeatureTableSink(engine, registry, publisher)
         latest = latest_songs(spark, settings.lake_uri)
         if latest is None:
-            raise EmptyMasterDataset(
-                f"the master dataset at {songs_location(settings.lake_uri)} is missing or "
-                "holds no file; nothing to rebuild from (is EMERGIFY_LAKE_URI right?)"
-            )
+            raise EmptyMasterDataset(_empty_message(settings))
         latest = _as_batch(latest).cache()
         try:
             n = latest.count()
@@ -151,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = get_settings()
     configure_logging("stream-processor", settings.log_level, settings.log_format)
+    if known_empty(settings.lake_uri):  # say so before paying for Spark's start
+        print(f"rebuild: {_empty_message(settings)}", file=sys.stderr)
+        return 2
     publisher = (
         None
         if args.no_publish
