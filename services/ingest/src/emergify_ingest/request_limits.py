@@ -26,6 +26,25 @@ def require_media_type(request: Request, *accepted: str, hint: str) -> None:
     )
 
 
+def require_identity_encoding(request: Request) -> None:
+    """Refuse (415) a compressed request body (``Content-Encoding`` other than identity).
+
+    Bodies are never inflated: a few megabytes of gzip can expand to gigabytes, and the size
+    limit counts the bytes on the wire. RFC 9110 names 415 for an unsupported content coding.
+    """
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return
+    raise ProblemError(
+        415,
+        f"Content-Encoding {encoding[:40]!r} is not accepted: request bodies are not "
+        "decompressed; send the body uncompressed",
+        title="Unsupported content encoding",
+        headers={"Accept-Encoding": "identity"},
+        accepted_encodings=["identity"],
+    )
+
+
 def _too_large(max_bytes: int) -> ProblemError:
     return ProblemError(
         413,

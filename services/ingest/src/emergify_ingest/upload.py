@@ -35,6 +35,18 @@ SNIFF_BYTES = 8192
 #: Tried in order; the first that decodes the whole file wins. latin-1 decodes anything.
 ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")
 
+#: Leading bytes of compressed files and archives. Uploads are never decompressed: a file of a
+#: few megabytes can inflate to gigabytes (a "zip bomb"), so they are refused unopened.
+_COMPRESSED_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x1f\x8b", "gzip-compressed"),
+    (b"PK\x03\x04", "a ZIP archive (an .xlsx workbook is one)"),
+    (b"PK\x05\x06", "an empty ZIP archive"),
+    (b"BZh", "bzip2-compressed"),
+    (b"\xfd7zXZ\x00", "xz-compressed"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+)
+
 # Columns (lower-cased) that hold the track id in each layout, for naming rejected rows.
 _ID_COLUMNS: dict[Layout, tuple[str, ...]] = {
     Layout.EXPORTIFY: ("spotify id", "track uri"),
@@ -175,10 +187,21 @@ def _sniff(file: BinaryIO) -> None:
         raise ProblemError(422, "the uploaded file is empty: nothing to ingest", title="Empty file")
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise _not_csv("the file is UTF-16 text; save it as CSV UTF-8 and upload it again")
+    for magic, kind in _COMPRESSED_MAGIC:
+        if head.startswith(magic):
+            raise _not_csv(
+                f"the file is {kind}, not CSV text; uploads are not decompressed (a small "
+                "archive can inflate to gigabytes): upload the uncompressed CSV"
+            )
     if b"\x00" in head:
         raise _not_csv(
             "the file is binary (it contains NUL bytes), not CSV text; upload a CSV export "
             "(Exportify, the Kaggle tracks layout or canonical columns)"
+        )
+    if head.removeprefix(codecs.BOM_UTF8).lstrip().startswith((b"{", b"[")):
+        raise _not_csv(
+            "the file is JSON, not CSV; send JSON songs to POST /api/v1/songs with "
+            "Content-Type: application/json"
         )
 
 
@@ -260,10 +283,11 @@ def inspect_csv(file: BinaryIO, max_rows: int) -> CsvPlan:
     except ValueError as exc:
         raise ProblemError(
             422,
-            str(exc),
+            str(exc) + _delimiter_hint(header),
             title="Unknown CSV layout",
             columns=[h.strip() for h in header][:100],
         ) from None
+    _refuse_repeated_columns(header)
     if count == 0:
         raise ProblemError(
             422,
@@ -273,6 +297,53 @@ def inspect_csv(file: BinaryIO, max_rows: int) -> CsvPlan:
     wanted = _ID_COLUMNS[layout]
     id_columns = tuple(h for h in header if h.replace("\ufeff", "").strip().lower() in wanted)
     return CsvPlan(encoding, layout, count, id_columns, tuple(warnings))
+
+
+def _delimiter_hint(header: list[str]) -> str:
+    """A hint when the header is one column that another delimiter would have split."""
+    if len(header) == 1:
+        for delimiter, name in ((";", "semicolons"), ("\t", "tabs")):
+            if delimiter in header[0]:
+                return (
+                    f"; the header line is separated by {name}: save the file as "
+                    "comma-separated CSV"
+                )
+    return ""
+
+
+def _refuse_repeated_columns(header: list[str]) -> None:
+    """Refuse a header naming a column twice: which cell holds the value would be a guess."""
+    seen: set[str] = set()
+    for column in header:
+        name = column.replace("\ufeff", "").strip().lower()
+        if name and name in seen:
+            raise ProblemError(
+                422,
+                f"the column {column.strip()!r} appears more than once in the header; keep one "
+                "and upload the file again",
+                title="Repeated column",
+            )
+        seen.add(name)
+
+
+#: A NUL character in a value: PostgreSQL text cannot hold it and no song name has one.
+_NUL_ERROR = "a value contains a NUL character (\\x00); remove it"
+
+
+def _has_nul(value: Any) -> bool:
+    """Whether ``value`` (a CSV record or a JSON item) holds a NUL character anywhere."""
+    pending = [value]  # a loop, not recursion: JSON nesting depth is the sender's choice
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 def _raw_track_id(record: dict[str | None, Any], id_columns: tuple[str, ...]) -> str | None:
@@ -294,6 +365,9 @@ def csv_candidates(file: BinaryIO, plan: CsvPlan) -> Iterator[Candidate]:
                 yield row, None, [f"the record cannot be read as CSV: {record}"]
                 continue
             track_id = _raw_track_id(record, plan.id_columns)
+            if _has_nul(record):
+                yield row, track_id, [_NUL_ERROR]
+                continue
             try:
                 yield row, track_id, row_to_song(record, plan.layout)
             except RowError as exc:
@@ -324,6 +398,17 @@ def parse_json_songs(body: bytes, max_rows: int) -> list[Any]:
             f"column {exc.colno}",
             title="Not JSON",
         ) from None
+    except RecursionError:
+        raise ProblemError(
+            422,
+            "the JSON body is nested too deeply; a song is an object of plain fields",
+            title="Not JSON",
+        ) from None
+    except ValueError as exc:
+        # Python refuses integers of more than 4,300 digits (int_max_str_digits).
+        raise ProblemError(
+            422, f"the request body cannot be read as JSON: {exc}", title="Not JSON"
+        ) from None
     items = [payload] if isinstance(payload, dict) else payload
     if not isinstance(items, list):
         raise ProblemError(
@@ -351,6 +436,9 @@ def json_candidates(items: list[Any]) -> Iterator[Candidate]:
             continue
         raw_id = item.get("track_id")
         track_id = raw_id[:100] if isinstance(raw_id, str) else None
+        if _has_nul(item):
+            yield row, track_id, [_NUL_ERROR]
+            continue
         try:
             yield row, track_id, Song.model_validate(item)
         except ValidationError as exc:

@@ -10,7 +10,11 @@ from starlette.datastructures import UploadFile
 from emergify_contracts.problems import ProblemError, problem_responses
 from emergify_contracts.song import Song
 from emergify_ingest.api.deps import IngestorDep, SettingsDep
-from emergify_ingest.request_limits import require_media_type, size_limited
+from emergify_ingest.request_limits import (
+    require_identity_encoding,
+    require_media_type,
+    size_limited,
+)
 from emergify_ingest.upload import UploadReport
 
 router = APIRouter(prefix="/api/v1/songs", tags=["songs"])
@@ -70,6 +74,7 @@ async def ingest_json(
     require_media_type(
         request, "application/json", hint="send a song object or a list as application/json"
     )
+    require_identity_encoding(request)
     body = await size_limited(request, settings.max_upload_bytes).body()
     return await ingestor.ingest_json(body)
 
@@ -92,6 +97,7 @@ async def upload_csv(
         "multipart/form-data",
         hint="send multipart/form-data with the CSV in the field 'file' (curl -F file=@songs.csv)",
     )
+    require_identity_encoding(request)
     form = await size_limited(request, settings.max_upload_bytes).form(max_files=1, max_fields=20)
     try:
         upload = form.get("file")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, status
 
+from emergify_contracts.problems import problem_responses
 from emergify_stream.api.deps import Runtime
 from emergify_stream.feature_table import song_count
 from emergify_stream.schemas import RetrainAccepted, StreamStatus
@@ -13,13 +14,29 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 _MIN_SONGS_TO_TRAIN = 3
 
 
-@router.get("/status", response_model=StreamStatus)
+@router.get(
+    "/status",
+    response_model=StreamStatus,
+    responses=problem_responses(503, descriptions={503: "The database is unreachable."}),
+)
 def stream_status(runtime: Runtime) -> StreamStatus:
     """Query id, last micro-batch, table version, songs, lag, current model, training."""
     return StreamStatus.model_validate(runtime.status())
 
 
-@router.post("/retrain", response_model=RetrainAccepted, status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/retrain",
+    response_model=RetrainAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=problem_responses(
+        409,
+        503,
+        descriptions={
+            409: "Too few songs to train a model.",
+            503: "Spark is still starting, or the database is unreachable.",
+        },
+    ),
+)
 def retrain(runtime: Runtime) -> RetrainAccepted:
     """Start the batch layer now (in the background); 202 whether started or already running."""
     if runtime.spark is None:
