@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,14 +31,20 @@ def test_write_without_key_is_401_with_challenge(gateway: TestClient) -> None:
 
 
 def test_write_with_read_key_is_403(gateway: TestClient, reader: dict[str, str]) -> None:
-    for path, kwargs in (
-        ("/api/v1/songs", {"json": SONGS}),
-        ("/api/v1/songs/upload", {"files": {"file": ("a.csv", b"x\n", "text/csv")}}),
-        ("/api/v1/model/retrain", {}),
+    for path, kwargs, scope in (
+        ("/api/v1/songs", {"json": SONGS}, "catalog:write"),
+        (
+            "/api/v1/songs/upload",
+            {"files": {"file": ("a.csv", b"x\n", "text/csv")}},
+            "catalog:write",
+        ),
+        ("/api/v1/model/retrain", {}, "admin"),
     ):
         response = gateway.post(path, headers=reader, **kwargs)
         assert response.status_code == 403, path
-        assert "admin key" in response.json()["detail"]
+        problem = response.json()
+        assert problem["missing_scope"] == scope
+        assert f"needs the scope '{scope}'" in problem["detail"]
 
 
 def test_write_with_admin_key_passes(gateway: TestClient, admin: dict[str, str]) -> None:
@@ -184,3 +193,94 @@ def test_cors_allows_only_the_dashboard(
     simple = gateway.get("/api/v1/model", headers={**admin, "Origin": "http://127.0.0.1:8501"})
     assert simple.headers["access-control-allow-origin"] == "http://127.0.0.1:8501"
     assert "x-request-id" in simple.headers["access-control-expose-headers"].lower()
+
+
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "cross-origin-opener-policy": "same-origin",
+    "cross-origin-resource-policy": "same-origin",
+}
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+
+def test_security_headers_on_every_kind_of_response(
+    make_gateway: Callable[..., TestClient], admin: dict[str, str], closed_url: str
+) -> None:
+    gateway = make_gateway(
+        rate_limit_per_minute=1, rate_limit_burst=8, max_upload_bytes=10, ingest_url=closed_url
+    )
+    preflight = {
+        "Origin": "http://127.0.0.1:8501",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "x-api-key",
+    }
+    responses = {
+        "proxied 200": gateway.get("/api/v1/model", headers=admin),
+        "upstream problem": gateway.get("/api/v1/songs/missing", headers=admin),
+        "401": gateway.get("/api/v1/model"),
+        "404": gateway.get("/nothing/here"),
+        "405": gateway.delete("/api/v1/catalog", headers=admin),
+        "413": gateway.post("/api/v1/recommendations", headers=admin, json={"seeds": ["x" * 20]}),
+        "503": gateway.post("/api/v1/songs", headers=admin),  # bodiless: under the limit
+        "health": gateway.get("/health"),
+        "openapi": gateway.get("/openapi.json"),
+        "preflight": gateway.options("/api/v1/model", headers=preflight),
+    }
+    while (limited := gateway.get("/api/v1/model", headers=admin)).status_code != 429:
+        pass
+    responses["429"] = limited
+    expected_status = {"proxied 200": 200, "upstream problem": 404, "401": 401, "404": 404,
+                       "405": 405, "413": 413, "503": 503, "preflight": 200}  # fmt: skip
+    for name, response in responses.items():
+        if name in expected_status:
+            assert response.status_code == expected_status[name], name
+        for header, value in SECURITY_HEADERS.items():
+            assert response.headers.get(header) == value, (name, header)
+        assert response.headers["content-security-policy"] == API_CSP, name
+        assert "strict-transport-security" not in response.headers, name  # plain http
+
+
+def test_docs_policy_allows_exactly_what_swagger_ui_loads(gateway: TestClient) -> None:
+    response = gateway.get("/docs")
+    policy = response.headers["content-security-policy"]
+    csp = {
+        name: values
+        for name, _, values in (part.strip().partition(" ") for part in policy.split(";"))
+    }
+    html = response.text
+    assert csp["default-src"] == "'none'" and csp["frame-ancestors"] == "'none'"
+    # Every external file the page loads is allowed by its full URL, nothing more.
+    srcs = re.findall(r'<script src="([^"]+)"', html)
+    sheets = re.findall(r'rel="stylesheet" href="([^"]+)"', html)
+    assert srcs == ["https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"]
+    script_src = csp["script-src"].split()
+    assert srcs[0] in script_src and sheets == csp["style-src"].split()
+    # The inline script that starts Swagger UI runs because its hash is allowed.
+    [inline] = re.findall(r"<script>(.*?)</script>", html, re.DOTALL)
+    digest = base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()
+    assert script_src == [srcs[0], f"'sha256-{digest}'"]
+    assert "unsafe-inline" not in policy
+    assert csp["connect-src"] == "'self'"  # /openapi.json and "Try it out"
+    assert response.headers["x-frame-options"] == "DENY"
+
+
+def test_authenticated_responses_are_not_cached(
+    gateway: TestClient, reader: dict[str, str]
+) -> None:
+    assert gateway.get("/api/v1/model", headers=reader).headers["cache-control"] == "no-store"
+    wrong = gateway.get("/api/v1/model", headers={"X-API-Key": "nope"})
+    assert wrong.headers["cache-control"] == "no-store"
+    session = gateway.get("/api/v1/spotify/me", headers={"Cookie": "emergify_session=x"})
+    assert session.headers["cache-control"] == "no-store"
+    assert "no-store" not in gateway.get("/health").headers.get("cache-control", "")
+
+
+def test_hsts_only_over_https_or_when_forced(make_gateway: Callable[..., TestClient]) -> None:
+    gateway = make_gateway()
+    assert "strict-transport-security" not in gateway.get("/health").headers
+    over_tls = gateway.get("https://testserver/health").headers
+    assert over_tls["strict-transport-security"].startswith("max-age=31536000")
+    forced = make_gateway(force_hsts=True).get("/health").headers
+    assert forced["strict-transport-security"].startswith("max-age=")

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
+from emergify_cli import keys
 from emergify_cli.envfile import ensure_env_file
 from emergify_cli.stack import Stack, services_for
 from emergify_contracts.settings import EmergifySettings
@@ -25,6 +26,7 @@ app = typer.Typer(
     help="Emergify: playlists of emerging artists that sound like your favourites.",
     no_args_is_help=True,
 )
+app.add_typer(keys.app, name="keys")
 console = Console()
 ROOT = Path.cwd()
 SAMPLE = ROOT / "data" / "every_fresh_find.csv"

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Body, FastAPI, Path, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
 
 from emergify_contracts.problems import ProblemError
-from emergify_gateway.deps import Gateway, GatewayDep
+from emergify_gateway.deps import AdminDep, Gateway, GatewayDep, authorized_caller
 from emergify_gateway.health import HealthReport, check_services
-from emergify_gateway.rate_limit import retry_after_header
-from emergify_gateway.routes import Access, Route
-from emergify_gateway.security import Principal, authorize, resolve_principal
+from emergify_gateway.keystore import KeyNotFoundError, KeyRecord, KeyStore
+from emergify_gateway.openapi import KEY_REQUIRED, problem_openapi_response
+from emergify_gateway.routes import Route, parse_scope
+from emergify_gateway.security_headers import docs_content_security_policy
 
 router = APIRouter()
 
@@ -46,12 +50,169 @@ async def read_openapi(gateway: GatewayDep) -> JSONResponse:
 
 @router.get("/docs", include_in_schema=False, response_class=HTMLResponse)
 async def read_docs() -> HTMLResponse:
-    """Swagger UI for the merged document."""
-    return get_swagger_ui_html(
+    """Swagger UI for the merged document, with a policy that allows exactly what it loads."""
+    page = get_swagger_ui_html(
         openapi_url="/openapi.json",
         title="Emergify API",
         swagger_ui_parameters={"persistAuthorization": True},
     )
+    page.headers["Content-Security-Policy"] = docs_content_security_policy(
+        bytes(page.body).decode()
+    )
+    return page
+
+
+# ---- API key management (scope admin) -----------------------------------------------------
+
+ScopeName = Literal["recs:read", "catalog:write", "admin"]
+KeyIdPath = Annotated[
+    str, Path(pattern=r"^[0-9a-f]{12}$", description="The key's id (12 hex digits).")
+]
+_RETRY = {"Retry-After": "Seconds to wait before trying again."}
+_ADMIN_RESPONSES: dict[int | str, dict] = {
+    401: problem_openapi_response(
+        "No API key, or not a valid one.",
+        {"WWW-Authenticate": "The authentication scheme to use (Bearer)."},
+    ),
+    403: problem_openapi_response("The key lacks the 'admin' scope."),
+    422: problem_openapi_response("The request is invalid; the detail says which field."),
+    429: problem_openapi_response("Too many requests from this key or address.", _RETRY),
+}
+_KEY_RESPONSES = {**_ADMIN_RESPONSES, 404: problem_openapi_response("No key has this id.")}
+_ADMIN_ONLY = {"security": KEY_REQUIRED, "x-emergify-scope": "admin"}
+
+
+class KeyInfo(BaseModel):
+    """An issued API key as listings show it: never the key, never its hash."""
+
+    id: str = Field(description="The key's id; logs and upstreams see only this.")
+    name: str = Field(description="What the key is for, as given when it was created.")
+    scopes: list[ScopeName] = Field(description="What the key may do; 'admin' implies all.")
+    created_at: datetime = Field(description="When the key was created.")
+    revoked_at: datetime | None = Field(None, description="When it was revoked, if it was.")
+    expires_at: datetime | None = Field(
+        None, description="End of a rotation's grace period: the key stops working then."
+    )
+    rotated_from: str | None = Field(None, description="The id of the key this one replaced.")
+
+    @classmethod
+    def of(cls, record: KeyRecord) -> KeyInfo:
+        return cls.model_validate(record.public())
+
+
+class KeyCreated(KeyInfo):
+    """A new key. ``key`` is shown this once: the gateway keeps only its hash."""
+
+    key: str = Field(description="The API key; send it as X-API-Key. Not retrievable later.")
+
+
+class KeyList(BaseModel):
+    """Every issued key, revoked ones included."""
+
+    items: list[KeyInfo] = Field(description="Keys, oldest first.")
+
+
+class KeyRequest(BaseModel):
+    """A key to create."""
+
+    name: str = Field(min_length=1, max_length=100, description="What the key is for.")
+    scopes: list[ScopeName] = Field(
+        min_length=1, description="recs:read (reads), catalog:write (uploads), admin (all)."
+    )
+
+
+class RotateRequest(BaseModel):
+    """How long the old key keeps working after a rotation."""
+
+    grace_seconds: float = Field(
+        0, ge=0, le=30 * 86400, description="0: the old key stops at once."
+    )
+
+
+def _store(gateway: Gateway) -> KeyStore:
+    store = gateway.keys.store
+    assert store is not None, "create_app always gives the key ring a key store"
+    return store
+
+
+@router.post(
+    "/api/v1/admin/keys",
+    tags=["admin"],
+    status_code=201,
+    response_model=KeyCreated,
+    responses=_ADMIN_RESPONSES,
+    openapi_extra=_ADMIN_ONLY,
+    summary="Create a scoped API key",
+)
+def create_key(body: KeyRequest, gateway: GatewayDep, caller: AdminDep) -> KeyCreated:
+    """Issue a key with the given scopes. The answer carries the key; it is never shown again.
+
+    Needs the 'admin' scope.
+    """
+    issued = _store(gateway).file.create(body.name, {parse_scope(s) for s in body.scopes})
+    return KeyCreated(**KeyInfo.of(issued.record).model_dump(), key=issued.key)
+
+
+@router.get(
+    "/api/v1/admin/keys",
+    tags=["admin"],
+    response_model=KeyList,
+    responses=_ADMIN_RESPONSES,
+    openapi_extra=_ADMIN_ONLY,
+    summary="List API keys",
+)
+def list_keys(gateway: GatewayDep, caller: AdminDep) -> KeyList:
+    """Every key the key file holds (ids, names, scopes, dates). Needs the 'admin' scope."""
+    records = sorted(_store(gateway).records().values(), key=lambda r: r.created_at)
+    return KeyList(items=[KeyInfo.of(record) for record in records])
+
+
+@router.delete(
+    "/api/v1/admin/keys/{key_id}",
+    tags=["admin"],
+    response_model=KeyInfo,
+    responses=_KEY_RESPONSES,
+    openapi_extra=_ADMIN_ONLY,
+    summary="Revoke an API key",
+)
+def revoke_key(key_id: KeyIdPath, gateway: GatewayDep, caller: AdminDep) -> KeyInfo:
+    """Stop the key working from the next request on. Needs the 'admin' scope."""
+    try:
+        return KeyInfo.of(_store(gateway).file.revoke(key_id))
+    except KeyNotFoundError as exc:
+        raise ProblemError(404, str(exc), key_id=key_id) from None
+
+
+@router.post(
+    "/api/v1/admin/keys/{key_id}/rotate",
+    tags=["admin"],
+    status_code=201,
+    response_model=KeyCreated,
+    responses={
+        **_KEY_RESPONSES,
+        409: problem_openapi_response("The key is already revoked or expired."),
+    },
+    openapi_extra=_ADMIN_ONLY,
+    summary="Rotate an API key",
+)
+def rotate_key(
+    key_id: KeyIdPath,
+    gateway: GatewayDep,
+    caller: AdminDep,
+    body: Annotated[RotateRequest | None, Body()] = None,
+) -> KeyCreated:
+    """A new key with the same name and scopes; the old one works for ``grace_seconds`` more.
+
+    Needs the 'admin' scope.
+    """
+    grace = body.grace_seconds if body is not None else 0
+    try:
+        issued = _store(gateway).file.rotate(key_id, grace)
+    except KeyNotFoundError as exc:
+        raise ProblemError(404, str(exc), key_id=key_id) from None
+    except ValueError as exc:
+        raise ProblemError(409, str(exc), key_id=key_id) from None
+    return KeyCreated(**KeyInfo.of(issued.record).model_dump(), key=issued.key)
 
 
 def add_proxy_routes(app: FastAPI, routes: tuple[Route, ...]) -> None:
@@ -70,32 +231,8 @@ def proxy_endpoint(route: Route) -> Callable[[Request, Gateway], Awaitable[Respo
     """The endpoint for ``route``: identify the caller, rate-limit, authorize, forward."""
 
     async def endpoint(request: Request, gateway: GatewayDep) -> Response:
-        principal = None
-        if route.access is not Access.PUBLIC:
-            try:
-                principal = resolve_principal(request, gateway.keys)
-            except ProblemError:
-                _limit(request, gateway, None)  # wrong keys cost tokens: guessing stays slow
-                raise
-        request.state.key_id = principal.key_id if principal else None
-        _limit(request, gateway, principal)
-        authorize(route, principal, request.method, request.url.path)
+        principal = authorized_caller(request, gateway, route.access)
         assert gateway.proxy is not None
         return await gateway.proxy.forward(request, route, principal)
 
     return endpoint
-
-
-def _limit(request: Request, gateway: Gateway, principal: Principal | None) -> None:
-    """Raise a 429 problem when the client address or the key is over its rate."""
-    identities = [f"ip:{request.client.host if request.client else 'unknown'}"]
-    if principal is not None and principal.kind != "anonymous":
-        identities.append(f"key:{principal.key_id}")
-    wait = gateway.limiter.acquire(*identities)
-    if wait > 0:
-        retry_after = retry_after_header(wait)
-        raise ProblemError(
-            429,
-            f"too many requests; try again in {retry_after} s",
-            headers={"Retry-After": retry_after},
-        )

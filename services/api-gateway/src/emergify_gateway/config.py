@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import Field, SecretStr
 
@@ -31,7 +32,12 @@ class Settings(SessionSettings):
         50 * 1024 * 1024, gt=0, description="Largest request body the gateway forwards."
     )
     read_api_keys: SecretStr = Field(
-        SecretStr(""), description="Comma-separated read-only API keys (optional)."
+        SecretStr(""),
+        description="Comma-separated keys with scope recs:read (optional; prefer the key file).",
+    )
+    api_keys_file: Path = Field(
+        Path("var/api-keys.json"),
+        description="Scoped API keys, stored hashed (`emergify keys`); re-read when it changes.",
     )
     rate_limit_per_minute: int = Field(
         600, ge=0, description="Sustained requests per minute per key and per client IP; 0 = off."
@@ -42,6 +48,11 @@ class Settings(SessionSettings):
     )
     allow_no_auth: bool = Field(
         False, description="Run without an admin key, every caller an admin (local experiments)."
+    )
+    force_hsts: bool = Field(
+        False,
+        description="Send Strict-Transport-Security on every response, not only on https "
+        "requests (set it behind a TLS-terminating proxy that does not forward the scheme).",
     )
     openapi_cache_seconds: float = Field(
         10.0, ge=0, description="How long the merged OpenAPI document is reused."

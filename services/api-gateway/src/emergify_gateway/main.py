@@ -23,14 +23,17 @@ from emergify_gateway.request_context import (
 )
 from emergify_gateway.routes import ROUTES
 from emergify_gateway.security import API_KEY_HEADER, KeyRing
+from emergify_gateway.security_headers import SecurityHeadersMiddleware
 
 log = structlog.get_logger()
 
 DESCRIPTION = """Playlists of emerging artists that sound like the songs you love.
 
-Send an API key as `X-API-Key: <key>` or `Authorization: Bearer <key>`. Reads need any
-valid key; uploads and retraining need the admin key. Errors are `application/problem+json`
-(RFC 9457) and carry the request's `X-Request-ID`."""
+Send an API key as `X-API-Key: <key>` or `Authorization: Bearer <key>`. Keys carry scopes:
+`recs:read` (recommendations, search, catalog, clusters, model, Spotify), `catalog:write`
+(uploads) and `admin` (retraining, key management; implies the others). Each operation names
+the scope it needs (`x-emergify-scope`); a key without it gets 403. Errors are
+`application/problem+json` (RFC 9457) and carry the request's `X-Request-ID`."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -47,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if gateway.keys.open:
             log.warning("no admin key configured: every caller is an admin (allow_no_auth)")
+        log.info("api keys", key_file=str(settings.api_keys_file))
         async with new_http_client(settings) as client:
             gateway.proxy = Proxy(client, settings)
             gateway.openapi = OpenAPIAggregator(
@@ -92,4 +96,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
     )
     app.add_middleware(RequestContextMiddleware)
+    # Outermost of all: the headers reach every response, the last-resort 500 included.
+    app.add_middleware(SecurityHeadersMiddleware, force_hsts=settings.force_hsts)
     return app

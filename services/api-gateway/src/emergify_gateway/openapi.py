@@ -29,7 +29,8 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
         "type": "apiKey",
         "in": "header",
         "name": "X-API-Key",
-        "description": "An Emergify API key (admin, or read-only for reads).",
+        "description": "An Emergify API key with the scope the operation names "
+        "(recs:read, catalog:write or admin; admin implies the others).",
     },
     "BearerAuth": {
         "type": "http",
@@ -179,12 +180,15 @@ def _add_gateway_contract(operation: dict[str, Any], route: Route) -> None:
                 {"WWW-Authenticate": "The authentication scheme to use (Bearer)."},
             ),
         )
-    if route.access is Access.WRITE:
+    if route.access is not Access.PUBLIC:
+        scope = route.access.value
         responses.setdefault(
-            "403", problem_openapi_response("The key is read-only; this needs the admin key.")
+            "403",
+            problem_openapi_response(f"The caller lacks the scope '{scope}' (or 'admin')."),
         )
+        operation["x-emergify-scope"] = scope
         operation["description"] = (
-            operation.get("description", "") + "\n\nNeeds the admin API key."
+            operation.get("description", "") + f"\n\nNeeds the scope '{scope}' (or 'admin')."
         ).strip()
     if "requestBody" in operation:
         responses.setdefault(

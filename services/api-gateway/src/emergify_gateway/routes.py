@@ -16,11 +16,34 @@ from emergify_gateway.config import Settings
 
 
 class Access(StrEnum):
-    """Who may call a route."""
+    """Who may call a route: anyone, or a caller holding one API-key scope.
+
+    The values other than ``public`` are the scopes keys are issued with; ``admin`` implies
+    the other two. A signed-in Spotify session holds ``recs:read``.
+    """
 
     PUBLIC = "public"  # anyone, no key
-    READ = "read"  # any valid key, or a signed-in Spotify session
-    WRITE = "write"  # the admin key
+    READ = "recs:read"  # recommendations, search, catalog, clusters, model, /spotify/*
+    WRITE = "catalog:write"  # song uploads
+    ADMIN = "admin"  # retraining, key management; implies the scopes above
+
+
+# The scopes a key can be issued with, in the order they are listed.
+SCOPES: tuple[Access, ...] = (Access.READ, Access.WRITE, Access.ADMIN)
+
+
+def parse_scope(text: str) -> Access:
+    """The scope named ``text`` (``recs:read``, ``catalog:write``, ``admin``)."""
+    for scope in SCOPES:
+        if text.strip().lower() == scope.value:
+            return scope
+    names = ", ".join(scope.value for scope in SCOPES)
+    raise ValueError(f"{text!r} is not a scope; use one of {names}")
+
+
+def grants(scopes: frozenset[Access], needed: Access) -> bool:
+    """Whether a caller holding ``scopes`` may call a route that needs ``needed``."""
+    return needed is Access.PUBLIC or needed in scopes or Access.ADMIN in scopes
 
 
 # Upstream services by name (the names the health report and the logs use) → URL setting.
@@ -79,7 +102,7 @@ ROUTES: tuple[Route, ...] = (
         _methods("POST"),
         "/api/v1/model/retrain",
         "stream-processor",
-        Access.WRITE,
+        Access.ADMIN,
         upstream_path="/admin/retrain",
     ),
     # Sign-in must work before the listener has anything to present.

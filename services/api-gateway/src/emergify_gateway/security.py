@@ -1,7 +1,10 @@
-"""Who is calling, and may they: API keys (admin and read-only) and the session hook.
+"""Who is calling, and may they: scoped API keys, the bootstrap keys and the session hook.
 
-Keys arrive as ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``. Only a key *id* ever
-reaches logs or upstream services; the keys themselves stay here.
+Keys arrive as ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``. Three kinds exist:
+scoped keys from the key file (``emk_<id>_<secret>``, see :mod:`emergify_gateway.keystore`),
+the bootstrap admin key ``EMERGIFY_ADMIN_API_KEY`` (scope ``admin``) and the older
+``EMERGIFY_READ_API_KEYS`` (scope ``recs:read``). Only a key *id* ever reaches logs or upstream
+services; the keys themselves stay here.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from starlette.requests import Request
 from emergify_contracts import session
 from emergify_contracts.problems import ProblemError
 from emergify_gateway.config import Settings
-from emergify_gateway.routes import Access, Route
+from emergify_gateway.keystore import KeyStore
+from emergify_gateway.routes import Access, grants
 
 API_KEY_HEADER = "X-API-Key"
 # Tells upstreams who called (a key id, never a key); clients cannot set it themselves.
@@ -32,13 +36,21 @@ class AuthNotConfiguredError(RuntimeError):
 class Principal:
     """An authenticated caller."""
 
-    kind: Literal["admin", "reader", "session", "anonymous"]
-    key_id: str  # safe to log: "admin", "reader-<hash prefix>", ...
-    can_write: bool
+    kind: Literal["admin", "reader", "key", "session", "anonymous"]
+    key_id: str  # safe to log: "admin", "reader-<hash prefix>", a key file id, ...
+    scopes: frozenset[Access]
+
+    def may(self, needed: Access) -> bool:
+        """Whether this caller holds the scope ``needed`` (``admin`` implies every scope)."""
+        return grants(self.scopes, needed)
+
+
+ADMIN_SCOPES = frozenset({Access.ADMIN})
+READ_SCOPES = frozenset({Access.READ})
 
 
 class KeyRing:
-    """The configured keys, compared in constant time."""
+    """The configured keys: the key file's, compared by hash, and the environment's."""
 
     def __init__(
         self,
@@ -46,7 +58,9 @@ class KeyRing:
         read_keys: list[str],
         allow_no_auth: bool,
         session_secret: str | None = None,
+        store: KeyStore | None = None,
     ) -> None:
+        self.store = store
         self._admin = admin_key.encode() if admin_key else None
         # Verifies the spotify-gateway's session cookies; None: sessions are not accepted.
         self.session_secret = session_secret
@@ -67,18 +81,26 @@ class KeyRing:
                 "model. Set it (in .env or the environment; `emergify up` generates one), or set "
                 "EMERGIFY_ALLOW_NO_AUTH=true to run an open gateway for local experiments."
             )
-        return cls(admin, settings.read_keys(), settings.allow_no_auth, _session_secret(settings))
+        return cls(
+            admin,
+            settings.read_keys(),
+            settings.allow_no_auth,
+            _session_secret(settings),
+            KeyStore(settings.api_keys_file),
+        )
 
     def identify(self, key: str) -> Principal | None:
         """The principal a presented key belongs to, or None if it is not a valid key."""
+        if self.store is not None and (record := self.store.lookup(key)) is not None:
+            return Principal("key", record.id, record.scopes)
         presented = key.encode()
         # Compare against every key, not stopping at the first match, so timing tells nothing.
         found: Principal | None = None
         if self._admin is not None and hmac.compare_digest(presented, self._admin):
-            found = Principal("admin", "admin", can_write=True)
+            found = Principal("admin", "admin", ADMIN_SCOPES)
         for reader, key_id in self._readers:
             if hmac.compare_digest(presented, reader) and found is None:
-                found = Principal("reader", key_id, can_write=False)
+                found = Principal("reader", key_id, READ_SCOPES)
         return found
 
 
@@ -112,7 +134,7 @@ def session_principal(request: Request, secret: str | None) -> Principal | None:
     if listener is None:
         return None
     digest = hashlib.sha256(listener.encode()).hexdigest()[:8]
-    return Principal("session", f"listener-{digest}", can_write=False)
+    return Principal("session", f"listener-{digest}", READ_SCOPES)
 
 
 def resolve_principal(request: Request, keys: KeyRing) -> Principal | None:
@@ -127,19 +149,20 @@ def resolve_principal(request: Request, keys: KeyRing) -> Principal | None:
         if principal is None and not keys.open:
             raise ProblemError(
                 401,
-                "the API key is not valid; check EMERGIFY_ADMIN_API_KEY or ask for a read key",
+                "the API key is not valid (unknown, revoked or past its rotation grace period); "
+                "check it, or ask an admin for a key (`emergify keys create`)",
                 headers={"WWW-Authenticate": f'{_CHALLENGE}, error="invalid_token"'},
             )
         if principal is not None:
             return principal
     if keys.open:
-        return Principal("anonymous", "anonymous", can_write=True)
+        return Principal("anonymous", "anonymous", ADMIN_SCOPES)
     return session_principal(request, keys.session_secret)
 
 
-def authorize(route: Route, principal: Principal | None, method: str, path: str) -> None:
-    """Raise a 401/403 problem unless ``principal`` may call ``route`` (as ``method path``)."""
-    if route.access is Access.PUBLIC:
+def require(needed: Access, principal: Principal | None, method: str, path: str) -> None:
+    """Raise a 401/403 problem unless ``principal`` holds the scope ``needed``."""
+    if needed is Access.PUBLIC:
         return
     if principal is None:
         raise ProblemError(
@@ -149,8 +172,13 @@ def authorize(route: Route, principal: Principal | None, method: str, path: str)
             "(GET /api/v1/spotify/login)",
             headers={"WWW-Authenticate": _CHALLENGE},
         )
-    if route.access is Access.WRITE and not principal.can_write:
+    if not principal.may(needed):
+        names = ", ".join(sorted(scope.value for scope in principal.scopes)) or "no scope"
+        held = f"is read-only ({names})" if principal.scopes == READ_SCOPES else f"has {names}"
         raise ProblemError(
             403,
-            f"{method} {path} changes data and needs the admin key; this key is read-only",
+            f"{method} {path} needs the scope {needed.value!r} (or 'admin'); this caller "
+            f"{held}. Ask an admin for a key with that scope (`emergify keys create --scope "
+            f"{needed.value}`)",
+            missing_scope=needed.value,
         )

@@ -1,0 +1,203 @@
+"""Known vulnerabilities in the locked dependencies: pip-audit, then PyPI's latest-release data.
+
+``make audit`` (and so ``make test``) runs this. Steps:
+
+1. ``uv export`` the locked requirements (every group, workspace members left out);
+2. ``pip-audit`` them against PyPI's vulnerability data;
+3. for every package pip-audit could not look up (some PyPI mirrors answer only
+   ``/pypi/<name>/json``, not ``/pypi/<name>/<version>/json``), read the per-name JSON: when the
+   locked version *is* the latest release, that document's ``vulnerabilities`` apply to it;
+   otherwise the package is reported as not auditable here.
+
+Exits 1 when a known, not withdrawn vulnerability affects a locked version; 0 otherwise, also
+when the network or the mirror is unavailable (said clearly in the summary: an audit that
+could not run is not a pass, but it must not block the tests of someone offline).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYPI_JSON = os.environ.get("EMERGIFY_AUDIT_PYPI_URL", "https://pypi.org/pypi/{name}/json")
+FETCH_TIMEOUT_SECONDS = 10.0
+PIP_AUDIT_TIMEOUT_SECONDS = 45.0
+
+
+@dataclass
+class Report:
+    """What the audit found, package by package."""
+
+    audited_by_pip_audit: list[str] = field(default_factory=list)
+    checked_latest: list[str] = field(default_factory=list)
+    not_auditable: list[str] = field(default_factory=list)
+    unreachable: list[str] = field(default_factory=list)
+    vulnerable: list[str] = field(default_factory=list)  # "name==version: ID (fixed in ...)"
+    problems: list[str] = field(default_factory=list)  # the audit itself could not run
+
+
+def uv() -> list[str]:
+    """The uv command (``python -m uv`` when uv is not on the PATH, as the Makefile does)."""
+    return [found] if (found := shutil.which("uv")) else [sys.executable, "-m", "uv"]
+
+
+def export_requirements(path: Path) -> dict[str, str]:
+    """Write the locked requirements to ``path``; the pinned version of each, by name."""
+    text = subprocess.run(
+        [*uv(), "export", "--frozen", "--no-hashes", "--no-emit-workspace", "--all-groups"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    path.write_text(text)
+    pins = {}
+    for line in text.splitlines():
+        requirement = line.split(";", 1)[0].strip()
+        if "==" in requirement and not requirement.startswith("#"):
+            name, version = requirement.split("==", 1)
+            pins[canonical(name)] = version.strip()
+    return pins
+
+
+def canonical(name: str) -> str:
+    """PEP 503 name: lower case, runs of ``-_.`` as one ``-``."""
+    out, last_dash = [], False
+    for ch in name.strip().lower():
+        dash = ch in "-_."
+        if not (dash and last_dash):
+            out.append("-" if dash else ch)
+        last_dash = dash
+    return "".join(out)
+
+
+def run_pip_audit(requirements: Path, report: Report) -> set[str]:
+    """Run pip-audit; record what it audited and found. The names it could not audit."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        command = [
+            *uv(), "run", "--frozen", "pip-audit", "-r", str(requirements), "--no-deps",
+            "--disable-pip", "--progress-spinner", "off", "-f", "json", "-o", out.name,
+        ]  # fmt: skip
+        try:
+            done = subprocess.run(
+                command,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=PIP_AUDIT_TIMEOUT_SECONDS,
+            )
+        except subprocess.TimeoutExpired:
+            report.problems.append(f"pip-audit did not finish in {PIP_AUDIT_TIMEOUT_SECONDS:g} s")
+            return set()
+        try:
+            result = json.loads(Path(out.name).read_text() or "null")
+        except ValueError:
+            result = None
+    if not isinstance(result, dict):
+        last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        report.problems.append(f"pip-audit could not run (exit {done.returncode}): {last[0]}")
+        return set()
+    skipped = set()
+    for dep in result.get("dependencies", []):
+        name, version = canonical(dep["name"]), dep.get("version")
+        if "skip_reason" in dep:
+            skipped.add(name)
+            continue
+        report.audited_by_pip_audit.append(name)
+        for vuln in dep.get("vulns", []):
+            fixed = ", ".join(vuln.get("fix_versions", [])) or "no fix yet"
+            report.vulnerable.append(f"{name}=={version}: {vuln['id']} (fixed in {fixed})")
+    return skipped
+
+
+def _ssl_context() -> ssl.SSLContext:
+    # Use the CA bundle pip is told to use, if any (mirrors behind a TLS-inspecting proxy).
+    cafile = os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE")
+    return ssl.create_default_context(cafile=cafile if cafile and Path(cafile).exists() else None)
+
+
+def fetch_latest(name: str, context: ssl.SSLContext) -> dict | None:
+    """PyPI's JSON for ``name`` (its latest release), or None if it could not be fetched."""
+    request = urllib.request.Request(
+        PYPI_JSON.format(name=name), headers={"Accept": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_SECONDS, context=context) as r:
+            return json.load(r)
+    except (urllib.error.URLError, TimeoutError, OSError, ValueError):
+        return None
+
+
+def check_latest(names: set[str], pins: dict[str, str], report: Report) -> None:
+    """For each name: if the locked version is the latest release, apply its vulnerabilities."""
+    context = _ssl_context()
+    ordered = sorted(names)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        docs = list(pool.map(lambda n: fetch_latest(n, context), ordered))
+    for name, doc in zip(ordered, docs, strict=True):
+        pinned = pins.get(name)
+        if doc is None:
+            report.unreachable.append(name)
+            continue
+        latest = doc.get("info", {}).get("version")
+        if pinned is None or latest != pinned:
+            report.not_auditable.append(f"{name}=={pinned} (latest is {latest})")
+            continue
+        report.checked_latest.append(name)
+        for vuln in doc.get("vulnerabilities") or []:
+            if vuln.get("withdrawn"):
+                continue
+            fixed = ", ".join(vuln.get("fixed_in") or []) or "no fix yet"
+            report.vulnerable.append(f"{name}=={pinned}: {vuln.get('id')} (fixed in {fixed})")
+
+
+def main() -> int:
+    started = time.monotonic()
+    report = Report()
+    with tempfile.TemporaryDirectory() as tmp:
+        requirements = Path(tmp) / "requirements.txt"
+        pins = export_requirements(requirements)
+        skipped = run_pip_audit(requirements, report)
+    # What pip-audit skipped, left out of its answer, or (when it could not run) everything.
+    skipped |= set(pins) - set(report.audited_by_pip_audit)
+    if skipped:
+        check_latest(skipped, pins, report)
+
+    print(f"audit of {len(pins)} locked packages ({time.monotonic() - started:.1f} s):")
+    print(f"  {len(report.audited_by_pip_audit)} audited by pip-audit")
+    print(f"  {len(report.checked_latest)} checked via PyPI's latest-release vulnerability data")
+    print(f"  {len(report.not_auditable)} not auditable here (locked version is not the latest")
+    print("    release, and this PyPI mirror does not serve per-version data)")
+    for line in report.not_auditable:
+        print(f"      {line}")
+    if report.unreachable:
+        print(f"  {len(report.unreachable)} could not be fetched (network or mirror unavailable)")
+    for problem in report.problems:
+        print(f"  NOTE: {problem}")
+    checked = len(report.audited_by_pip_audit) + len(report.checked_latest)
+    if report.vulnerable:
+        print(f"FAIL: {len(report.vulnerable)} known vulnerabilities:")
+        for line in report.vulnerable:
+            print(f"  {line}")
+        return 1
+    if checked == 0:
+        print("NOT AUDITED: PyPI (or its mirror) was unreachable; not failing the build for that")
+        return 0
+    print(f"ok: no known vulnerability in the {checked} packages that could be audited")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
