@@ -159,8 +159,13 @@ def test_top_artists_latest_added_liked_and_favourite(stack: Stack, signed_in: S
     # What the browser got never includes a token.
     with stack.sandbox_api() as api:
         issued = api.get("/_sandbox/tokens", params={"user": "demo"}).json()
-    everything = top.text + latest.text + favourite.text
-    assert not any(t in everything for t in issued["access_tokens"] + issued["refresh_tokens"])
+    responses = [top, latest, favourite, browser.get("/api/v1/spotify/me")]
+    # Bodies, headers (Set-Cookie included) and the browser's cookie jar: nothing carries one.
+    everything = "".join(
+        r.text + "".join(f"{k}: {v}\n" for k, v in r.headers.multi_items()) for r in responses
+    ) + "".join(f"{c.name}={c.value}" for c in browser.cookies.jar)
+    tokens = issued["access_tokens"] + issued["refresh_tokens"]
+    assert tokens and not any(t in everything for t in tokens)
 
 
 def test_favourite_without_catalog_songs_is_422_with_a_suggestion(
