@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 export UV_LINK_MODE := copy
 
-.PHONY: up test lint format bench bootstrap sync clean
+.PHONY: up test audit lint format bench soak bootstrap sync clean
 
 bootstrap:  ## uv (from PyPI) and a Java runtime for Spark, if missing
 	@bash deploy/bootstrap.sh
@@ -14,13 +14,19 @@ sync: bootstrap
 up: sync  ## the whole system on embedded defaults; Ctrl-C stops it
 	@$(UV) run --frozen emergify up
 
-test: sync  ## lint, then the whole test suite (real broker, Spark, SQLite, PostgreSQL)
+audit: sync  ## known vulnerabilities in the locked dependencies (pip-audit + PyPI data)
+	@$(UV) run --frozen python deploy/audit.py
+
+test: sync audit  ## audit, lint, then the whole test suite (real broker, Spark, SQLite, PostgreSQL)
 	@$(UV) run --frozen ruff check .
 	@$(UV) run --frozen ruff format --check .
 	@$(UV) run --frozen pytest
 
 bench: sync  ## benchmarks in bench/ (print their figures)
 	@$(UV) run --frozen python bench/run_all.py
+
+soak: sync  ## long fault + load runs (~30 min; SOAK_ARGS=--quick: ~8 min); bench/results/soak.json
+	@$(UV) run --frozen --group soak python bench/soak/run.py $(SOAK_ARGS)
 
 lint:
 	@$(UV) run --frozen ruff check .

@@ -5,24 +5,33 @@
 - freshness: seconds from the 202 to the last song of an upload visible through the API;
 - recommendation latency through the gateway on the sample catalog.
 
-Run: `make bench` (all benchmarks) or `uv run python bench/pipeline_figures.py`.
+Run: `make bench` (all benchmarks) or `uv run python bench/pipeline_figures.py`;
+`--only freshness` (or `upload`, `latency`, `100k`, comma-separated) runs just those parts.
+The freshness part also splits each upload's time into stages, from the feature table's
+``updated_at`` (when the stream processor's micro-batch committed the song):
+202 -> committed (Kafka, micro-batch planning, read, upsert) and committed -> visible
+(catalog-change event, the recommender's index, the gateway).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import secrets
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import sqlalchemy as sa
 
 from emergify_cli.stack import Stack, free_port_env
 from emergify_cli.synthetic_catalog import load_songs, synthetic_songs, write_kaggle_csv
 
+PARTS = ("upload", "latency", "freshness", "100k")
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "every_fresh_find.csv"
 RESULTS = REPO / "bench" / "results"
@@ -51,7 +60,70 @@ def upload(api: httpx.Client, path: Path) -> tuple[dict, float]:
     return r.json(), elapsed
 
 
-def main() -> None:
+def committed_at(db: sa.Engine, track_id: str) -> float | None:
+    """When the feature table's row for ``track_id`` was last written (epoch seconds)."""
+    with db.connect() as conn:
+        value = conn.execute(
+            sa.text("SELECT updated_at FROM songs WHERE track_id = :id"), {"id": track_id}
+        ).scalar()
+    if value is None:
+        return None
+    if isinstance(value, str):  # SQLite keeps timestamps as text
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:  # stored in UTC
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+def freshness(api: httpx.Client, real: list, workdir: Path, uploads: int) -> dict[str, object]:
+    """Upload ``uploads`` batches of 500 new songs; time 202 -> last song visible via the API,
+    split at the moment the feature table committed it."""
+    db = sa.create_engine(f"sqlite:///{workdir / 'var' / 'emergify.db'}")
+    fresh, to_commit, to_visible = [], [], []
+    for i in range(uploads):
+        time.sleep(random.Random(i).uniform(0.0, 1.0))  # land anywhere in a trigger interval
+        batch = [s.model_dump() for s in synthetic_songs(real, 500, seed=100 + i)]
+        r = api.post("/api/v1/songs", json=batch)
+        r.raise_for_status()
+        t0, wall0 = time.perf_counter(), time.time()
+        last = batch[-1]["track_id"]
+        wait_for(lambda last=last: api.get(f"/api/v1/songs/{last}").status_code == 200, 120)
+        fresh.append(time.perf_counter() - t0)
+        committed = committed_at(db, last)
+        if committed is not None:
+            to_commit.append(committed - wall0)
+            to_visible.append(wall0 + fresh[-1] - committed)
+    db.dispose()
+    figures: dict[str, object] = {
+        "freshness_s": {
+            "uploads": len(fresh),
+            "songs_each": 500,
+            "p50": round(pct(fresh, 50), 2),
+            "p95": round(pct(fresh, 95), 2),
+        }
+    }
+    if to_commit:
+        figures["freshness_stages_s"] = {
+            "202_to_committed_p50": round(pct(to_commit, 50), 2),
+            "202_to_committed_p95": round(pct(to_commit, 95), 2),
+            "committed_to_visible_p50": round(pct(to_visible, 50), 2),
+            "committed_to_visible_p95": round(pct(to_visible, 95), 2),
+        }
+    return figures
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help=f"comma-separated parts to run, of {', '.join(PARTS)} (default: all)",
+    )
+    parser.add_argument("--uploads", type=int, default=12, help="freshness: uploads to time")
+    args = parser.parse_args(argv)
+    parts = {p.strip() for p in args.only.split(",") if p.strip()}
+    if unknown := parts - set(PARTS):
+        parser.error(f"unknown part(s) {sorted(unknown)}; choose from {PARTS}")
     workdir = Path(tempfile.mkdtemp(prefix="emergify-bench-"))
     key = secrets.token_urlsafe(24)
     env = free_port_env()
@@ -71,11 +143,12 @@ def main() -> None:
             base_url=stack.url("api-gateway"), headers={"X-API-Key": key}, timeout=600
         )
         answer, t = upload(api, SAMPLE)
-        figures["sample_upload"] = {
-            "songs": answer["accepted"],
-            "seconds": round(t, 3),
-            "songs_per_s": round(answer["accepted"] / t),
-        }
+        if "upload" in parts:
+            figures["sample_upload"] = {
+                "songs": answer["accepted"],
+                "seconds": round(t, 3),
+                "songs_per_s": round(answer["accepted"] / t),
+            }
         wait_for(
             lambda: (
                 (c := api.get("/api/v1/catalog").json())["songs"] == len(real)
@@ -84,57 +157,49 @@ def main() -> None:
             600,
         )
 
-        rng = random.Random(3)
-        ids = [s.track_id for s in real]
-        lat = []
-        for _ in range(20):  # warm-up
-            api.post("/api/v1/recommendations", json={"seeds": [rng.choice(ids)], "limit": 30})
-        for _ in range(1000):
-            body = {"seeds": [rng.choice(ids)], "limit": 30}
-            start = time.perf_counter()
-            r = api.post("/api/v1/recommendations", json=body)
-            lat.append((time.perf_counter() - start) * 1000)
-            r.raise_for_status()
-        figures["recommendation_latency_ms"] = {
-            "requests": len(lat),
-            "p50": round(pct(lat, 50), 2),
-            "p99": round(pct(lat, 99), 2),
-        }
+        if "latency" in parts:
+            rng = random.Random(3)
+            ids = [s.track_id for s in real]
+            lat = []
+            for _ in range(20):  # warm-up
+                api.post("/api/v1/recommendations", json={"seeds": [rng.choice(ids)], "limit": 30})
+            for _ in range(1000):
+                body = {"seeds": [rng.choice(ids)], "limit": 30}
+                start = time.perf_counter()
+                r = api.post("/api/v1/recommendations", json=body)
+                lat.append((time.perf_counter() - start) * 1000)
+                r.raise_for_status()
+            figures["recommendation_latency_ms"] = {
+                "requests": len(lat),
+                "p50": round(pct(lat, 50), 2),
+                "p99": round(pct(lat, 99), 2),
+            }
 
-        fresh = []
-        for i in range(12):
-            batch = [s.model_dump() for s in synthetic_songs(real, 500, seed=100 + i)]
-            r = api.post("/api/v1/songs", json=batch)
-            r.raise_for_status()
-            t0 = time.perf_counter()
-            last = batch[-1]["track_id"]
-            wait_for(lambda last=last: api.get(f"/api/v1/songs/{last}").status_code == 200, 120)
-            fresh.append(time.perf_counter() - t0)
-        figures["freshness_s"] = {
-            "uploads": len(fresh),
-            "songs_each": 500,
-            "p50": round(pct(fresh, 50), 2),
-            "p95": round(pct(fresh, 95), 2),
-        }
+        if "freshness" in parts:
+            figures.update(freshness(api, real, workdir, args.uploads))
 
-        big = workdir / "synthetic-100k.csv"
-        write_kaggle_csv(synthetic_songs(real, 100_000, seed=5), big)
-        before = api.get("/api/v1/catalog").json()["songs"]
-        answer, t = upload(api, big)
-        figures["100k_upload"] = {
-            "songs": answer["accepted"],
-            "mb": round(big.stat().st_size / 1e6, 1),
-            "seconds": round(t, 2),
-            "songs_per_s": round(answer["accepted"] / t),
-        }
-        t_all = wait_for(
-            lambda: api.get("/api/v1/catalog").json()["songs"] >= before + 100_000, 900
-        )
-        figures["100k_materialised_after_202_s"] = round(t_all, 1)
+        if "100k" in parts:
+            big = workdir / "synthetic-100k.csv"
+            write_kaggle_csv(synthetic_songs(real, 100_000, seed=5), big)
+            before = api.get("/api/v1/catalog").json()["songs"]
+            answer, t = upload(api, big)
+            figures["100k_upload"] = {
+                "songs": answer["accepted"],
+                "mb": round(big.stat().st_size / 1e6, 1),
+                "seconds": round(t, 2),
+                "songs_per_s": round(answer["accepted"] / t),
+            }
+            t_all = wait_for(
+                lambda: api.get("/api/v1/catalog").json()["songs"] >= before + 100_000, 900
+            )
+            figures["100k_materialised_after_202_s"] = round(t_all, 1)
     finally:
         stack.stop()
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "pipeline.json").write_text(json.dumps(figures, indent=2))
+    out = RESULTS / "pipeline.json"
+    # A partial run updates its own figures and keeps the others.
+    previous = json.loads(out.read_text()) if out.exists() and parts != set(PARTS) else {}
+    out.write_text(json.dumps({**previous, **figures}, indent=2))
     print("\nEmergify pipeline figures (embedded stack: SQLite, embedded broker, Spark local[2])")
     for name, value in figures.items():
         print(f"  {name:<32} {value}")

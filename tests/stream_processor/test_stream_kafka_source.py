@@ -153,7 +153,7 @@ def test_restart_resumes_from_the_checkpoint(
 
 
 @pytest.mark.spark
-def test_lost_broker_data_fails_or_restarts_from_the_new_end(
+def test_lost_broker_data_fails_or_reads_the_new_log_from_its_start(
     spark, fresh_broker: EmbeddedBroker, producer, tmp_path: Path
 ) -> None:
     topic = "lossy"
@@ -185,9 +185,41 @@ def test_lost_broker_data_fails_or_restarts_from_the_new_end(
         spark, fresh_broker.bootstrap, topic, checkpoint, failOnDataLoss="false"
     )
     try:
-        producer(fresh_broker.bootstrap, topic, records("c", 400))  # log end 500 > checkpoint 300
-        wait_rows(query, rows, 200)
+        # The new log (end 100 < checkpoint 300) is read from its start: nothing written
+        # after the reset is skipped.
+        wait_rows(query, rows, 100)
+        assert sorted(k for _, _, k, _ in rows) == sorted(k for k, _ in records("b", 100))
+        producer(fresh_broker.bootstrap, topic, records("c", 400))
+        wait_rows(query, rows, 500)
     finally:
         query.stop()
-    # From the new end (100 when the query started): only records written after it.
-    assert {k for _, _, k, _ in rows} <= {k for k, _ in records("c", 400)}
+    keys = [k for _, _, k, _ in rows]
+    assert len(keys) == len(set(keys)) == 500
+    assert set(keys) == {k for k, _ in records("b", 100) + records("c", 400)}
+    assert [o for _, o, _, _ in rows] == list(range(500))
+
+
+@pytest.mark.spark
+def test_a_broker_restart_under_a_running_query_does_not_stop_it(
+    spark, fresh_broker: EmbeddedBroker, producer, tmp_path: Path
+) -> None:
+    topic = "restarted"
+    create_topics(fresh_broker.bootstrap, [topic], 2)
+    producer(fresh_broker.bootstrap, topic, records("a", 400))
+    query, rows = start_query(
+        spark, fresh_broker.bootstrap, topic, tmp_path / "ck", failOnDataLoss="false"
+    )
+    try:
+        wait_rows(query, rows, 400)
+        fresh_broker.stop()
+        time.sleep(2)  # a few triggers without a broker
+        fresh_broker.start()
+        create_topics(fresh_broker.bootstrap, [topic], 2)
+        producer(fresh_broker.bootstrap, topic, records("b", 60))
+        wait_rows(query, rows, 460)
+        assert query.isActive
+    finally:
+        query.stop()
+    keys = [k for _, _, k, _ in rows]
+    assert len(keys) == len(set(keys)) == 460
+    assert set(keys) == {k for k, _ in records("a", 400) + records("b", 60)}

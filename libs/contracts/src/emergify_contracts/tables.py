@@ -77,9 +77,16 @@ model_versions = sa.Table(
 )
 
 
+#: Seconds a PostgreSQL connection attempt may take: a database that is restarting answers
+#: "not yet" quickly, but one behind a dropped network must not hold a request for minutes.
+PG_CONNECT_TIMEOUT_SECONDS = 5
+
+
 def make_engine(url: str) -> Engine:
     """Open the database at ``url``; for SQLite, create its folder and use WAL so that the
-    recommender can read while the stream processor writes."""
+    recommender can read while the stream processor writes. For PostgreSQL, pooled
+    connections are checked before use (``pool_pre_ping``), so the first query after a
+    database restart reconnects instead of failing on a connection the server closed."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -94,7 +101,19 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    return sa.create_engine(
+        url,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_SECONDS},
+    )
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database could not be reached or dropped the connection
+    (restarting, shutting down, network gone): worth retrying later, unlike a bad statement."""
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        return True
+    return isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
 
 
 def create_tables(engine: Engine) -> None:

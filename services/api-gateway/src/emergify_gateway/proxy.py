@@ -1,9 +1,9 @@
 """Forwarding a request to its upstream service and streaming the answer back.
 
 Bodies stream both ways (a 50 MB CSV never sits whole in the gateway), hop-by-hop headers are
-dropped, and transport failures become problems: 503 (service unreachable, with
-``Retry-After``), 504 (no answer in time), 502 (the answer broke off). Upstream answers,
-problem documents included, pass through unchanged.
+dropped, and transport failures become problems: 503 (service unreachable, or gone before
+answering, with ``Retry-After``), 504 (no answer in time), 502 (the answer broke off).
+Upstream answers, problem documents included, pass through unchanged.
 """
 
 from __future__ import annotations
@@ -120,6 +120,20 @@ class Proxy:
             raise ProblemError(
                 503,
                 f"{service} is unavailable; try again in a few seconds",
+                headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)},
+                service=service,
+            ) from None
+        except (httpx.ReadError, httpx.RemoteProtocolError) as exc:
+            if not _went_away(exc):
+                log.warning("upstream failed", service=service, error=repr(exc))
+                raise ProblemError(
+                    502, f"{service} answered with a broken response", service=service
+                ) from None
+            # Killed or restarted while handling the request: as unavailable as a closed port.
+            log.warning("upstream went away mid-request", service=service, error=repr(exc))
+            raise ProblemError(
+                503,
+                f"{service} went away before answering; try again in a few seconds",
                 headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)},
                 service=service,
             ) from None
@@ -241,6 +255,14 @@ async def _relay(upstream: httpx.Response, service: str) -> AsyncIterator[bytes]
         # Headers are already sent: all that is left is to abort the response.
         log.warning("upstream answer broke off", service=service, error=repr(exc))
         raise
+
+
+def _went_away(exc: httpx.HTTPError) -> bool:
+    """Whether the upstream closed or reset the connection before sending any answer (it
+    died or restarted), as opposed to sending something that is not HTTP."""
+    if isinstance(exc, httpx.ReadError):
+        return True
+    return "disconnected without sending a response" in str(exc).lower()
 
 
 def _connection_tokens(connection: str) -> frozenset[str]:

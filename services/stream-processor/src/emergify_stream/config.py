@@ -27,12 +27,28 @@ class Settings(EmergifySettings):
         "earliest",
         description='Where a new checkpoint starts: earliest, latest or JSON {"topic": {"0": 23}}.',
     )
-    trigger_interval_seconds: float = Field(1.0, gt=0)
+    trigger_interval_seconds: float = Field(
+        0.5,
+        gt=0,
+        description="Micro-batch trigger: how often the source asks for the log end (an idle "
+        "trigger is one short poll of a long-lived consumer); half of it is the average wait "
+        "a new song adds to freshness.",
+    )
+    broker_watch_interval_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="How often the speed layer checks its query and the songs topic: a dead "
+        "query is restarted, a lost or reset topic re-created and the feature table reconciled "
+        "with the master dataset (0 = off).",
+    )
     checkpoint_dir: str = Field("./var/checkpoints/songs", description="Speed-layer checkpoint.")
     models_dir: str = Field("./var/models", description="Where Spark PipelineModels are saved.")
     max_offsets_per_trigger: int = Field(50_000, ge=1)
     fail_on_data_loss: bool = Field(
-        True, description="Stop the query when checkpointed offsets vanished from the broker."
+        False,
+        description="Stop the query when checkpointed offsets vanished from the broker. Off by "
+        "default: the source then reads the reset log from its start and the broker watch "
+        "recovers the lost songs from the master dataset.",
     )
     pca_components: int = Field(5, ge=1, le=9)
     k_min: int = Field(4, ge=2)
@@ -72,6 +88,12 @@ class Settings(EmergifySettings):
         20_000,
         ge=1,
         description="Songs per transaction (and per catalog-change event) of a rebuild.",
+    )
+    database_retry_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="How long a micro-batch waits for an unreachable database (retrying with "
+        "backoff) before the query stops; 0 = until the database answers again.",
     )
     auto_retrain: bool = Field(True, description="Train after micro-batches when the rules say so.")
     ensure_topics: bool = Field(True, description="Create the topics at start-up if missing.")

@@ -8,11 +8,17 @@ commit in one database transaction, and a batch whose marker exists writes nothi
 Events are at-least-once: dead letters are sent before the transaction (so a crash re-sends
 them rather than losing them), and the catalog change after it (re-sent when a replayed
 batch finds its marker, so a crash between commit and publish loses no notification).
+
+A database that goes away (restart, failover) does not stop the stream: the sink retries the
+batch with backoff until the database answers again, and the marker makes that safe — a
+commit whose acknowledgement was lost is found on the retry and not applied twice.
 """
 
 from __future__ import annotations
 
 import math
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,7 +33,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from emergify_contracts.events import CatalogChange, DeadLetter
 from emergify_contracts.song import AUDIO_FEATURES
-from emergify_contracts.tables import songs, stream_batches
+from emergify_contracts.tables import database_unavailable, songs, stream_batches
 from emergify_stream.model_registry import CLUSTER_WRITE_LOCK, ModelRegistry, assign_clusters
 from emergify_stream.publisher import EventPublisher
 
@@ -46,6 +52,22 @@ BATCH_COLUMNS: tuple[str, ...] = (
     "ingested_at",
     "kafka_offset",
 )
+
+
+class DatabaseUnavailableError(RuntimeError):
+    """The database stayed unreachable longer than the sink's retry budget (or the
+    processor is stopping); the micro-batch is left uncommitted and re-runs next time."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the sink waits for a database that went away: exponential backoff from
+    ``initial_seconds`` up to ``max_seconds`` between attempts, for at most
+    ``give_up_after_seconds`` (0 = until it answers)."""
+
+    initial_seconds: float = 0.2
+    max_seconds: float = 5.0
+    give_up_after_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -145,13 +167,19 @@ class FeatureTableSink:
         registry: ModelRegistry,
         publisher: EventPublisher | None = None,
         on_commit: Callable[[BatchResult], None] | None = None,
+        retry: RetryPolicy | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.engine = engine
         self.registry = registry
         self.publisher = publisher
         self.on_commit = on_commit
+        self.retry = retry or RetryPolicy()
+        self.stopping = stopping or threading.Event()
         self._upsert = upsert_statement(engine.dialect.name)
         self.last_result: BatchResult | None = None
+        #: Why the current batch is waiting for the database (None when it is not).
+        self.waiting_for_database: str | None = None
 
     def applied(self, query_name: str, batch_id: int) -> bool:
         """Whether this batch already committed."""
@@ -166,35 +194,39 @@ class FeatureTableSink:
         dead_letters: list[DeadLetter] | None = None,
     ) -> BatchResult:
         """Apply one micro-batch: ``frame`` holds at most one row per track id
-        (:data:`BATCH_COLUMNS`); ``dead_letters`` are the records it refused."""
+        (:data:`BATCH_COLUMNS`); ``dead_letters`` are the records it refused.
+
+        While the database is unreachable the call waits and retries (see
+        :class:`RetryPolicy`); it raises :class:`DatabaseUnavailableError` only when the
+        retry budget runs out or the processor stops.
+        """
         dead_letters = dead_letters or []
-        already = self.applied(query_name, batch_id)
-        if dead_letters and self.publisher is not None and not already:
-            self.publisher.dead_letters(dead_letters)
         rows = frame_to_rows(frame)
         ids = [r["track_id"] for r in rows]
-        with CLUSTER_WRITE_LOCK, self.engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                # One writer allocates table versions at a time.
-                conn.execute(sa.text("LOCK TABLE stream_batches IN EXCLUSIVE MODE"))
-            stored_version = _marker(conn, query_name, batch_id)
-            if stored_version is not None:
-                applied, version = False, stored_version
-            else:
-                applied = True
-                version = table_version(conn) + (1 if rows else 0)
-                if rows:
-                    self._upsert_rows(conn, rows, version)
-                conn.execute(
-                    stream_batches.insert().values(
-                        query_name=query_name,
-                        batch_id=batch_id,
-                        rows=len(rows),
-                        table_version=version,
-                        committed_at=datetime.now(UTC),
-                    )
-                )
-            count = song_count(conn)
+        dlq_sent = False
+        delay = self.retry.initial_seconds
+        started = time.monotonic()
+        while True:
+            try:
+                if dead_letters and self.publisher is not None and not dlq_sent:
+                    if not self.applied(query_name, batch_id):
+                        self.publisher.dead_letters(dead_letters)
+                    dlq_sent = True
+                applied, version, count = self._commit(query_name, batch_id, rows)
+                break
+            except sa.exc.SQLAlchemyError as exc:
+                if not database_unavailable(exc):
+                    raise
+                self._wait_for_database(query_name, batch_id, exc, started, delay)
+                delay = min(delay * 2, self.retry.max_seconds)
+        if self.waiting_for_database is not None:
+            self.waiting_for_database = None
+            log.info(
+                "database reachable again",
+                query=query_name,
+                batch_id=batch_id,
+                waited_seconds=round(time.monotonic() - started, 1),
+            )
         result = BatchResult(
             query_name=query_name,
             batch_id=batch_id,
@@ -224,6 +256,60 @@ class FeatureTableSink:
         if self.on_commit is not None:
             self.on_commit(result)
         return result
+
+    def _commit(
+        self, query_name: str, batch_id: int, rows: list[dict[str, Any]]
+    ) -> tuple[bool, int, int]:
+        """One transaction: the upserts and the batch marker, unless the marker exists.
+        Returns (applied, table version, songs in the table)."""
+        with CLUSTER_WRITE_LOCK, self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # One writer allocates table versions at a time.
+                conn.execute(sa.text("LOCK TABLE stream_batches IN EXCLUSIVE MODE"))
+            stored_version = _marker(conn, query_name, batch_id)
+            if stored_version is not None:
+                applied, version = False, stored_version
+            else:
+                applied = True
+                version = table_version(conn) + (1 if rows else 0)
+                if rows:
+                    self._upsert_rows(conn, rows, version)
+                conn.execute(
+                    stream_batches.insert().values(
+                        query_name=query_name,
+                        batch_id=batch_id,
+                        rows=len(rows),
+                        table_version=version,
+                        committed_at=datetime.now(UTC),
+                    )
+                )
+            return applied, version, song_count(conn)
+
+    def _wait_for_database(
+        self, query_name: str, batch_id: int, exc: Exception, started: float, delay: float
+    ) -> None:
+        """Sleep ``delay`` before the next attempt, or raise when the budget is spent or the
+        processor is stopping."""
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        self.waiting_for_database = error
+        waited = time.monotonic() - started
+        budget = self.retry.give_up_after_seconds
+        if budget and waited + delay > budget:
+            raise DatabaseUnavailableError(
+                f"the database was unreachable for {waited:.0f} s; micro-batch {batch_id} "
+                f"is left uncommitted: {error}"
+            ) from exc
+        log.warning(
+            "database unreachable; the micro-batch waits and retries",
+            query=query_name,
+            batch_id=batch_id,
+            error=error,
+            retry_in_seconds=round(delay, 2),
+        )
+        if self.stopping.wait(delay):
+            raise DatabaseUnavailableError(
+                f"stopping while micro-batch {batch_id} waited for the database"
+            ) from exc
 
     def _upsert_rows(self, conn: Connection, rows: list[dict[str, Any]], version: int) -> None:
         model = self.registry.current(conn)

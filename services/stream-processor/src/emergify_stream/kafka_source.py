@@ -11,7 +11,15 @@ restarted query resumes exactly where its last committed micro-batch ended.
 The end of each partition is taken from the high watermark of a Fetch response, not from
 ListOffsets alone: the embedded broker (Tansu) under-reports ListOffsets when the last
 record batch holds several records, which would strand the tail of the log. On Apache Kafka
-both agree, so taking the larger of the two is right everywhere.
+both agree, so taking the larger of the two is right everywhere. The streaming reader lives
+in the driver for the query's life and keeps one consumer there (:class:`WatermarkProbe`) that
+stays at the log end: an idle trigger costs one short poll, not a new connection.
+
+A topic that was reset (the embedded broker forgets everything when it restarts; on Apache
+Kafka, a topic deleted and created again) shows up as a log end below the checkpoint's
+offset. With ``failOnDataLoss=false`` the source then reads the new log from its beginning —
+records written after the reset are not skipped — and the records lost with the old log are
+the caller's to recover (Emergify's stream processor reconciles from the master dataset).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import OffsetOutOfRangeError
 from pyspark.sql.datasource import (
     DataSource,
     DataSourceReader,
@@ -121,12 +130,17 @@ class KafkaOptions:
 
 @dataclass(frozen=True)
 class TopicPartitionRange(InputPartition):
-    """One Spark task: the records ``[start, end)`` of one topic-partition."""
+    """One Spark task: the records ``[start, end)`` of one topic-partition.
+
+    ``after_reset``: the log was reset below the checkpoint; read the new log from its first
+    available offset (``start`` is 0) up to ``end``.
+    """
 
     topic: str
     partition: int
     start: int
     end: int
+    after_reset: bool = False
 
 
 # --- offsets: pure functions on plain dicts -------------------------------------------------
@@ -228,6 +242,89 @@ def end_offsets(opts: KafkaOptions, probe_timeout_s: float = 15.0) -> Offsets:
         consumer.close()
 
 
+class WatermarkProbe:
+    """One long-lived consumer that finds the log end of every partition cheaply.
+
+    It is assigned to every partition and kept at the high watermark; each :meth:`end_offsets`
+    call polls briefly, so fetch responses (which carry the high watermark, see the module
+    docstring) come back, and moves the consumer to the watermark again. A watermark is never
+    above the log end, and the consumer keeps fetching, so the tail of the log is never
+    stranded. Any error closes the consumer; the next call starts a new one (the broker may
+    have restarted).
+    """
+
+    def __init__(self, opts: KafkaOptions, poll_ms: int = 30, metadata_max_age_ms: int = 5_000):
+        self.opts = opts
+        self.poll_ms = poll_ms
+        self.metadata_max_age_ms = metadata_max_age_ms
+        self._consumer: KafkaConsumer | None = None
+        self._tps: list[TopicPartition] = []
+
+    def end_offsets(self) -> Offsets:
+        """The log end of every partition that exists now (``{}`` for a missing topic)."""
+        try:
+            return self._probe()
+        except Exception:
+            self.close()
+            raise
+
+    def _probe(self) -> Offsets:
+        if self._consumer is None:
+            self._consumer = self.opts.consumer(
+                fetch_max_wait_ms=20,
+                max_poll_records=1,
+                # Only the watermark matters: fetch as little data as the broker allows.
+                max_partition_fetch_bytes=1024,
+                fetch_max_bytes=4096,
+                metadata_max_age_ms=self.metadata_max_age_ms,
+            )
+            self._tps = []
+        consumer = self._consumer
+        tps = [
+            TopicPartition(t, p)
+            for t in self.opts.topics
+            for p in sorted(consumer.partitions_for_topic(t))
+        ]
+        if tps != self._tps:  # first call, or partitions appeared or vanished
+            if not tps:
+                consumer.unsubscribe()
+                self._tps = []
+                return {}
+            listed = consumer.end_offsets(tps)
+            consumer.assign(tps)
+            for tp in tps:
+                consumer.seek(tp, listed[tp])
+            self._tps = tps
+            deadline = time.monotonic() + 15.0
+            while any(consumer.highwater(tp) is None for tp in tps):
+                if time.monotonic() > deadline:
+                    missing = [str(tp) for tp in tps if consumer.highwater(tp) is None]
+                    raise TimeoutError(f"no Fetch response with a high watermark for {missing}")
+                consumer.poll(timeout_ms=50, update_offsets=False)
+        else:
+            consumer.poll(timeout_ms=self.poll_ms)
+        ends = {}
+        for tp in tps:
+            highwater = consumer.highwater(tp)
+            if highwater is None:  # no fetch came back since the last move: where we wait
+                ends[tp] = consumer.position(tp)
+                continue
+            ends[tp] = highwater
+            if consumer.position(tp) != highwater:
+                consumer.seek(tp, highwater)  # wait at the end, for the next records
+        return _as_offsets(ends)
+
+    def close(self) -> None:
+        """Close the consumer (a later call opens a new one)."""
+        consumer, self._consumer = self._consumer, None
+        self._tps = []
+        if consumer is not None:
+            try:
+                consumer.close()
+            except Exception as exc:  # closing after a broker loss can fail; nothing to keep
+                log.debug("closing the watermark consumer failed: %r", exc)
+
+
 def read_range(
     opts: KafkaOptions, part: TopicPartitionRange, schema: pa.Schema
 ) -> Iterator[pa.RecordBatch]:
@@ -238,12 +335,26 @@ def read_range(
     consumer = opts.consumer(max_poll_records=_ARROW_CHUNK_ROWS, max_partition_fetch_bytes=8 << 20)
     try:
         consumer.assign([tp])
-        consumer.seek(tp, part.start)
+        start = part.start
+        if part.after_reset:  # the new log may not begin at 0 (retention on Apache Kafka)
+            start = max(start, consumer.beginning_offsets([tp])[tp])
+        consumer.seek(tp, start)
         cols: list[list[object]] = [[] for _ in range(7)]
-        position = part.start
+        position = start
         stalled_since = time.monotonic()
         while position < part.end:
-            records = consumer.poll(timeout_ms=200).get(tp, [])
+            try:
+                records = consumer.poll(timeout_ms=200).get(tp, [])
+            except OffsetOutOfRangeError:
+                # The log was reset below this range while the batch ran (broker restart).
+                message = (
+                    f"{tp.topic}-{tp.partition}: offset {position} is out of range; the broker "
+                    f"lost the records up to {part.end}"
+                )
+                if opts.fail_on_data_loss:
+                    raise DataLossError(message + " (set failOnDataLoss=false to go on)") from None
+                log.warning("%s; going on without them", message)
+                break
             for rec in records:
                 if rec.offset < part.start:
                     continue
@@ -300,7 +411,8 @@ def plan_ranges(start: Offsets, end: Offsets) -> list[TopicPartitionRange]:
     """One range per topic-partition with records between ``start`` and ``end``.
 
     A partition missing from ``start`` appeared later and starts at 0. A partition whose end
-    is below its start (the broker lost data and failOnDataLoss=false) has nothing to read.
+    is below its start was reset (the broker lost its log; only planned with
+    failOnDataLoss=false): its new log is read from the beginning up to ``end``.
     """
     ranges = []
     for topic, parts in end.items():
@@ -308,6 +420,8 @@ def plan_ranges(start: Offsets, end: Offsets) -> list[TopicPartitionRange]:
             begin = start.get(topic, {}).get(p, 0)
             if stop > begin:
                 ranges.append(TopicPartitionRange(topic, int(p), begin, stop))
+            elif stop < begin and stop > 0:
+                ranges.append(TopicPartitionRange(topic, int(p), 0, stop, after_reset=True))
     return ranges
 
 
@@ -321,6 +435,7 @@ class KafkaStreamReader(DataSourceStreamReader):
         self.options = options
         self.arrow_schema = to_arrow_schema(schema, timezone="UTC")
         self._latest: Offsets | None = None
+        self._probe = WatermarkProbe(options)
 
     def initialOffset(self) -> dict:
         """Where a query without a checkpoint starts (``startingOffsets``)."""
@@ -350,7 +465,7 @@ class KafkaStreamReader(DataSourceStreamReader):
     def latestOffset(self, start: dict, limit: ReadLimit) -> dict:
         """The end of the next micro-batch: the log end, capped by ``limit``."""
         start = sorted_offsets(start)
-        latest = end_offsets(self.options)
+        latest = self._probe.end_offsets()
         known = {t: dict(parts) for t, parts in latest.items()}
         for topic, parts in start.items():
             for p, begin in parts.items():
@@ -370,16 +485,21 @@ class KafkaStreamReader(DataSourceStreamReader):
                             message + ". Set failOnDataLoss=false to continue from the new end, "
                             "or start from a new checkpoint."
                         )
-                    log.warning("%s; continuing from offset %d", message, end)
+                    log.warning("%s; reading the new log from its beginning", message)
+                    # A reset partition's next batch is [0, end) of the new log (plan_ranges);
+                    # it is not capped, and an empty new log keeps our position until it
+                    # holds records.
+                    if end == 0:
+                        known[topic][p] = begin
         known = sorted_offsets(known)
         self._latest = known
-        # Partitions that lost data restart at the new end: they drop out of the limit maths.
-        begin_at = {
-            t: {p: min(b, known.get(t, {}).get(p, b)) for p, b in parts.items()}
-            for t, parts in start.items()
-        }
         if isinstance(limit, ReadMaxRows):
-            return limit_offsets(begin_at, known, limit.max_rows)
+            # A reset partition's backlog is its new log, from 0 (as for a new partition).
+            begin_at = {
+                t: {p: b for p, b in parts.items() if known.get(t, {}).get(p, b) >= b}
+                for t, parts in start.items()
+            }
+            return sorted_offsets(limit_offsets(begin_at, known, limit.max_rows))
         return known
 
     def reportLatestOffset(self) -> dict | None:
@@ -397,6 +517,10 @@ class KafkaStreamReader(DataSourceStreamReader):
 
     def commit(self, end: dict) -> None:
         """Nothing to do: offsets live in Spark's checkpoint, not in a consumer group."""
+
+    def stop(self) -> None:
+        """The query stops: close the driver's consumer."""
+        self._probe.close()
 
 
 class KafkaBatchReader(DataSourceReader):

@@ -6,12 +6,23 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import sqlalchemy as sa
 from fastapi import FastAPI
 
-from emergify_contracts.problems import install_problem_handlers, operation_id
+from emergify_contracts.problems import ProblemError, install_problem_handlers, operation_id
 from emergify_stream.api import admin, health
 from emergify_stream.config import Settings, get_settings
 from emergify_stream.runtime import StreamRuntime
+
+
+def database_unavailable(exc: Exception) -> ProblemError:
+    """The 503 for a request the database cannot answer now (restarting, unreachable)."""
+    return ProblemError(
+        503,
+        f"the database is unreachable ({type(exc).__name__}); retry in a few seconds",
+        title="Database unavailable",
+        headers={"Retry-After": "5"},
+    )
 
 
 def create_app(settings: Settings | None = None, start_stream: bool = True) -> FastAPI:
@@ -37,7 +48,14 @@ def create_app(settings: Settings | None = None, start_stream: bool = True) -> F
         lifespan=lifespan,
         generate_unique_id_function=operation_id,
     )
-    install_problem_handlers(app, service="stream processor")
+    install_problem_handlers(
+        app,
+        service="stream processor",
+        problems={
+            sa.exc.OperationalError: database_unavailable,
+            sa.exc.InterfaceError: database_unavailable,
+        },
+    )
     app.include_router(health.router)
     app.include_router(admin.router)
     return app

@@ -23,13 +23,15 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import pandas as pd
+import sqlalchemy as sa
 import structlog
 from kafka.errors import KafkaError
 from pyspark.sql import DataFrame, SparkSession
 
 from emergify_contracts.logs import configure_logging
 from emergify_contracts.song import AUDIO_FEATURES
-from emergify_contracts.tables import create_tables, make_engine
+from emergify_contracts.tables import create_tables, make_engine, songs
 from emergify_stream.config import Settings, get_settings
 from emergify_stream.feature_table import BATCH_COLUMNS, FeatureTableSink
 from emergify_stream.master_dataset import known_empty, latest_songs, songs_location
@@ -137,6 +139,42 @@ def rebuild(
         seconds=report.seconds,
     )
     return report
+
+
+def reconcile(spark: SparkSession, settings: Settings, sink: FeatureTableSink) -> int:
+    """Upsert the lake's songs that the feature table lacks, or holds an older version of;
+    return how many. For when the broker lost records (a restarted embedded broker): unlike
+    :func:`rebuild`, songs the table already holds are not written again, so the table
+    version and ``stream_batches`` count each song once. Safe while the stream runs: the
+    sink's upsert never overwrites a newer version.
+    """
+    latest = latest_songs(spark, settings.lake_uri)
+    if latest is None:
+        return 0
+    with sink.engine.connect() as conn:
+        stored = pd.read_sql(sa.select(songs.c.track_id, songs.c.ingested_at), conn)
+    stored["ingested_at"] = pd.to_datetime(stored["ingested_at"], utc=True).dt.tz_localize(None)
+    stored_df = spark.createDataFrame(
+        stored.rename(columns={"ingested_at": "stored_at"}),
+        schema="track_id string, stored_at timestamp",
+    )
+    missing = (
+        _as_batch(latest)
+        .join(stored_df, "track_id", "left")
+        .where("stored_at IS NULL OR ingested_at > stored_at")
+        .drop("stored_at")
+        .toPandas()
+    )
+    if missing.empty:
+        return 0
+    query_name = f"reconcile-{uuid.uuid4()}"
+    chunk_rows = settings.rebuild_chunk_rows
+    for chunk, lo in enumerate(range(0, len(missing), chunk_rows)):
+        sink.write(query_name, chunk, missing.iloc[lo : lo + chunk_rows])
+    log.info(
+        "feature table reconciled with the master dataset", songs=len(missing), query=query_name
+    )
+    return len(missing)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,7 +24,13 @@ from pyspark.sql import SparkSession
 
 from emergify_contracts.tables import create_tables, make_engine
 from emergify_stream.config import Settings
-from emergify_stream.feature_table import BatchResult, FeatureTableSink, song_count, table_version
+from emergify_stream.feature_table import (
+    BatchResult,
+    FeatureTableSink,
+    RetryPolicy,
+    song_count,
+    table_version,
+)
 from emergify_stream.kafka_source import KafkaOptions, end_offsets
 from emergify_stream.model_registry import ModelRegistry
 from emergify_stream.model_training import ModelTrainer, RetrainSchedule
@@ -78,7 +84,15 @@ class StreamRuntime:
             settings.catalog_changes_topic,
             settings.models_topic,
         )
-        self.sink = FeatureTableSink(self.engine, self.registry, self.publisher, self._after_batch)
+        self._stopping = threading.Event()
+        self.sink = FeatureTableSink(
+            self.engine,
+            self.registry,
+            self.publisher,
+            self._after_batch,
+            retry=RetryPolicy(give_up_after_seconds=settings.database_retry_seconds),
+            stopping=self._stopping,
+        )
         self.trainer = ModelTrainer(
             self._spark_session, self.engine, settings, self.registry, self.publisher
         )
@@ -89,7 +103,6 @@ class StreamRuntime:
         self.layer: SpeedLayer | None = None
         self.error: str | None = None
         self.last_batch_at: datetime | None = None
-        self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _ready_to_train(self) -> bool:
@@ -125,7 +138,9 @@ class StreamRuntime:
             )
             if self._stopping.is_set():
                 return
-            self.layer = SpeedLayer(self.spark, self.settings, self.sink)
+            self.layer = SpeedLayer(
+                self.spark, self.settings, self.sink, lambda: ensure_topics(self.settings)
+            )
             self.layer.start()
             self.schedule.start()
             if self.settings.auto_retrain:
@@ -143,7 +158,7 @@ class StreamRuntime:
 
     def state(self) -> tuple[State, str | None]:
         """``ok`` once the query runs; ``starting`` before; ``degraded`` with the error if the
-        start failed or the query died."""
+        start failed, the query died, or a micro-batch is waiting for the database."""
         if self._stopping.is_set():
             return "stopped", None
         if self.error:
@@ -154,6 +169,8 @@ class StreamRuntime:
         if not query.isActive:
             exc = query.exception()
             return "degraded", f"the streaming query stopped: {exc}" if exc else "the query stopped"
+        if waiting := self.sink.waiting_for_database:
+            return "degraded", f"the database is unreachable; the micro-batch retries: {waiting}"
         return "ok", None
 
     def lag(self) -> dict[str, Any] | None:

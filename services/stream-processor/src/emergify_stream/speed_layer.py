@@ -3,17 +3,26 @@
 ``readStream`` on the songs topic (``settings.spark_kafka_format``: our Python source or
 Spark's JVM one), ``from_json`` with the explicit schema of :class:`SongEvent`, then a temp
 view cleaned by :data:`CLEAN_SQL`: names trimmed, every Song rule checked, each refused
-record given a readable reason. Each micro-batch keeps the latest version per track id
-(:data:`LATEST_SQL`), sends refused records to the DLQ and hands the rest to the
+record given a readable reason. Each micro-batch is read from Kafka once (one Spark job, no
+shuffle: a small batch is done in about a second), then split: refused records go to the
+DLQ and the latest version per track id (:func:`latest_versions`) to the
 :class:`~emergify_stream.feature_table.FeatureTableSink`.
+
+The layer looks after itself (:class:`BrokerWatch`): a query that died (the broker went away
+mid-batch) is started again from its checkpoint, and when the broker lost records (the
+embedded broker forgets everything when it restarts) the feature table is reconciled with the
+master dataset (:func:`~emergify_stream.rebuild.reconcile`).
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import structlog
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -23,6 +32,8 @@ from emergify_contracts.events import DeadLetter
 from emergify_contracts.song import AUDIO_FEATURES, LOUDNESS_RANGE, UNIT_FEATURES
 from emergify_stream.config import Settings
 from emergify_stream.feature_table import BATCH_COLUMNS, BatchResult, FeatureTableSink
+from emergify_stream.kafka_source import KafkaOptions, WatermarkProbe, end_offsets
+from emergify_stream.rebuild import reconcile
 
 log = structlog.get_logger()
 
@@ -154,18 +165,25 @@ SELECT
 FROM parsed
 """
 
-#: Per micro-batch (view ``songs_batch``): the latest version of each track id.
-LATEST_SQL = f"""
-SELECT {", ".join(BATCH_COLUMNS)}
-FROM (
-  SELECT *, row_number() OVER (
-    PARTITION BY track_id ORDER BY ingested_at DESC, kafka_partition DESC, kafka_offset DESC
-  ) AS version_rank
-  FROM songs_batch
-  WHERE reject_reason IS NULL
+#: What a micro-batch hands to the driver: the sink's columns, and for refused records the
+#: reason and the raw record (the value only for those, to keep the batch small).
+BATCH_SELECT = (
+    *BATCH_COLUMNS,
+    "reject_reason",
+    "topic",
+    "record_key",
+    "CASE WHEN reject_reason IS NOT NULL THEN record_value END AS record_value",
 )
-WHERE version_rank = 1
-"""
+
+
+def latest_versions(accepted: pd.DataFrame) -> pd.DataFrame:
+    """The latest version of each track id in a micro-batch: greatest ``ingested_at``, then
+    Kafka partition, then offset (the sink's and the batch layer's rule), :data:`BATCH_COLUMNS`
+    only."""
+    ordered = accepted.sort_values(
+        ["ingested_at", "kafka_partition", "kafka_offset"], kind="stable"
+    )
+    return ordered.drop_duplicates("track_id", keep="last")[list(BATCH_COLUMNS)]
 
 
 def source_options(settings: Settings) -> dict[str, str]:
@@ -191,46 +209,133 @@ def clean_song_stream(spark: SparkSession, settings: Settings) -> DataFrame:
     return spark.sql(CLEAN_SQL)
 
 
-def dead_letters(batch: DataFrame) -> list[DeadLetter]:
-    """The refused records of a cleaned micro-batch, with their reasons."""
-    rows = (
-        batch.where("reject_reason IS NOT NULL")
-        .select(
-            "reject_reason",
-            "topic",
-            "kafka_partition",
-            "kafka_offset",
-            "record_key",
-            "record_value",
-        )
-        .collect()
-    )
+def dead_letters(refused: pd.DataFrame) -> list[DeadLetter]:
+    """The refused records of a micro-batch frame (:data:`BATCH_SELECT`), with reasons."""
     return [
         DeadLetter(
-            reason=r.reject_reason,
-            topic=r.topic,
-            partition=r.kafka_partition,
-            offset=r.kafka_offset,
-            key=r.record_key,
-            value=r.record_value,
+            reason=r["reject_reason"],
+            topic=r["topic"],
+            partition=int(r["kafka_partition"]),
+            offset=int(r["kafka_offset"]),
+            key=r["record_key"],
+            value=r["record_value"],
         )
-        for r in rows
+        for r in refused.to_dict("records")
     ]
+
+
+class BrokerWatch:
+    """Watches the songs topic for the speed layer, in a thread of its own.
+
+    Every ``broker_watch_interval_seconds``: a query that died is started again from its
+    checkpoint; the songs topic's log end is probed. A probe that fails (broker away), a
+    missing topic (created again through ``ensure_topics``) or a log end below the last
+    committed offset (the log was reset) means records may be lost, so once the broker
+    answers again the feature table is reconciled with the master dataset.
+    """
+
+    def __init__(self, layer: SpeedLayer, ensure_topics: Callable[[], None] | None) -> None:
+        self.layer = layer
+        self.ensure_topics = ensure_topics
+        settings = layer.settings
+        self.interval = settings.broker_watch_interval_seconds
+        self.probe = WatermarkProbe(
+            KafkaOptions.parse(source_options(settings)), metadata_max_age_ms=1_000
+        )
+        self.reconcile_needed = False
+        self.reconciled = 0  # songs upserted from the master dataset, since start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="emergify-broker-watch", daemon=True)
+
+    def start(self) -> None:
+        """Start watching."""
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        """Whether the watch thread runs."""
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        """Stop watching (a reconciliation in flight finishes first)."""
+        self._stop.set()
+        self._thread.join(120)
+        self.probe.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.check()
+            except Exception:  # never let the watch die; the next round tries again
+                log.exception("broker watch round failed")
+
+    def check(self) -> None:
+        """One round: restart a dead query, probe the topic, reconcile when needed."""
+        layer = self.layer
+        query = layer.query
+        if query is not None and not query.isActive and not self._stop.is_set():
+            log.warning(
+                "the streaming query stopped; starting it again", error=str(query.exception())
+            )
+            self.reconcile_needed = True
+            layer.start_query()
+        topic = layer.settings.songs_topic
+        try:
+            ends = self.probe.end_offsets()
+        except Exception as exc:
+            if not self.reconcile_needed:
+                log.warning(
+                    "the broker does not answer; will reconcile when it is back", error=repr(exc)
+                )
+            self.reconcile_needed = True
+            return
+        if topic not in ends:
+            log.warning("the songs topic is missing (broker restarted?); creating it", topic=topic)
+            self.reconcile_needed = True
+            if self.ensure_topics is not None:
+                self.ensure_topics()
+            return
+        committed = layer.committed_offsets().get(topic, {})
+        reset = [p for p, end in ends[topic].items() if end < committed.get(p, 0)]
+        if reset:
+            # The probe's watermark may predate the last commit: ask the broker afresh.
+            fresh = end_offsets(self.probe.opts).get(topic, {})
+            reset = [p for p in reset if fresh.get(p, 0) < committed.get(p, 0)]
+        if reset:
+            log.warning("the songs topic was reset below the checkpoint", partitions=reset)
+            self.reconcile_needed = True
+        if self.reconcile_needed:
+            self.reconciled += layer.reconcile()
+            self.reconcile_needed = False
 
 
 class SpeedLayer:
     """Runs the streaming query and feeds its micro-batches to the sink."""
 
-    def __init__(self, spark: SparkSession, settings: Settings, sink: FeatureTableSink) -> None:
+    def __init__(
+        self,
+        spark: SparkSession,
+        settings: Settings,
+        sink: FeatureTableSink,
+        ensure_topics: Callable[[], None] | None = None,
+    ) -> None:
         self.spark = spark
         self.settings = settings
         self.sink = sink
         self.query: StreamingQuery | None = None
         self._query_name: str | None = None
         self._started = threading.Event()
+        self.watch = BrokerWatch(self, ensure_topics)
 
     def start(self) -> StreamingQuery:
-        """Start the query (resuming from the checkpoint if there is one)."""
+        """Start the query (resuming from the checkpoint if there is one) and its watch."""
+        query = self.start_query()
+        if self.settings.broker_watch_interval_seconds > 0:
+            self.watch.start()
+        return query
+
+    def start_query(self) -> StreamingQuery:
+        """Start the streaming query from the checkpoint (or ``startingOffsets``)."""
         interval_ms = max(1, round(self.settings.trigger_interval_seconds * 1000))
         self.query = (
             clean_song_stream(self.spark, self.settings)
@@ -247,6 +352,27 @@ class SpeedLayer:
             source=self.settings.spark_kafka_format,
         )
         return self.query
+
+    def committed_offsets(self) -> dict[str, dict[str, int]]:
+        """Where the last committed micro-batch ended, per topic and partition."""
+        progress = self.query.lastProgress if self.query is not None else None
+        if not progress or not progress.get("sources"):
+            return {}
+        end = progress["sources"][0].get("endOffset")
+        if isinstance(end, str):
+            end = json.loads(end)
+        return {t: {p: int(o) for p, o in parts.items()} for t, parts in (end or {}).items()}
+
+    def reconcile(self) -> int:
+        """Upsert the master dataset's songs the feature table lacks; return how many."""
+        started = time.perf_counter()
+        n = reconcile(self.spark, self.settings, self.sink)
+        log.info(
+            "reconciled with the master dataset",
+            songs=n,
+            seconds=round(time.perf_counter() - started, 2),
+        )
+        return n
 
     def query_name(self) -> str:
         """Names this checkpoint's batches in ``stream_batches``.
@@ -267,16 +393,15 @@ class SpeedLayer:
 
     def process_batch(self, batch: DataFrame, batch_id: int) -> BatchResult:
         """``foreachBatch``: DLQ the refused records, upsert the latest version per track."""
-        batch = batch.persist()  # read Kafka once for the two actions below
-        try:
-            refused = dead_letters(batch)
-            batch.createOrReplaceTempView("songs_batch")
-            latest = batch.sparkSession.sql(LATEST_SQL).toPandas()
-        finally:
-            batch.unpersist()
-        return self.sink.write(self.query_name(), batch_id, latest, refused)
+        frame = batch.selectExpr(*BATCH_SELECT).toPandas()
+        refused = frame["reject_reason"].notna()
+        latest = latest_versions(frame[~refused])
+        return self.sink.write(self.query_name(), batch_id, latest, dead_letters(frame[refused]))
 
     def stop(self) -> None:
-        """Stop the query (the current micro-batch finishes or is abandoned uncommitted)."""
+        """Stop the watch, then the query (the current micro-batch finishes or is abandoned
+        uncommitted)."""
+        if self.watch.running:
+            self.watch.stop()
         if self.query is not None and self.query.isActive:
             self.query.stop()
