@@ -34,6 +34,12 @@ class Settings(EmergifySettings):
         "trigger is one short poll of a long-lived consumer); half of it is the average wait "
         "a new song adds to freshness.",
     )
+    lag_cache_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="How long a measured speed-layer lag is reused by GET /admin/status (each "
+        "measurement asks the broker for every partition's log end); 0 = measure every time.",
+    )
     broker_watch_interval_seconds: float = Field(
         2.0,
         ge=0,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -85,6 +86,10 @@ class StreamRuntime:
             settings.models_topic,
         )
         self._stopping = threading.Event()
+        # (monotonic time measured, lag): status calls within lag_cache_seconds share one
+        # broker round trip; the lock makes concurrent callers wait for it, not repeat it.
+        self._lag_cache: tuple[float, dict[str, Any] | None] | None = None
+        self._lag_lock = threading.Lock()
         self.sink = FeatureTableSink(
             self.engine,
             self.registry,
@@ -174,7 +179,18 @@ class StreamRuntime:
         return "ok", None
 
     def lag(self) -> dict[str, Any] | None:
-        """Records on the songs topic not yet in a committed micro-batch, per topic."""
+        """Records on the songs topic not yet in a committed micro-batch, per topic; a value
+        measured less than ``lag_cache_seconds`` ago is reused."""
+        ttl = self.settings.lag_cache_seconds
+        with self._lag_lock:
+            cached = self._lag_cache
+            if cached is not None and time.monotonic() - cached[0] < ttl:
+                return cached[1]
+            lag = self._measure_lag()
+            self._lag_cache = (time.monotonic(), lag)
+            return lag
+
+    def _measure_lag(self) -> dict[str, Any] | None:
         query = self.layer.query if self.layer else None
         committed = committed_offsets(query.lastProgress if query else None)
         if committed is None:
