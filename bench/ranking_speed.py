@@ -17,8 +17,11 @@ query is a catalog song's standardized vector; the song itself is not an answer.
 - scikit-learn ``NearestNeighbors(metric="manhattan")``, algorithm "auto" (reported: for 9
   dimensions it picks a KD tree) and "brute".
 
-Latency is wall time per single query (``perf_counter``), p50/p99 over the queries.
-Results also go to bench/results/ranking_speed.json.
+Latency is wall time per single query (``perf_counter``), p50/p99 over the queries, and
+the CPU time the process spent on it (``process_time``, every thread counted): on a shared
+machine a query preempted by another process shows in the wall p99 but not in the CPU
+one. The 1-minute load average is printed with each catalog. Results also go to
+bench/results/ranking_speed.json.
 """
 
 from __future__ import annotations
@@ -52,13 +55,20 @@ def exact_top(z: np.ndarray, q: np.ndarray, seed: int, k: int) -> np.ndarray:
     return part[:k]
 
 
-def timed(fn, queries: list[int]) -> tuple[list[np.ndarray], np.ndarray]:  # type: ignore[no-untyped-def]
-    out, lat = [], []
+def timed(fn, queries: list[int]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+    """Answers, wall ms and CPU ms per query."""
+    out, lat, cpu = [], [], []
     for s in queries:
+        c = time.process_time()
         t = time.perf_counter()
         out.append(fn(s))
         lat.append(time.perf_counter() - t)
-    return out, np.array(lat) * 1e3
+        cpu.append(time.process_time() - c)
+    return out, np.array(lat) * 1e3, np.array(cpu) * 1e3
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
 
 
 def recall(got: list[np.ndarray], truth: list[np.ndarray]) -> float:
@@ -92,34 +102,39 @@ def run_size(n: int, n_queries: int, with_numpy: bool) -> list[dict]:
     truth = [exact_top(z, z[s], s, K) for s in queries]
     rows: list[dict] = []
 
-    def add(method: str, got: list[np.ndarray], lat: np.ndarray, note: str = "") -> None:
+    def add(method: str, got: list[np.ndarray], timing: list[np.ndarray], note: str = "") -> None:
+        lat, cpu = timing
         rows.append(
             {
                 "songs": n,
                 "method": method,
                 "p50_ms": float(np.percentile(lat, 50)),
                 "p99_ms": float(np.percentile(lat, 99)),
+                "cpu_p50_ms": float(np.percentile(cpu, 50)),
+                "cpu_p99_ms": float(np.percentile(cpu, 99)),
                 "recall_at_30": recall(got, truth),
-                "queries": len(queries),
+                "queries": len(got),
+                "load_average": load_average(),
                 "note": note,
             }
         )
         r = rows[-1]
         print(
             f"   {method:<38} p50 {r['p50_ms']:8.3f} ms  p99 {r['p99_ms']:8.3f} ms  "
-            f"recall@30 {r['recall_at_30']:.4f}",
+            f"cpu p50 {r['cpu_p50_ms']:7.3f} p99 {r['cpu_p99_ms']:7.3f} ms  "
+            f"recall@30 {r['recall_at_30']:.4f}  load {r['load_average']:.1f}",
             flush=True,
         )
 
     # Warm up caches and lazy imports once, untimed.
     rank(index, z[queries[0]], None, K, max_per_artist=10**6, exclude=[queries[0]])
-    got, lat = timed(
+    got, *timing = timed(
         lambda s: np.array(
             [r.row for r in rank(index, z[s], None, K, max_per_artist=10**6, exclude=[s])]
         ),
         queries,
     )
-    add("emergify (cluster-pruned exact)", got, lat, f"k={k}, {index.cells.n_cells} cells")
+    add("emergify (cluster-pruned exact)", got, timing, f"k={k}, {index.cells.n_cells} cells")
     # Equality with the brute force under the default rules, on a subset (it is O(n)).
     check = queries[: min(50, len(queries))]
     same = sum(
@@ -127,19 +142,19 @@ def run_size(n: int, n_queries: int, with_numpy: bool) -> list[dict]:
         == [r.row for r in brute_force(index, z[s], K, seeds=[s])]
         for s in check
     )
-    got_r, lat_r = timed(
+    got_r, *timing = timed(
         lambda s: np.array([r.row for r in rank(index, z[s], None, K, seeds=[s])]), queries
     )
     add(
         "emergify + rules (2/artist, dedup)",
         got_r,
-        lat_r,
+        timing,
         f"equal to rule-aware brute force on {same}/{len(check)} queries; recall vs plain kNN",
     )
 
     if with_numpy:
-        got, lat = timed(lambda s: exact_top(z, z[s], s, K), queries)
-        add("numpy brute force (float64, exact)", got, lat)
+        got, *timing = timed(lambda s: exact_top(z, z[s], s, K), queries)
+        add("numpy brute force (float64, exact)", got, timing)
 
     threads = faiss.omp_get_max_threads()
     flat = faiss.IndexFlat(z32.shape[1], faiss.METRIC_L1)
@@ -155,8 +170,8 @@ def run_size(n: int, n_queries: int, with_numpy: bool) -> list[dict]:
             _, ids = flat.search(z32[s : s + 1], K + 1)
             return ids[0][ids[0] != s][:K]
 
-        got, lat = timed(faiss_query, queries)
-        add(label, got, lat, "float32")
+        got, *timing = timed(faiss_query, queries)
+        add(label, got, timing, "float32")
     faiss.omp_set_num_threads(threads)
 
     for algorithm in ("auto", "brute"):
@@ -170,10 +185,10 @@ def run_size(n: int, n_queries: int, with_numpy: bool) -> list[dict]:
             return ids[ids != s][:K]
 
         sk_queries = queries if algorithm == "auto" else queries[: min(len(queries), 200)]
-        got, lat = timed(sk_query, sk_queries)
+        got, *timing = timed(sk_query, sk_queries)
         truth_backup = truth
         truth = [truth_backup[queries.index(s)] for s in sk_queries]
-        add(f"sklearn NearestNeighbors ({algorithm} -> {chosen})", got, lat)
+        add(f"sklearn NearestNeighbors ({algorithm} -> {chosen})", got, timing)
         truth = truth_backup
     for r in rows:
         r["index_build_s"] = build_s
@@ -192,12 +207,15 @@ def main() -> None:
     for n in sizes:
         rows += run_size(n, n_queries, with_numpy=True)
     print()
-    print("| songs | method | p50 ms | p99 ms | recall@30 | note |")
-    print("|---:|---|---:|---:|---:|---|")
+    print(
+        "| songs | method | p50 ms | p99 ms | CPU p50 ms | CPU p99 ms | recall@30 | load | note |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         print(
             f"| {r['songs']:,} | {r['method']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
-            f"{r['recall_at_30']:.4f} | {r['note']} |"
+            f"{r['cpu_p50_ms']:.3f} | {r['cpu_p99_ms']:.3f} | {r['recall_at_30']:.4f} | "
+            f"{r['load_average']:.1f} | {r['note']} |"
         )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "ranking_speed.json").write_text(json.dumps({"k": K, "rows": rows}, indent=2))

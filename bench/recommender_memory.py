@@ -60,12 +60,10 @@ index = build_index(cat.records(), model)
 build_s = time.perf_counter() - started
 del cat
 gc.collect()
-# Give freed arenas back to the OS where the allocator can (glibc keeps some otherwise).
-try:
-    import ctypes
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-except OSError:
-    pass
+# As the service does after every full load (Catalog._full_load): glibc keeps freed heap
+# pages mapped otherwise.
+from emergify_recommender.catalog import release_freed_memory
+release_freed_memory()
 after = status("VmRSS")
 print(json.dumps({
     "songs": len(index),

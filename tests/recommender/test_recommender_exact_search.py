@@ -4,13 +4,22 @@ and small cells, plus diversity, explanations and the speed layer's incremental 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pytest
 
 from emergify_contracts.song import AUDIO_FEATURES
-from emergify_recommender.index import LoadedModel, SongIndex, SongRecord, build_index, with_songs
+from emergify_recommender.columns import FeatureMatrix
+from emergify_recommender.index import (
+    N_FEATURES,
+    LoadedModel,
+    SongIndex,
+    SongRecord,
+    build_index,
+    with_songs,
+)
 from emergify_recommender.ranking import brute_force, explain, nearest_under_rules, rank
 
 
@@ -181,3 +190,132 @@ def test_index_columns_hold_no_per_song_python_objects(synthetic: SongIndex) -> 
     assert synthetic.position(record.track_id) == 123
     assert synthetic.position("NoSuchTrack00000000000") is None
     assert synthetic.nbytes < len(synthetic) * 400, "a few hundred bytes per song at most"
+
+
+def decimal_records(n: int, seed: int, version: int = 1, start: int = 0) -> list[SongRecord]:
+    """Like :func:`synthetic_records`, with every feature a short decimal (as Spotify's are:
+    0.529, -5.883 dB, 118.211 BPM), and albums shared by several songs."""
+    out = []
+    for r in synthetic_records(n, seed, version, start):
+        x = np.array(r.features)
+        x[2], x[8] = round(x[2], 3) + 0.0, round(x[8], 3)  # + 0.0: no -0.0 dB
+        out.append(
+            SongRecord(
+                track_id=r.track_id,
+                name=r.name,
+                artists=r.artists,
+                features=tuple(x.tolist()),
+                table_version=r.table_version,
+                album=None if hash(r.track_id) % 7 == 0 else f"Album {int(r.track_id[5:]) % 40}",
+                popularity=r.popularity,
+            )
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def decimal(rec: Any) -> tuple[SongIndex, list[SongRecord]]:
+    records = decimal_records(5000, seed=5)
+    x = np.array([r.features for r in records])
+    model = LoadedModel.from_portable(rec.fit_portable_model(x, k=12, version=1))
+    return build_index(records, model, leaf=24), records
+
+
+def test_short_decimal_features_are_packed_and_every_distance_stays_exact(
+    decimal: tuple[SongIndex, list[SongRecord]],
+) -> None:
+    index, records = decimal
+    features = index.cells.features
+    assert features.packed, "short decimals are held as int32 codes"
+    assert features.nbytes < len(index) * N_FEATURES * 8 * 0.6
+    # Every stored feature reads back as the very float64 the record held.
+    assert [index.features(i) for i in range(len(index))] == [r.features for r in records]
+    # Distances equal a float64 recomputation from the records, not from the index.
+    x = np.array([r.features for r in records])
+    rng = np.random.default_rng(12)
+    for _ in range(25):
+        seed = int(rng.integers(len(index)))
+        query = (x[seed] - index.means) / index.scales
+        gaps = np.abs((x - index.means) / index.scales - query)
+        plain = gaps[:, 0]
+        for f in range(1, N_FEATURES):  # the terms added in feature order, as documented
+            plain = plain + gaps[:, f]
+        got = rank(index, query, None, 30, seeds=[seed], max_per_artist=1)
+        assert rows(got) == rows(brute_force(index, query, 30, seeds=[seed], max_per_artist=1))
+        assert [r.distance for r in got] == [float(plain[r.row]) for r in got]
+
+
+def test_a_song_with_more_decimals_repacks_and_stays_exact(
+    decimal: tuple[SongIndex, list[SongRecord]],
+) -> None:
+    index, records = decimal
+    precise = replace(records[7], features=(0.1234567891234, *records[7].features[1:]))
+    fine = replace(records[8], track_id="Fine0000000000000001", features=records[9].features)
+    grown = with_songs(index, [precise, replace(fine, table_version=100_000)])
+    assert not grown.cells.features.packed, "a value that is no short decimal: float64"
+    assert grown.features(7) == precise.features
+    assert grown.table_versions[-1] == 100_000 and grown.table_versions[0] == 1
+    same = with_songs(index, [replace(records[3], features=records[4].features, album="New")])
+    assert same.cells.features.packed, "values the codes can hold keep them packed"
+    assert same.features(3) == records[4].features
+    assert same.album(3) == "New" and same.album(4) == records[4].album
+    assert [same.album(i) for i in range(10, 60)] == [r.album for r in records[10:60]]
+    for ix in (grown, same):
+        for seed in (3, 7, 1234):
+            got = rank(ix, ix.z[seed], None, 25, seeds=[seed])
+            assert rows(got) == rows(brute_force(ix, ix.z[seed], 25, seeds=[seed]))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[0.5, -0.0, 1.0], [3e9, 1.0, 2.0], [0.1 + 0.2, 0.5, 0.25], [float("nan"), 0.1, 0.2]],
+    ids=["negative zero", "int32 overflow", "not a short decimal", "nan"],
+)
+def test_features_that_would_not_round_trip_stay_float64(values: list[float]) -> None:
+    raw = np.tile(np.array(values), (N_FEATURES, 1))
+    packed = FeatureMatrix.pack(raw)
+    assert not packed.packed
+    assert np.array_equal(packed.decoded(), raw, equal_nan=True)
+    assert np.signbit(packed.take(np.arange(3))).tolist() == np.signbit(raw).tolist()
+
+
+def test_feature_codes_use_the_fewest_decimals_and_decode_bit_for_bit() -> None:
+    rng = np.random.default_rng(2)
+    raw = np.stack([np.round(rng.uniform(-10, 10, 500), p) + 0.0 for p in range(N_FEATURES)])
+    packed = FeatureMatrix.pack(raw)
+    assert packed.packed and packed.values.dtype == np.int32
+    assert packed.divisors is not None
+    assert packed.divisors.tolist() == [10.0**p for p in range(N_FEATURES)]
+    assert packed.decoded().tobytes() == raw.tobytes()
+    positions = rng.integers(0, 500, 40)
+    assert packed.take(positions).tobytes() == raw[:, positions].tobytes()
+    assert packed.take(int(positions[0])).tolist() == raw[:, positions[0]].tolist()
+
+
+def test_repeated_ids_keep_the_newest_version_with_its_album() -> None:
+    records = decimal_records(30, seed=8)
+    newer = replace(records[4], table_version=2, album="Second Press", name="Renamed")
+    index = build_index([*records, newer], None)
+    assert len(index) == 30
+    row = index.position(newer.track_id)
+    assert row == 4
+    assert (index.album(row), index.name(row), int(index.table_versions[row])) == (
+        "Second Press",
+        "Renamed",
+        2,
+    )
+    assert [index.album(i) for i in range(30) if i != 4] == [
+        r.album for i, r in enumerate(records) if i != 4
+    ]
+
+
+def test_sample_keys_are_a_stable_hash_of_the_id(
+    decimal: tuple[SongIndex, list[SongRecord]],
+) -> None:
+    index, records = decimal
+    small = build_index(records[100:200], None)
+    keys = index.sample_keys
+    assert keys.dtype == np.uint32
+    assert small.sample_keys.tolist() == keys[100:200].tolist(), "same id, same key"
+    assert np.unique(keys).size == keys.size
+    assert keys.min() < 2**32 // 50 and keys.max() > 2**32 - 2**32 // 50, "spread evenly"

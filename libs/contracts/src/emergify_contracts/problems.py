@@ -181,6 +181,14 @@ def install_problem_handlers(
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI answers 400 for a JSON body that is not UTF-8, 422 for one that is not
+            # JSON: both are the documented 422 of a malformed body.
+            cause = exc.__cause__
+            error = f"body: not UTF-8 encoded JSON ({cause.reason} at byte {cause.start})"
+            return respond(
+                request, ProblemError(422, error, title="Invalid request", errors=[error])
+            )
         detail = str(exc.detail)
         # Only Starlette's bare reason phrase is replaced; a route's own detail is kept.
         if detail == HTTPStatus(exc.status_code).phrase:

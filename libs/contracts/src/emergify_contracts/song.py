@@ -31,6 +31,8 @@ AUDIO_FEATURES: tuple[str, ...] = (
 )
 UNIT_FEATURES: tuple[str, ...] = tuple(f for f in AUDIO_FEATURES if f not in ("loudness", "tempo"))
 LOUDNESS_RANGE: tuple[float, float] = (-60.0, 5.0)
+#: No music is faster; the bound also keeps every feature inside float32 range for ranking.
+TEMPO_RANGE: tuple[float, float] = (0.0, 1000.0)
 
 TRACK_ID_RE = re.compile(r"^[0-9A-Za-z]{22}$")
 RELEASE_DATE_RE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
@@ -59,7 +61,7 @@ class Song(BaseModel):
     instrumentalness: float
     liveness: float
     valence: float
-    tempo: float = Field(description="BPM, >= 0.")
+    tempo: float = Field(description="BPM, within 0..1000.")
     key: int | None = Field(default=None, ge=-1, le=11)
     mode: int | None = Field(default=None, ge=0, le=1)
     time_signature: int | None = Field(default=None, ge=0, le=7)
@@ -120,8 +122,9 @@ class Song(BaseModel):
     @field_validator("tempo")
     @classmethod
     def _tempo(cls, v: float) -> float:
-        if not math.isfinite(v) or v < 0:
-            raise ValueError(f"tempo {v:g} BPM must be a finite number >= 0")
+        lo, hi = TEMPO_RANGE
+        if not math.isfinite(v) or not lo <= v <= hi:
+            raise ValueError(f"tempo {v:g} BPM must be a finite number in [{lo:g}, {hi:g}]")
         return v
 
     def features(self) -> list[float]:

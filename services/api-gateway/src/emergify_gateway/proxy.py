@@ -60,6 +60,12 @@ class BodyTooLargeError(Exception):
     """The request body grew past the gateway's limit while it streamed."""
 
 
+#: How long an idle upstream connection is reused: well under uvicorn's keep-alive (5 s), so
+#: the gateway never reuses a connection the upstream is closing at that moment (the request
+#: would fail with a read or write error: a spurious 502/503).
+UPSTREAM_KEEPALIVE_SECONDS = 2.0
+
+
 def new_http_client(settings: Settings) -> httpx.AsyncClient:
     """The one HTTP client every upstream call shares (connection pooling, no redirects)."""
     return httpx.AsyncClient(
@@ -69,7 +75,11 @@ def new_http_client(settings: Settings) -> httpx.AsyncClient:
             # A full pool means the gateway is overloaded: say so quickly (503) instead of queueing.
             pool=settings.connect_timeout_seconds,
         ),
-        limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        limits=httpx.Limits(
+            max_connections=256,
+            max_keepalive_connections=64,
+            keepalive_expiry=UPSTREAM_KEEPALIVE_SECONDS,
+        ),
         follow_redirects=False,
         trust_env=False,  # Upstreams are addressed directly, never through an HTTP proxy.
         # The client is shared by every caller: it must never keep an upstream's Set-Cookie
@@ -189,7 +199,9 @@ class Proxy:
         self, request: Request, principal: Principal | None
     ) -> list[tuple[str, str]]:
         dropped = _NOT_FORWARDED | _connection_tokens(request.headers.get("connection", ""))
-        headers = [(k, v) for k, v in request.headers.items() if k not in dropped]
+        # Whitespace around a value is not part of it (RFC 9110 §5.5), and the upstream
+        # client refuses to send it: a 502 for the caller's header, found by Schemathesis.
+        headers = [(k, v.strip(" \t")) for k, v in request.headers.items() if k not in dropped]
         headers.append((REQUEST_ID_HEADER, request.state.request_id))
         if request.client is not None:
             headers.append(("X-Forwarded-For", request.client.host))

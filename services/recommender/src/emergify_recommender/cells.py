@@ -2,14 +2,16 @@
 
 Every KMeans cluster (the whole catalog before a model) is split recursively at the median
 of its widest standardized feature until each cell holds at most ``leaf`` songs (a KD tree
-whose leaves are kept flat). A cell stores its songs' *raw* float64 features contiguously
-(this is the index's only copy of the features: standardizing a visited block on the fly
-costs two vector operations and saves a second n x 9 matrix) and the bounding box of their
-standardized vectors, which gives an exact lower bound on the L1 distance from any query to
-any song of the cell: ``sum_d max(0, lo_d - q_d, q_d - hi_d)``, evaluated for all cells at
-once in float32 as ``max(|q - centre| - half_width, 0)`` and then lowered by its rounding
-error bound, so it stays a true lower bound. The ranking visits cells in
-order of that bound and stops once no unvisited cell can hold a better song.
+whose leaves are kept flat). A cell stores its songs' raw features contiguously (this is
+the index's only copy of the features, exact, as int32 decimal codes when they are short
+decimals: :class:`~emergify_recommender.columns.FeatureMatrix`; standardizing a visited
+block on the fly costs a few vector operations and saves a second n x 9 matrix) and the
+bounding box of their standardized vectors, which gives an exact lower bound on the L1
+distance from any query to any song of the cell: ``sum_d max(0, lo_d - q_d, q_d - hi_d)``,
+evaluated for all cells at once in float32 as ``max(|q - centre| - half_width, 0)`` and
+then lowered by its rounding error bound, so it stays a true lower bound. The ranking
+visits cells in order of that bound and stops once no unvisited cell can hold a better
+song.
 
 Cells are built once per full load. The speed layer's new songs are appended as extra
 cells; a replaced song's vector is overwritten in place and its cell's box widened, so the
@@ -24,8 +26,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Most songs per cell. Small cells prune finely; each visited cell costs a little Python.
-DEFAULT_LEAF = 192
+from emergify_recommender.columns import FeatureMatrix
+
+#: Songs per cell, at most. Small cells prune finely, but every query bounds every cell,
+#: so :func:`leaf_for` keeps the count of cells near ``_CELLS_TARGET``: 32 songs per cell
+#: up to 160k songs, 192 from ~1M (measured: bench/ranking_speed.py at 100k and 1M).
+MIN_LEAF, MAX_LEAF = 32, 192
+_CELLS_TARGET = 5_000
+
+
+def leaf_for(n: int) -> int:
+    """The cell size for a catalog of ``n`` songs."""
+    return int(min(MAX_LEAF, max(MIN_LEAF, n // _CELLS_TARGET)))
+
+
 #: Unit roundoff of float32: bounds the rounding of the float32 lower bounds.
 _U32 = float(np.finfo(np.float32).eps) / 2
 
@@ -58,8 +72,8 @@ class Cells:
 
     perm: np.ndarray  # positions -> rows (int32 while n < 2**31)
     where: np.ndarray  # rows -> positions
-    raw: np.ndarray  # features x positions (transposed: per-feature rows make the 9-term
-    # sums plain vector adds), float64: the features as stored
+    features: FeatureMatrix  # features x positions (transposed: per-feature rows make the
+    # 9-term sums plain vector adds), exactly the features as stored
     starts: np.ndarray  # cells + 1, int64: cell c holds positions starts[c]:starts[c+1]
     lo: np.ndarray  # cells x features, float64 bounds of the standardized vectors
     hi: np.ndarray
@@ -67,6 +81,7 @@ class Cells:
     half: np.ndarray  # features x cells, float32 (hi - lo) / 2
     cluster: np.ndarray  # cells, int32: the cluster the cell was cut from (-1 before a model)
     box_l1: float  # largest sum_d max(|lo_d|, |hi_d|): scales the float32 rounding error
+    leaf: int = MAX_LEAF  # songs per cell at most (new songs are cut the same way)
 
     @property
     def n_cells(self) -> int:
@@ -90,9 +105,9 @@ class Cells:
         slack = 32.0 * _U32 * (self.box_l1 + float(np.abs(queries).sum(axis=1).max())) + 1e-12
         return best.astype(np.float64) - slack
 
-    def rows_raw(self, positions: np.ndarray) -> np.ndarray:
-        """Features of the songs at ``positions`` (features x len, a copy)."""
-        return self.raw.take(positions, axis=1)
+    def rows_raw(self, positions: np.ndarray | int) -> np.ndarray:
+        """Float64 features of the songs at ``positions`` (features x len, a copy)."""
+        return self.features.take(positions)
 
     def block(self, cells: np.ndarray) -> np.ndarray:
         """Cell positions of every song of ``cells`` (concatenated, vectorized)."""
@@ -104,8 +119,8 @@ class Cells:
     @property
     def nbytes(self) -> int:
         """Memory held, in bytes."""
-        arrays = (self.perm, self.where, self.raw, self.starts, self.lo, self.hi, self.centre)
-        return sum(a.nbytes for a in arrays) + self.half.nbytes + self.cluster.nbytes
+        arrays = (self.perm, self.where, self.starts, self.lo, self.hi, self.centre, self.half)
+        return sum(a.nbytes for a in arrays) + self.cluster.nbytes + self.features.nbytes
 
 
 def _index_dtype(n: int) -> type:
@@ -115,7 +130,8 @@ def _index_dtype(n: int) -> type:
 def _assemble(
     leaves: list[np.ndarray], z: np.ndarray, raw: np.ndarray, clusters: np.ndarray, n_rows: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """perm, raw (cell order), starts, lo, hi, cluster of ``leaves`` (rows of ``z``)."""
+    """perm, raw (features x songs, cell order), starts, lo, hi, cluster of ``leaves``
+    (rows of ``z``)."""
     leaves = [leaf for leaf in leaves if leaf.size]
     d = z.shape[1]
     if not leaves:
@@ -142,11 +158,12 @@ def _assemble(
 
 def _cells(
     perm: np.ndarray,
-    raw: np.ndarray,
+    features: FeatureMatrix,
     starts: np.ndarray,
     lo: np.ndarray,
     hi: np.ndarray,
     cluster: np.ndarray,
+    leaf: int,
 ) -> Cells:
     where = np.empty(perm.size, dtype=perm.dtype)
     where[perm] = np.arange(perm.size, dtype=perm.dtype)
@@ -154,7 +171,7 @@ def _cells(
     return Cells(
         perm=_readonly(perm),
         where=_readonly(where),
-        raw=_readonly(raw),
+        features=features,
         starts=_readonly(starts),
         lo=_readonly(lo),
         hi=_readonly(hi),
@@ -162,22 +179,25 @@ def _cells(
         half=_readonly(np.ascontiguousarray(((hi - lo) / 2).T, dtype=np.float32)),
         cluster=_readonly(cluster),
         box_l1=box_l1,
+        leaf=leaf,
     )
 
 
 def build_cells(
-    raw: np.ndarray, z: np.ndarray, clusters: np.ndarray, leaf: int = DEFAULT_LEAF
+    raw: np.ndarray, z: np.ndarray, clusters: np.ndarray, leaf: int | None = None
 ) -> Cells:
     """Cells of every row (``raw`` features and their standardized ``z``, both n x
-    features, float64), cut within each cluster."""
+    features, float64), cut within each cluster (``leaf``: :func:`leaf_for` by default)."""
     n = z.shape[0]
+    leaf = leaf or leaf_for(n)
     order = np.argsort(clusters, kind="stable")
     bounds = np.flatnonzero(np.diff(clusters[order])) + 1
     leaves: list[np.ndarray] = []
     for part in np.split(order, bounds):
         if part.size:
             _split(z, part, leaf, leaves)
-    return _cells(*_assemble(leaves, z, raw, clusters, n))
+    perm, raw_t, starts, lo, hi, cluster = _assemble(leaves, z, raw, clusters, n)
+    return _cells(perm, FeatureMatrix.pack(raw_t), starts, lo, hi, cluster, leaf)
 
 
 def updated_cells(
@@ -189,16 +209,14 @@ def updated_cells(
     new_raw: np.ndarray,
     new_z: np.ndarray,
     new_clusters: np.ndarray,
-    leaf: int = DEFAULT_LEAF,
 ) -> Cells:
     """Cells with ``replaced_rows`` overwritten (their boxes widened) and ``new_rows``
     (numbered after the existing rows) appended as new cells cut per cluster like a full
     build. Arrays are copied, never mutated."""
-    raw, lo, hi = cells.raw, cells.lo, cells.hi
+    lo, hi = cells.lo, cells.hi
+    pos = cells.where[replaced_rows]
+    added = np.empty((replaced_raw.shape[1], 0))
     if replaced_rows.size:
-        pos = cells.where[replaced_rows]
-        raw = raw.copy()
-        raw[:, pos] = replaced_raw.T
         owner = np.searchsorted(cells.starts, pos, side="right") - 1
         lo, hi = lo.copy(), hi.copy()
         np.minimum.at(lo, owner, replaced_z)
@@ -211,15 +229,18 @@ def updated_cells(
         leaves: list[np.ndarray] = []
         for part in np.split(local[order], bounds):
             if part.size:
-                _split(new_z, part, leaf, leaves)
+                _split(new_z, part, cells.leaf, leaves)
         n_total = perm.size + new_rows.size
         p_new, raw_new, s_new, lo_new, hi_new, c_new = _assemble(
             leaves, new_z, new_raw, new_clusters, n_total
         )
         dtype = _index_dtype(n_total)
         perm = np.concatenate([perm.astype(dtype), new_rows[p_new].astype(dtype)])
-        raw = np.concatenate([raw, raw_new], axis=1)
+        added = raw_new
         starts = np.concatenate([starts, starts[-1] + s_new[1:]])
         lo, hi = np.concatenate([lo, lo_new]), np.concatenate([hi, hi_new])
         cluster = np.concatenate([cluster, c_new])
-    return _cells(perm, raw, starts, lo, hi, cluster)
+    features = cells.features
+    if pos.size or added.shape[1]:
+        features = features.updated(pos, replaced_raw.T, added)
+    return _cells(perm, features, starts, lo, hi, cluster, cells.leaf)

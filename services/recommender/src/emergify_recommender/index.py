@@ -4,18 +4,20 @@ A :class:`SongIndex` never changes after it is built. A refresh builds a new one
 scratch, or incrementally from the previous one) and the catalog swaps a single reference,
 so a request in flight finishes on the index it started with.
 
-Memory: features are kept once in float64 (``raw``, the values the feature table holds, so
-every distance the API returns equals a float64 brute-force recomputation); standardized
-vectors are kept once in float32, in the search cells (:mod:`emergify_recommender.cells`);
-text is packed UTF-8 (:mod:`emergify_recommender.columns`). 1M songs cost ~250 MB of
-columns instead of >1 GB of Python records.
+Memory: features are kept once, exactly (``raw``, the float64 values the feature table
+holds, packed as int32 decimal codes when they are short decimals, so every distance the
+API returns equals a float64 brute-force recomputation), in the search cells
+(:mod:`emergify_recommender.cells`); text is packed UTF-8
+(:mod:`emergify_recommender.columns`). A full load turns each chunk of records into packed
+columns at once, so no more than a chunk of per-song Python objects ever lives (they
+would otherwise pin the allocator's arenas long after they are freed). 1M songs cost
+~210 MB of columns instead of >1 GB of Python records.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -27,8 +29,15 @@ import numpy as np
 
 from emergify_contracts.model import PortableModel
 from emergify_contracts.song import AUDIO_FEATURES
-from emergify_recommender.cells import DEFAULT_LEAF, Cells, build_cells, updated_cells
-from emergify_recommender.columns import HashListColumn, TextColumn, hash64, hash_key
+from emergify_recommender.cells import Cells, build_cells, updated_cells
+from emergify_recommender.columns import (
+    CodeBook,
+    CodedTextColumn,
+    HashListColumn,
+    TextColumn,
+    hash64,
+    hash_key,
+)
 
 N_FEATURES = len(AUDIO_FEATURES)
 _ASSIGN_CHUNK = 16_384
@@ -128,6 +137,21 @@ class SongRecord:
         return dict(zip(AUDIO_FEATURES, self.features, strict=True))
 
 
+_MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9], dtype=np.uint64)
+
+
+def id_hashes(ids: np.ndarray) -> np.ndarray:
+    """A stable, well-mixed uint32 hash of each fixed-width track id (``S22``), vectorized."""
+    padded = np.zeros((ids.size, 24), dtype=np.uint8)
+    padded[:, : ids.itemsize] = ids.view(np.uint8).reshape(ids.size, ids.itemsize)
+    words = padded.view("<u8")  # n x 3, the same on every platform
+    h = (words * _MIX).sum(axis=1, dtype=np.uint64)  # wraps modulo 2**64, as intended
+    h ^= h >> np.uint64(31)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(29)
+    return (h >> np.uint64(32)).astype(np.uint32)
+
+
 def _readonly(array: np.ndarray) -> np.ndarray:
     array.flags.writeable = False
     return array
@@ -197,7 +221,7 @@ class LoadedModel:
 
 
 _SEP = "\x1f"  # joins a song's artists in one text cell; no normalized name contains it
-_CHUNK = 10_000  # records turned into columns at a time, so a full load never holds 1M records
+_CHUNK = 1_000  # records turned into columns at a time: few per-song objects live at once
 _ID_LEN = 22
 
 
@@ -211,7 +235,7 @@ class SongIndex:
 
     Row ``i`` of every column describes one song. Nothing here is a per-song Python object
     (see :mod:`emergify_recommender.columns`): 1M songs fit in about 200 MB.
-    ``clusters`` is -1 while no model exists. The features (float64, as stored) live once,
+    ``clusters`` is -1 while no model exists. The features (exactly as stored) live once,
     in the search cells, in cell order; :meth:`raw_of` and :meth:`z_of` read them by row.
 
     Fields the serving layer never ranks or lists by (artist ids, genres, dates, ...) are
@@ -222,14 +246,13 @@ class SongIndex:
     id_order: np.ndarray  # n, argsort of ids (lookups by binary search)
     names: TextColumn
     artists: TextColumn  # a song's artists joined by \x1f
-    albums: TextColumn
-    popularity: np.ndarray  # n, int16, -1 = unknown
-    table_versions: np.ndarray  # n, int64
-    sample_keys: np.ndarray  # n, uint32: a stable hash of the id, for deterministic samples
+    albums: CodedTextColumn  # an album's tracks share one entry
+    popularity: np.ndarray  # n, int8 (0-100; wider if a value needs it), -1 = unknown
+    table_versions: np.ndarray  # n, the smallest int type that holds them
     dedup_hashes: np.ndarray  # n, uint64: hash of dedup_key(name, artists)
     artist_hashes: HashListColumn  # per song: hashes of its distinct normalized artists
     search_text: TextColumn  # normalized "name\nartist · artist"
-    clusters: np.ndarray  # n, int32
+    clusters: np.ndarray  # n, int16 (int32 past 32,767 clusters)
     cells: Cells
     means: np.ndarray
     scales: np.ndarray
@@ -303,6 +326,12 @@ class SongIndex:
         """A lazy sequence of :meth:`record` (decodes on access; for tests and tools)."""
         return _Records(self)
 
+    @property
+    def sample_keys(self) -> np.ndarray:
+        """Per row, a stable 32-bit hash of its track id, for deterministic samples
+        (computed from ``ids`` on access: ~20 ms per million songs, no column kept)."""
+        return id_hashes(self.ids)
+
     def cluster_of_row(self, row: int) -> int | None:
         """The row's cluster under the loaded model (None before a model)."""
         return int(self.clusters[row]) if self.model else None
@@ -315,7 +344,7 @@ class SongIndex:
 
     def raw_of(self, rows: np.ndarray | Sequence[int] | int) -> np.ndarray:
         """The stored features of ``rows`` (float64)."""
-        return self.cells.raw[:, self.cells.where[rows]].T
+        return self.cells.rows_raw(self.cells.where[rows]).T
 
     def z_of(self, rows: np.ndarray | Sequence[int] | int) -> np.ndarray:
         """Exact float64 standardized vectors of ``rows``."""
@@ -351,7 +380,6 @@ class SongIndex:
             self.id_order,
             self.popularity,
             self.table_versions,
-            self.sample_keys,
             self.dedup_hashes,
             self.clusters,
         )
@@ -390,7 +418,6 @@ class _Part:
     raw: np.ndarray
     popularity: np.ndarray
     table_versions: np.ndarray
-    sample_keys: np.ndarray
     dedup_hashes: np.ndarray
     artist_hashes: list[list[int]]
     search_text: list[str]
@@ -412,16 +439,57 @@ def _part(records: Sequence[SongRecord]) -> _Part:
         artists=[_SEP.join(r.artists) for r in records],
         albums=[r.album for r in records],
         raw=np.array([r.features for r in records], dtype=np.float64).reshape(n, N_FEATURES),
-        popularity=np.array(
-            [-1 if r.popularity is None else r.popularity for r in records], dtype=np.int16
-        ),
-        table_versions=np.array([r.table_version for r in records], dtype=np.int64),
-        sample_keys=np.array([zlib.crc32(r.track_id.encode()) for r in records], dtype=np.uint32),
+        popularity=_small_ints([-1 if r.popularity is None else r.popularity for r in records]),
+        table_versions=_small_ints([r.table_version for r in records]),
         dedup_hashes=np.array(dedup, dtype=np.uint64),
         artist_hashes=artist_hashes,
         search_text=search_text,
         last_update=_max_updated(records),
     )
+
+
+@dataclass
+class _Packed:
+    """A :class:`_Part` with its text and hash lists packed (no per-song objects left)."""
+
+    ids: np.ndarray
+    names: TextColumn
+    artists: TextColumn
+    albums: np.ndarray  # codes (see :class:`CodeBook`)
+    raw: np.ndarray
+    popularity: np.ndarray
+    table_versions: np.ndarray
+    dedup_hashes: np.ndarray
+    artist_hashes: HashListColumn
+    search_text: TextColumn
+    last_update: datetime | None
+
+    @classmethod
+    def of(cls, part: _Part, albums: CodeBook) -> _Packed:
+        return cls(
+            ids=part.ids,
+            names=TextColumn.from_strings(part.names),
+            artists=TextColumn.from_strings(part.artists),
+            albums=albums.encode(part.albums),
+            raw=part.raw,
+            popularity=part.popularity,
+            table_versions=part.table_versions,
+            dedup_hashes=part.dedup_hashes,
+            artist_hashes=HashListColumn.from_lists(part.artist_hashes),
+            search_text=TextColumn.from_strings(part.search_text),
+            last_update=part.last_update,
+        )
+
+
+def _small_ints(values: Sequence[int] | np.ndarray) -> np.ndarray:
+    """``values`` in the smallest signed int type that holds them (popularity, table
+    versions: small numbers, a few MB saved per million songs)."""
+    array = np.asarray(values, dtype=np.int64)
+    for dtype in (np.int8, np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if not array.size or (info.min <= array.min() and array.max() <= info.max):
+            return array.astype(dtype)
+    return array
 
 
 def _catalog_standardization(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -442,9 +510,10 @@ def _latest(*stamps: datetime | None) -> datetime | None:
 
 
 def _clusters(z: np.ndarray, model: LoadedModel | None) -> np.ndarray:
+    dtype = np.int16 if model is None or model.k <= np.iinfo(np.int16).max else np.int32
     if model is None:
-        return np.full(z.shape[0], -1, dtype=np.int32)
-    return model.assign(model.project(z)).astype(np.int32)
+        return np.full(z.shape[0], -1, dtype=dtype)
+    return model.assign(model.project(z)).astype(dtype)
 
 
 def _chunks(records: Iterable[SongRecord]) -> Iterator[list[SongRecord]]:
@@ -459,36 +528,39 @@ def build_index(
     *,
     watermark: int | None = None,
     last_batch_at: datetime | None = None,
-    leaf: int = DEFAULT_LEAF,
+    leaf: int | None = None,
 ) -> SongIndex:
     """Build an index from scratch. Clusters are recomputed from ``model`` (the table's
     ``cluster`` column may be from an older model). ``records`` may be a stream: it is
     turned into columns chunk by chunk. When an id repeats, its highest ``table_version``
     (the last of equals) wins."""
-    parts = [_part(chunk) for chunk in _chunks(records)] or [_part([])]
+    # Albums repeat (an album's tracks), so only distinct ones are kept; artist credits are
+    # kept per song: a dictionary of them would pin more allocator arenas than it saves.
+    album_book = CodeBook()
+    parts = [_Packed.of(_part(chunk), album_book) for chunk in _chunks(records)] or [
+        _Packed.of(_part([]), album_book)
+    ]
     ids = np.concatenate([p.ids for p in parts])
     keep = _winners(ids, np.concatenate([p.table_versions for p in parts]))
-    names = TextColumn.concat([TextColumn.from_strings(p.names) for p in parts])
-    artists = TextColumn.concat([TextColumn.from_strings(p.artists) for p in parts])
-    albums = TextColumn.concat([TextColumn.from_strings(p.albums) for p in parts])
-    search_text = TextColumn.concat([TextColumn.from_strings(p.search_text) for p in parts])
-    artist_hashes = HashListColumn.concat(
-        [HashListColumn.from_lists(p.artist_hashes) for p in parts]
-    )
+    names = TextColumn.concat([p.names for p in parts])
+    artists = TextColumn.concat([p.artists for p in parts])
+    albums = album_book.column(np.concatenate([p.albums for p in parts]))
+    del album_book
+    search_text = TextColumn.concat([p.search_text for p in parts])
+    artist_hashes = HashListColumn.concat([p.artist_hashes for p in parts])
     raw = np.concatenate([p.raw for p in parts])
     popularity = np.concatenate([p.popularity for p in parts])
-    table_versions = np.concatenate([p.table_versions for p in parts])
-    sample_keys = np.concatenate([p.sample_keys for p in parts])
+    table_versions = _small_ints(np.concatenate([p.table_versions for p in parts]))
     dedup = np.concatenate([p.dedup_hashes for p in parts])
     last_update = _latest(*(p.last_update for p in parts))
     del parts
     if keep is not None:  # repeated ids: rare (a caller's own list), so simple beats fast
         rows = keep.tolist()
         ids, raw, popularity = ids[keep], raw[keep], popularity[keep]
-        table_versions, sample_keys, dedup = table_versions[keep], sample_keys[keep], dedup[keep]
+        table_versions, dedup = table_versions[keep], dedup[keep]
         names = TextColumn.from_strings([names[r] for r in rows])
         artists = TextColumn.from_strings([artists[r] for r in rows])
-        albums = TextColumn.from_strings([albums[r] for r in rows])
+        albums = albums.take(keep)
         search_text = TextColumn.from_strings([search_text[r] for r in rows])
         artist_hashes = artist_hashes.take(rows)
     if model is None:
@@ -507,7 +579,6 @@ def build_index(
         albums=albums,
         popularity=_readonly(popularity),
         table_versions=_readonly(table_versions),
-        sample_keys=_readonly(sample_keys),
         dedup_hashes=_readonly(dedup),
         artist_hashes=artist_hashes,
         search_text=search_text,
@@ -591,7 +662,7 @@ def with_songs(
     n = n_old + int((rows >= n_old).sum())
 
     def grown(old: np.ndarray, fresh: np.ndarray) -> np.ndarray:
-        out = np.empty((n, *old.shape[1:]), dtype=old.dtype)
+        out = np.empty((n, *old.shape[1:]), dtype=np.promote_types(old.dtype, fresh.dtype))
         out[:n_old] = old
         out[rows] = fresh
         return _readonly(out)
@@ -637,7 +708,6 @@ def with_songs(
         albums=index.albums.replaced(touched, part.albums),
         popularity=grown(index.popularity, part.popularity),
         table_versions=grown(index.table_versions, part.table_versions),
-        sample_keys=grown(index.sample_keys, part.sample_keys),
         dedup_hashes=grown(index.dedup_hashes, part.dedup_hashes),
         artist_hashes=index.artist_hashes.replaced(touched, part.artist_hashes),
         search_text=index.search_text.replaced(touched, part.search_text),

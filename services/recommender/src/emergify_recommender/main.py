@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
+import sqlalchemy as sa
 import structlog
 from fastapi import FastAPI
 
@@ -29,6 +30,17 @@ def catalog_not_ready(exc: Exception) -> ProblemError:
     """The 503 for a request that arrives before the first catalog load has finished."""
     return ProblemError(
         503, f"{exc}; retry shortly.", title="Catalog not ready", headers={"Retry-After": "2"}
+    )
+
+
+def database_unavailable(exc: Exception) -> ProblemError:
+    """The 503 for a request that needs the database while it is unreachable (most requests
+    are served from memory and never get here)."""
+    return ProblemError(
+        503,
+        f"the database is unreachable ({type(exc).__name__}); retry in a few seconds",
+        title="Database unavailable",
+        headers={"Retry-After": "5"},
     )
 
 
@@ -75,7 +87,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_problem_handlers(
-        app, service="recommender", problems={CatalogNotReady: catalog_not_ready}
+        app,
+        service="recommender",
+        problems={
+            CatalogNotReady: catalog_not_ready,
+            sa.exc.OperationalError: database_unavailable,
+            sa.exc.InterfaceError: database_unavailable,
+        },
     )
     app.include_router(api_router)
     return app

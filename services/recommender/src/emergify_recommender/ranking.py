@@ -11,11 +11,15 @@ exactly that list, only faster:
    ``sum_d max(0, lo_d - q_d, q_d - hi_d)`` is a lower bound on the distance from the query
    to any of its songs (computed for all cells at once in float32, then lowered by its
    rounding error bound, so it stays a true bound).
-2. Visiting order. The cells of the seeds' own clusters nearest by bound come first, then
-   every other cell by ascending bound, in batches whose size doubles. A visited block is
-   standardized on the fly from the stored float64 features, so every distance is the
-   exact float64 one a brute force computes; cheap rules (seeds, excluded ids, popularity)
-   are vector masks.
+2. Visiting order. The cells of the seeds' own clusters nearest by bound come first.
+   Once a check (step 3) has a current k-th distance, the next batch is every unvisited
+   cell whose bound does not exceed it (each may hold a better song; found in one vector
+   pass, so most queries end after two rounds); without one, or when that batch would be
+   huge (a loose k-th distance), the next cells by ascending bound, in batches whose size
+   doubles. A visited block is decoded and standardized on the fly from the stored
+   features (the float64 values of the feature table), so every distance is the exact
+   float64 one a brute force computes; cheap rules (seeds, excluded ids, popularity) are
+   vector masks.
 3. Stop. The nearest candidates are ordered by (distance, row) and go through the greedy
    rules. The answer is final when the k-th kept distance is below (a) every visited
    candidate left out of that ordering and (b) every unvisited cell's lower bound;
@@ -57,11 +61,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from emergify_contracts.song import AUDIO_FEATURES
+from emergify_recommender.cells import Cells
 from emergify_recommender.index import SongIndex
 
 _FIRST_SORTED = 256  # cells ordered by bound up front; the rest only when needed
 _WINDOW = 64  # cells examined at a time when picking the next ones
-_MIN_BATCH_ROWS = 1536  # rows visited before the first exactness check
+_MIN_BATCH_ROWS = 768  # rows visited before the first exactness check
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +245,22 @@ class _CellOrder:
         return np.concatenate(picked) if picked else np.empty(0, dtype=np.int64)
 
 
+def _cells_within(
+    cells: Cells, bounds: np.ndarray, visited: np.ndarray, threshold: float, cap: int
+) -> np.ndarray:
+    """Every unvisited cell whose bound is <= ``threshold`` (a current k-th distance: each
+    may hold a better song, so all are needed), or the nearest of them holding about
+    ``cap`` songs when they are many (the threshold is then probably loose, and shrinks)."""
+    batch = np.flatnonzero(bounds <= threshold)
+    batch = batch[~visited[batch]]
+    sizes = cells.starts[batch + 1] - cells.starts[batch]
+    if int(sizes.sum()) > cap:
+        by_bound = np.argsort(bounds[batch], kind="stable")
+        batch, sizes = batch[by_bound], sizes[by_bound]
+        batch = batch[: int(np.searchsorted(np.cumsum(sizes), cap)) + 1]
+    return batch
+
+
 def _exact_distances(
     index: SongIndex, rows: np.ndarray, queries: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -316,7 +337,11 @@ def nearest_under_rules(
     pool_rows: list[np.ndarray] = []
     pool_d: list[np.ndarray] = []
     pool_seed: list[np.ndarray] = []
+    threshold = math.inf  # after a check: the distance an unvisited cell must not exceed
     while True:
+        if batch.size == 0 and threshold != math.inf:
+            batch = _cells_within(cells, bounds, visited, threshold, 4 * budget)
+            budget *= 2
         if batch.size == 0:
             batch = order.take(cells.starts, budget)
             budget *= 2
@@ -350,8 +375,10 @@ def nearest_under_rules(
         if all_d.size >= count and next_bound != math.inf:
             floor = float(np.partition(all_d, count - 1)[count - 1])
             if next_bound <= floor:
+                threshold = floor
                 continue
         elif all_d.size < count and next_bound != math.inf:
+            threshold = math.inf
             continue
         m = need
         while True:
@@ -369,11 +396,13 @@ def nearest_under_rules(
                     m *= 4  # a left-out visited candidate might still tie or beat the k-th
                     continue
                 done = next_bound > kth
+                threshold = kth
             else:
                 if cut != math.inf:
                     m *= 4
                     continue
                 done = next_bound == math.inf
+                threshold = math.inf
             break
         if done:
             return [

@@ -44,6 +44,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             base_url=settings.recommender_url,
             timeout=settings.recommender_timeout_seconds,
             trust_env=False,
+            # Under the recommender's keep-alive (uvicorn: 5 s), so an idle connection is
+            # never reused just as the recommender closes it (a spurious failed lookup).
+            limits=httpx.Limits(keepalive_expiry=2.0),
         )
         try:
             yield

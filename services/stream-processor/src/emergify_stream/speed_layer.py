@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from emergify_contracts.events import DeadLetter
-from emergify_contracts.song import AUDIO_FEATURES, LOUDNESS_RANGE, UNIT_FEATURES
+from emergify_contracts.song import AUDIO_FEATURES, LOUDNESS_RANGE, TEMPO_RANGE, UNIT_FEATURES
 from emergify_stream.config import Settings
 from emergify_stream.feature_table import BATCH_COLUMNS, BatchResult, FeatureTableSink
 from emergify_stream.kafka_source import KafkaOptions, WatermarkProbe, end_offsets
@@ -51,11 +51,11 @@ SONG_EVENT_SCHEMA = (
 
 _ID = "'^[0-9A-Za-z]{22}$'"
 _ID_TEXT = "is not a 22-character base62 Spotify id"
-_INF = "CAST('Infinity' AS DOUBLE)"
 
 
 def _feature_checks() -> list[str]:
     lo, hi = LOUDNESS_RANGE
+    t_lo, t_hi = TEMPO_RANGE
     checks = [
         f"CASE WHEN s.{f} IS NULL THEN '{f} is missing or not a number' "
         f"WHEN isnan(s.{f}) OR s.{f} < 0 OR s.{f} > 1 "
@@ -70,8 +70,9 @@ def _feature_checks() -> list[str]:
     )
     checks.append(
         "CASE WHEN s.tempo IS NULL THEN 'tempo is missing or not a number' "
-        f"WHEN isnan(s.tempo) OR s.tempo < 0 OR s.tempo >= {_INF} "
-        "THEN concat('tempo ', CAST(s.tempo AS STRING), ' BPM must be a finite number >= 0') END"
+        f"WHEN isnan(s.tempo) OR s.tempo < {t_lo} OR s.tempo > {t_hi} "
+        "THEN concat('tempo ', CAST(s.tempo AS STRING), "
+        f"' BPM must be a finite number in [{t_lo:g}, {t_hi:g}]') END"
     )
     return checks
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from emergify_contracts.song import AUDIO_FEATURES, LOUDNESS_RANGE, TRACK_ID_RE
+from emergify_contracts.song import AUDIO_FEATURES, LOUDNESS_RANGE, TEMPO_RANGE, TRACK_ID_RE
 
 TrackId = Annotated[
     str,
@@ -34,7 +34,9 @@ class AudioFeatures(BaseModel):
     instrumentalness: float = Field(description="0..1: likelihood of no vocals.", **_UNIT)
     liveness: float = Field(description="0..1: presence of an audience.", **_UNIT)
     valence: float = Field(description="0..1: musical positiveness.", **_UNIT)
-    tempo: float = Field(description="Beats per minute, >= 0.", ge=0.0)
+    tempo: float = Field(
+        description="Beats per minute, 0..1000.", ge=TEMPO_RANGE[0], le=TEMPO_RANGE[1]
+    )
 
     def vector(self) -> list[float]:
         """The features in vector order."""

@@ -14,6 +14,8 @@ from emergify_spotify.schemas import Favourite, LatestAdded, LikedSongs, Profile
 
 router = APIRouter(prefix="/api/v1/spotify/me", tags=["spotify"])
 _ERRORS = problem_responses(401, 403, 502, 503)
+# Routes with query parameters: an invalid one is a 422 problem (not FastAPI's default body).
+_QUERY_ERRORS = problem_responses(401, 403, 422, 502, 503)
 
 
 @router.get("", response_model=Profile, name="me", summary="Who is signed in", responses=_ERRORS)
@@ -27,7 +29,7 @@ def read_me(api: ListenerApi) -> Profile:
     response_model=TopArtists,
     name="top_artists",
     summary="The listener's top artists",
-    responses=_ERRORS,
+    responses=_QUERY_ERRORS,
 )
 def read_top_artists(
     api: ListenerApi,
@@ -58,7 +60,7 @@ def read_latest_added(api: ListenerApi, catalog: CatalogDep) -> LatestAdded:
     response_model=LikedSongs,
     name="liked",
     summary="Liked songs, marked with whether the catalog knows them",
-    responses=_ERRORS,
+    responses=_QUERY_ERRORS,
 )
 def read_liked(
     api: ListenerApi,

@@ -672,11 +672,12 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
     def removed_create(user_id: str) -> JSONResponse:
         return api_error(403, "Forbidden")
 
-    @app.api_route(
-        "/v1/playlists/{playlist_id}/tracks",
-        methods=["GET", "POST", "PUT", "DELETE"],
-        tags=["removed"],
-    )
+    # One route per method: a route of several methods documents them all under one
+    # operationId, which OpenAPI forbids.
+    @app.get("/v1/playlists/{playlist_id}/tracks", tags=["removed"])
+    @app.post("/v1/playlists/{playlist_id}/tracks", tags=["removed"])
+    @app.put("/v1/playlists/{playlist_id}/tracks", tags=["removed"])
+    @app.delete("/v1/playlists/{playlist_id}/tracks", tags=["removed"])
     def removed_tracks(playlist_id: str) -> JSONResponse:
         return api_error(403, "Forbidden")
 

@@ -37,7 +37,12 @@ _NOT_READY = "The catalog is still loading."
 )
 def get_song(
     track_id: Annotated[
-        str, Path(pattern=TRACK_ID_RE.pattern, description="Spotify track id (22 base62).")
+        str,
+        Path(
+            pattern=TRACK_ID_RE.pattern,
+            description="Spotify track id (22 base62).",
+            examples=["5P6nbeGMqnAGwqt9rrraaQ"],
+        ),
     ],
     index: CurrentIndex,
     catalog: LiveCatalog,
