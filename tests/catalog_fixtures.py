@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from emergify_contracts.events import SongEvent
 from emergify_contracts.model import PortableModel
 from emergify_contracts.song import RowError, Song, detect_layout, row_to_song
 from emergify_contracts.tables import create_tables, make_engine, songs
@@ -154,3 +155,41 @@ def json_song(track_id: str = "5P6nbeGMqnAGwqt9rrraaQ", **changes: Any) -> dict[
         "tempo": 109.929,
         **changes,
     }
+
+
+BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def track_id(i: int) -> str:
+    """A valid Spotify-style id (22 base62 digits), distinct for each ``i`` >= 0."""
+    digits = []
+    for _ in range(22):
+        i, r = divmod(i, 62)
+        digits.append(BASE62[r])
+    return "".join(reversed(digits))
+
+
+def song_event(i: int, *, salt: int = 0, label: str = "Generated") -> tuple[bytes, bytes]:
+    """(key, value) of a valid ``SongEvent`` for generated song ``i``, as ingest publishes it;
+    ``salt`` gives another family of ids, ``label`` names the songs and artists."""
+    song = Song(
+        track_id=track_id(i * 7919 + 12345 + salt),
+        name=f"{label} song {i}",
+        artists=[f"{label} artist {i % 500}"],
+        danceability=(i % 100) / 100,
+        energy=((i * 7) % 100) / 100,
+        loudness=-30 + (i % 30),
+        speechiness=((i * 3) % 100) / 100,
+        acousticness=((i * 11) % 100) / 100,
+        instrumentalness=((i * 13) % 100) / 100,
+        liveness=((i * 17) % 100) / 100,
+        valence=((i * 19) % 100) / 100,
+        tempo=60 + i % 120,
+    )
+    event = SongEvent(
+        upload_id=f"{label.lower()}{i // 1000}",
+        source="json",
+        ingested_at=datetime(2025, 1, 1, tzinfo=UTC),
+        song=song,
+    )
+    return song.track_id.encode(), event.model_dump_json().encode()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
@@ -26,6 +27,29 @@ def publish_raw(bootstrap: str, topic: str, value: bytes, key: str | None = None
             await producer.stop()
 
     asyncio.run(send())
+
+
+Record = tuple[bytes | None, bytes | None]
+
+
+async def _produce(bootstrap: str, topic: str, records: list[Record], linger_ms: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=linger_ms)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, key=k, value=v) for k, v in records]
+        await producer.flush()
+        for f in futures:
+            await f
+    finally:
+        await producer.stop()
+
+
+def produce(bootstrap: str, topic: str, records: Iterable[Record], linger_ms: int = 50) -> None:
+    """Send ``records`` (key, value) to ``topic`` with acks=all and wait for every ack.
+
+    The linger makes record batches hold many records: the case where the embedded broker's
+    ListOffsets under-reports the log end."""
+    asyncio.run(_produce(bootstrap, topic, list(records), linger_ms))
 
 
 def publish(bootstrap: str, topic: str, key: str, event: BaseModel) -> None:

@@ -7,21 +7,16 @@ auth, as the ``postgres`` OS user when the tests run as root (``initdb`` refuses
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from emergify_cli.broker import free_port
-from emergify_contracts.events import SongEvent
-from emergify_contracts.song import Song
 
 PG_BIN = Path(os.environ.get("EMERGIFY_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
@@ -86,57 +81,3 @@ def private_pg() -> Iterator[PostgresCluster]:
         if cluster.running():
             cluster.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
-
-
-BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-def track_id(i: int) -> str:
-    """A valid, distinct Spotify-style id for each ``i``."""
-    digits = []
-    for _ in range(22):
-        i, r = divmod(i, 62)
-        digits.append(BASE62[r])
-    return "".join(reversed(digits))
-
-
-def song_event(i: int, salt: int = 0) -> tuple[bytes, bytes]:
-    """(key, value) of a valid ``SongEvent`` for generated song ``i``."""
-    song = Song(
-        track_id=track_id(i * 7919 + 12345 + salt),
-        name=f"Fault song {i}",
-        artists=[f"Fault artist {i % 300}"],
-        danceability=(i % 100) / 100,
-        energy=((i * 7) % 100) / 100,
-        loudness=-30 + (i % 30),
-        speechiness=((i * 3) % 100) / 100,
-        acousticness=((i * 11) % 100) / 100,
-        instrumentalness=((i * 13) % 100) / 100,
-        liveness=((i * 17) % 100) / 100,
-        valence=((i * 19) % 100) / 100,
-        tempo=60 + i % 120,
-    )
-    event = SongEvent(
-        upload_id=f"fault{i // 1000}",
-        source="json",
-        ingested_at=datetime(2025, 1, 1, tzinfo=UTC),
-        song=song,
-    )
-    return song.track_id.encode(), event.model_dump_json().encode()
-
-
-async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
-    await producer.start()
-    try:
-        futures = [await producer.send(topic, key=k, value=v) for k, v in records]
-        await producer.flush()
-        for f in futures:
-            await f
-    finally:
-        await producer.stop()
-
-
-def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    """Send ``records`` to ``topic`` with acks=all and wait for every ack."""
-    asyncio.run(_produce(bootstrap, topic, records))

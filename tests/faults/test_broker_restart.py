@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-from catalog_fixtures import json_song
+from catalog_fixtures import json_song, track_id
 from servers import ServedApp
 from testkit import wait_for
 
@@ -29,16 +29,6 @@ from emergify_cli.broker import EmbeddedBroker, free_port
 from emergify_contracts.tables import make_engine, songs
 from emergify_ingest.config import Settings as IngestSettings
 from emergify_ingest.main import create_app
-
-BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-def track_id(i: int) -> str:
-    digits = []
-    for _ in range(22):
-        i, r = divmod(i, 62)
-        digits.append(BASE62[r])
-    return "".join(reversed(digits))
 
 
 def batch(first: int, n: int) -> list[dict]:

@@ -14,12 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
+from catalog_fixtures import song_event
+from kafka_io import produce
 from testkit import ServiceProcess, wait_for
 
 from emergify_cli.broker import EmbeddedBroker, create_topics, free_port
 from emergify_contracts.tables import make_engine, songs, stream_batches
 
-from .conftest import PostgresCluster, produce, song_event
+from .conftest import PostgresCluster
 
 N_BEFORE = 3_000  # songs in the table before the outage
 N_DURING = 6_000  # songs produced around the outage (before, while down, after)
@@ -99,7 +101,7 @@ def test_postgres_restart_mid_stream_loses_nothing_and_services_recover(
         with engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(songs)).scalar_one()
 
-    events = [song_event(i) for i in range(N_BEFORE + N_DURING)]
+    events = [song_event(i, label="Fault") for i in range(N_BEFORE + N_DURING)]
     expected = {k.decode() for k, _ in events}
     assert len(expected) == len(events)
 

@@ -2,35 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from kafka_io import produce
 
 from emergify_cli.broker import EmbeddedBroker, create_topics
-
-Record = tuple[bytes | None, bytes | None]
-
-
-async def _produce(bootstrap: str, topic: str, records: Iterable[Record], linger_ms: int) -> None:
-    # Linger so that record batches hold many records: the case where the embedded
-    # broker's ListOffsets under-reports the log end.
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=linger_ms)
-    await producer.start()
-    try:
-        futures = [await producer.send(topic, key=k, value=v) for k, v in records]
-        await producer.flush()
-        for f in futures:
-            await f
-    finally:
-        await producer.stop()
-
-
-def produce(bootstrap: str, topic: str, records: Iterable[Record], linger_ms: int = 50) -> None:
-    """Send ``records`` (key, value) to ``topic`` with acks=all and wait for every ack."""
-    asyncio.run(_produce(bootstrap, topic, list(records), linger_ms))
 
 
 @pytest.fixture

@@ -11,13 +11,15 @@ import pytest
 import sqlalchemy as sa
 from pyspark.ml import PipelineModel
 
+from emergify_contracts.model import PortableModel
 from emergify_contracts.song import AUDIO_FEATURES
 from emergify_contracts.tables import create_tables, make_engine, model_versions, songs
 from emergify_stream.config import Settings
 from emergify_stream.feature_table import BATCH_COLUMNS, FeatureTableSink
-from emergify_stream.model_registry import ModelRegistry, assign_clusters
-from emergify_stream.model_training import ModelTrainer, catalog_frame, load_catalog
+from emergify_stream.model_registry import ModelRegistry, assign_clusters, reassign_clusters
+from emergify_stream.model_training import ModelTrainer, catalog_frame, fit_model, load_catalog
 
+from .test_stream_feature_table import frame, song_row, table
 from .test_stream_speed_layer import load_songs
 
 
@@ -88,3 +90,85 @@ def test_training_picks_k_by_silhouette_and_portable_model_matches_spark(
     assert np.array_equal(predicted.loc[catalog["track_id"]].to_numpy(), portable)
     # ... and every song in the feature table carries that cluster and version.
     assert all(stored[t] == (int(c), 1) for t, c in zip(catalog["track_id"], portable, strict=True))
+
+
+def portable(version: int, centroids: list[list[float]]) -> PortableModel:
+    return PortableModel(
+        version=version,
+        trained_at=datetime(2025, 1, 1, tzinfo=UTC),
+        means=[0.5, 0.5, -8, 0.05, 0.2, 0, 0.1, 0.4, 110],
+        scales=[0.3, 1, 2, 1, 1, 1, 1, 1, 10],
+        components=np.eye(9)[:, :2].tolist(),  # p = the scaled danceability and energy
+        centroids=centroids,
+        k=len(centroids),
+        silhouette=0.3,
+        songs=50,
+    )
+
+
+def test_assign_clusters_takes_the_first_of_equally_near_centroids() -> None:
+    rng = np.random.default_rng(3)
+    model = portable(1, rng.normal(size=(24, 2)).tolist())
+    x = rng.normal(loc=[0.5, 0.5, -8, 0, 0, 0, 0, 0.4, 110], size=(5000, 9))
+    p = (x - np.asarray(model.means)) / np.asarray(model.scales) @ np.asarray(model.components)
+    brute = ((p[:, None, :] - np.asarray(model.centroids)[None]) ** 2).sum(axis=2).argmin(axis=1)
+    assert np.array_equal(assign_clusters(model, x), brute)
+
+    # A song exactly halfway between centroids 1 and 2 (and the same centroid twice) goes to
+    # the lower index, as numpy's argmin and Spark's KMeans.predict do.
+    tie = portable(1, [[5.0, 5.0], [-1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    halfway = np.array(
+        [[0.5, 0.5, -8, 0.05, 0.2, 0, 0.1, 0.4, 110], [0.8, 0.5, -8, 0, 0, 0, 0, 0, 0]]
+    )
+    assert assign_clusters(tie, halfway).tolist() == [1, 2]
+
+
+def test_reassign_walks_the_table_in_chunks_and_publish_rolls_back_on_failure(
+    database_url: str,
+) -> None:
+    engine = make_engine(database_url)
+    create_tables(engine)
+    registry = ModelRegistry(engine)
+    FeatureTableSink(engine, registry).write("q", 0, frame([song_row(i) for i in range(50)]))
+    first = portable(1, [[-1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    with engine.begin() as conn:
+        assert reassign_clusters(conn, first, chunk_rows=7) == 50  # 8 chunks, the last short
+    rows = table(engine)
+    features = np.array([[rows[t][f] for f in AUDIO_FEATURES] for t in sorted(rows)])
+    assert [rows[t]["cluster"] for t in sorted(rows)] == assign_clusters(first, features).tolist()
+    assert {r["model_version"] for r in rows.values()} == {1}
+
+    # The batch layer waits for the Spark model's save inside the transaction: a failed save
+    # publishes nothing, and every song keeps its cluster and version.
+    second = portable(2, [[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]])
+
+    def failed_save() -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        registry.publish(second, {}, "/nowhere/v2", before_commit=failed_save)
+    assert table(engine) == rows
+    assert registry.current() is None
+
+    assert registry.publish(second, {}, None, before_commit=lambda: None) == 50
+    after = table(engine)
+    assert [after[t]["cluster"] for t in sorted(after)] == assign_clusters(
+        second, features
+    ).tolist()
+    assert {r["model_version"] for r in after.values()} == {2}
+    assert registry.current().version == 2
+
+
+@pytest.mark.spark
+def test_k_search_in_parallel_threads_scores_like_one_at_a_time(
+    spark, sample_csv: Path, tmp_path: Path
+) -> None:
+    songs_frame = pd.DataFrame([s.model_dump() for s in load_songs(sample_csv)])
+    catalog = songs_frame[["track_id", *AUDIO_FEATURES]].head(1500)
+    runs = [
+        fit_model(spark, catalog, Settings(k_max=6, k_candidates=3, k_search_threads=t), 1)
+        for t in (1, 2)
+    ]
+    one, two = (r.metrics["silhouette_by_k"] for r in runs)
+    assert set(one) == {"4", "5", "6"} and one == two
+    assert runs[0].model.centroids == runs[1].model.centroids

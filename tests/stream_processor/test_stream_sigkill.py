@@ -11,54 +11,18 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy as sa
+from catalog_fixtures import song_event
+from kafka_io import produce
 
 from emergify_cli.broker import EmbeddedBroker, create_topics, free_port
-from emergify_contracts.events import SongEvent
-from emergify_contracts.song import Song
 from emergify_contracts.tables import make_engine, songs, stream_batches
 
-from .conftest import produce
-
 N_SONGS = 20_000
-BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-def track_id(i: int) -> str:
-    digits = []
-    for _ in range(22):
-        i, r = divmod(i, 62)
-        digits.append(BASE62[r])
-    return "".join(reversed(digits))
-
-
-def song_event(i: int) -> tuple[bytes, bytes]:
-    song = Song(
-        track_id=track_id(i * 7919 + 12345),
-        name=f"Generated song {i}",
-        artists=[f"Artist {i % 500}"],
-        danceability=(i % 100) / 100,
-        energy=((i * 7) % 100) / 100,
-        loudness=-30 + (i % 30),
-        speechiness=((i * 3) % 100) / 100,
-        acousticness=((i * 11) % 100) / 100,
-        instrumentalness=((i * 13) % 100) / 100,
-        liveness=((i * 17) % 100) / 100,
-        valence=((i * 19) % 100) / 100,
-        tempo=60 + i % 120,
-    )
-    event = SongEvent(
-        upload_id=f"u{i // 1000}",
-        source="json",
-        ingested_at=datetime(2025, 1, 1, tzinfo=UTC),
-        song=song,
-    )
-    return song.track_id.encode(), event.model_dump_json().encode()
 
 
 class Processor:

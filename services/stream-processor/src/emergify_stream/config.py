@@ -77,6 +77,15 @@ class Settings(EmergifySettings):
         "range (both ends included): 4, 6, .., 12 for 4..12; 4, 8, .., 24 for 4..24.",
     )
     kmeans_seed: int = 42
+    kmeans_max_iter: int = Field(
+        20, ge=1, description="Most KMeans iterations per k candidate (Spark's default, 20)."
+    )
+    k_search_threads: int = Field(
+        2,
+        ge=1,
+        description="k candidates fitted at the same time (each KMeans iteration is a small "
+        "Spark job; two at once keep local[2]'s cores busy).",
+    )
     silhouette_sample: int = Field(
         50_000,
         ge=100,

@@ -4,6 +4,7 @@ with the portable (Spark-free) form of a model."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,8 @@ from emergify_contracts.tables import model_versions, songs
 #: of the old model (both run in this process).
 CLUSTER_WRITE_LOCK = threading.RLock()
 
-_CHUNK_ROWS = 50_000
+#: Songs read, assigned and updated at a time by :func:`reassign_clusters`.
+REASSIGN_CHUNK_ROWS = 50_000
 
 
 def assign_clusters(model: PortableModel, features: np.ndarray) -> np.ndarray:
@@ -34,14 +36,63 @@ def assign_clusters(model: PortableModel, features: np.ndarray) -> np.ndarray:
     z = (x - np.asarray(model.means)) / np.asarray(model.scales)
     p = z @ np.asarray(model.components)
     centroids = np.asarray(model.centroids)
-    out = np.empty(x.shape[0], dtype=np.int64)
     # Exact squared distances (no ||p||^2 - 2p.c shortcut, whose rounding could flip near-ties
-    # against Spark), in chunks to bound memory.
-    for lo in range(0, x.shape[0], _CHUNK_ROWS):
-        chunk = p[lo : lo + _CHUNK_ROWS]
-        d = ((chunk[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2)
-        out[lo : lo + _CHUNK_ROWS] = d.argmin(axis=1)
+    # against Spark), one centroid at a time: no n x k x d temporary, and the strict "<"
+    # keeps the first of equally near centroids, as argmin (and Spark) do.
+    best = ((p - centroids[0]) ** 2).sum(axis=1)
+    out = np.zeros(x.shape[0], dtype=np.int64)
+    for j in range(1, centroids.shape[0]):
+        d = ((p - centroids[j]) ** 2).sum(axis=1)
+        nearer = d < best
+        best = np.where(nearer, d, best)
+        out[nearer] = j
     return out
+
+
+def reassign_clusters(
+    conn: Connection, model: PortableModel, chunk_rows: int = REASSIGN_CHUNK_ROWS
+) -> int:
+    """Give every song of the feature table its cluster under ``model`` (and the model's
+    version), in ``conn``'s transaction; returns the number of songs.
+
+    Every row is read inside the transaction, so songs the speed layer upserted while Spark
+    was training get a cluster of the new model too. The table is walked in key order,
+    ``chunk_rows`` songs at a time (read, assign with NumPy, update), so a million songs never
+    sit in memory as Python tuples at once.
+    On SQLite the key is ``rowid``, the table's own B-tree key: updating in scan order
+    touches each page once instead of a ``track_id`` index lookup per row (the caller's
+    write already holds the database's write lock, so rowids are stable).
+    """
+    sqlite = conn.dialect.name == "sqlite"
+    key = "rowid" if sqlite else "track_id"
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    select = f"SELECT {key}, {', '.join(AUDIO_FEATURES)} FROM {songs.name}"
+    # Straight to the driver: for 1M songs, SQLAlchemy's per-row result and parameter
+    # handling would cost more than the database's own work.
+    update = (
+        f"UPDATE {songs.name} SET cluster = {mark}, model_version = {model.version} "
+        f"WHERE {key} = {mark}"
+    )
+    cursor = conn.connection.cursor()  # the DBAPI cursor, in the caller's transaction
+    try:
+        total, last = 0, None
+        while True:
+            after = "" if last is None else f" WHERE {key} > {mark}"
+            cursor.execute(
+                f"{select}{after} ORDER BY {key} LIMIT {int(chunk_rows)}",
+                () if last is None else (last,),
+            )
+            rows = cursor.fetchall()
+            if not rows:
+                return total
+            keys = [r[0] for r in rows]
+            features = np.array([r[1:] for r in rows], dtype=np.float64)
+            clusters = assign_clusters(model, features).tolist()
+            cursor.executemany(update, zip(clusters, keys, strict=True))
+            total += len(rows)
+            last = keys[-1]
+    finally:
+        cursor.close()
 
 
 def current_version(conn: Connection) -> int | None:
@@ -77,10 +128,18 @@ class ModelRegistry:
             return (current_version(conn) or 0) + 1
 
     def publish(
-        self, model: PortableModel, metrics: dict[str, Any], spark_model_path: str | None
+        self,
+        model: PortableModel,
+        metrics: dict[str, Any],
+        spark_model_path: str | None,
+        before_commit: Callable[[], object] | None = None,
     ) -> int:
         """Make ``model`` current: insert its row and re-assign every song's cluster, in one
-        transaction, under :data:`CLUSTER_WRITE_LOCK`. Returns the number of songs updated."""
+        transaction, under :data:`CLUSTER_WRITE_LOCK`. Returns the number of songs updated.
+
+        ``before_commit`` runs last, inside the transaction: if it raises, nothing is
+        published (the batch layer waits there for the Spark model it saves meanwhile).
+        """
         with CLUSTER_WRITE_LOCK, self.engine.begin() as conn:
             conn.execute(
                 model_versions.insert().values(
@@ -94,28 +153,11 @@ class ModelRegistry:
                     spark_model_path=spark_model_path,
                 )
             )
-            # Every row, read inside the transaction: songs the speed layer upserted while
-            # Spark was training get a cluster of the new model too. On SQLite the rows are
-            # addressed by rowid, the table's own B-tree key: updating in scan order touches
-            # each page once instead of a track_id index lookup per row (2.5x faster at 1M
-            # songs; the INSERT above already holds the write lock, so rowids are stable).
-            key = "rowid" if conn.dialect.name == "sqlite" else "track_id"
-            rows = conn.exec_driver_sql(
-                f"SELECT {key}, {', '.join(AUDIO_FEATURES)} FROM {songs.name}"
-            ).all()
-            if rows:
-                keys = [r[0] for r in rows]
-                clusters = assign_clusters(model, np.array([r[1:] for r in rows], dtype=float))
-                # Straight to the driver's executemany: for 1M songs, SQLAlchemy's per-row
-                # parameter handling would cost more than the database's own work.
-                mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-                conn.exec_driver_sql(
-                    f"UPDATE {songs.name} SET cluster = {mark}, model_version = {mark} "
-                    f"WHERE {key} = {mark}",
-                    [(c, model.version, k) for k, c in zip(keys, clusters.tolist(), strict=True)],
-                )
+            updated = reassign_clusters(conn, model)
+            if before_commit is not None:
+                before_commit()
         self._cached = model
-        return len(rows)
+        return updated
 
     def summary(self) -> dict[str, Any] | None:
         """Version, k, silhouette, trained_at and songs of the current model, or None."""

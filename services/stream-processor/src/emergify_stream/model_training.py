@@ -7,11 +7,12 @@ the fallback, and the model's metrics say which one it was (``source``).
 
 VectorAssembler(AUDIO_FEATURES) -> StandardScaler(mean, std) -> PCA -> KMeans, with k
 chosen by silhouette (ClusteringEvaluator) over a range that grows with the catalog
-(:func:`k_range`). A catalog bigger than ``silhouette_sample`` is fitted on a uniform
-random sample of that size (see :func:`fit_pipeline`). The winner is saved as a Spark
-PipelineModel and exported as a :class:`~emergify_contracts.model.PortableModel` into the
-registry, which re-assigns every song's cluster in the feature table; then
-``ModelPublished`` goes out on the models topic.
+(:func:`k_range`), ``k_search_threads`` candidates at a time. A catalog bigger than
+``silhouette_sample`` is fitted on a uniform random sample of that size (see
+:func:`fit_pipeline`). The winner is saved as a Spark PipelineModel while its
+:class:`~emergify_contracts.model.PortableModel` export goes into the registry, which
+re-assigns every song's cluster in the feature table (committed once the save succeeded);
+then ``ModelPublished`` goes out on the models topic.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -230,17 +232,32 @@ def fit_pipeline(
         )
         candidates: dict[int, tuple[float, KMeansModel]] = {}
         inertia: dict[int, float] = {}
+
+        def score(k: int) -> tuple[int, float, KMeansModel] | None:
+            fitted = KMeans(
+                k=k,
+                seed=settings.kmeans_seed,
+                maxIter=settings.kmeans_max_iter,
+                featuresCol="pca",
+                predictionCol="cluster",
+            ).fit(projected)
+            if len(fitted.clusterCenters()) < 2:
+                return None
+            value = float(evaluator.evaluate(fitted.transform(projected)))
+            log.info("k scored", k=k, silhouette=round(value, 4), rows=search_rows)
+            return k, value, fitted
+
         with _timed(timings, "k_search"):
-            for k in k_candidates(ks, settings.k_candidates):
-                fitted = KMeans(
-                    k=k, seed=settings.kmeans_seed, featuresCol="pca", predictionCol="cluster"
-                ).fit(projected)
-                if len(fitted.clusterCenters()) < 2:
-                    continue
-                score = float(evaluator.evaluate(fitted.transform(projected)))
-                candidates[k] = (score, fitted)
-                inertia[k] = float(fitted.summary.trainingCost)
-                log.info("k scored", k=k, silhouette=round(score, 4), rows=search_rows)
+            # Each KMeans iteration is a small Spark job whose cost is mostly the scheduler's
+            # fixed overhead; fitting candidates side by side keeps both cores busy. Every
+            # candidate has its own seed-fixed fit, so the scores do not depend on the order.
+            threads = min(settings.k_search_threads, len(ks))
+            with ThreadPoolExecutor(threads, thread_name_prefix="emergify-k") as pool:
+                for scored in pool.map(score, k_candidates(ks, settings.k_candidates)):
+                    if scored is not None:
+                        k, value, fitted = scored
+                        candidates[k] = (value, fitted)
+                        inertia[k] = float(fitted.summary.trainingCost)
     finally:
         projected.unpersist()
     if not candidates:
@@ -280,6 +297,12 @@ class BatchRun:
     timings: dict[str, float]
 
 
+def _timed_save(pipeline: PipelineModel, path: Path) -> float:
+    started = time.perf_counter()
+    pipeline.write().overwrite().save(str(path))
+    return round(time.perf_counter() - started, 3)
+
+
 def run_batch_layer(
     spark: SparkSession,
     engine: Engine,
@@ -289,7 +312,7 @@ def run_batch_layer(
     data: TrainingData | None = None,
 ) -> BatchRun:
     """The whole batch layer: read the master dataset (or the feature table), fit, save the
-    PipelineModel, register (re-assigning every song's cluster), announce.
+    PipelineModel while registering the model (re-assigning every song's cluster), announce.
 
     ``data`` skips the read (the rebuild has the lake's songs cached already); it is not
     released here.
@@ -306,17 +329,22 @@ def run_batch_layer(
     finally:
         if own_data:
             data.release()
-    with _timed(timings, "save"):
-        path = Path(settings.models_dir).resolve() / f"v{version}"
-        result.pipeline.write().overwrite().save(str(path))
+    path = Path(settings.models_dir).resolve() / f"v{version}"
     metrics = {
         **result.metrics,
         "source": data.source,
         "source_detail": data.detail,
         "timings_seconds": dict(timings),
     }
-    with _timed(timings, "reassign"):
-        updated = registry.publish(result.model, metrics, str(path))
+    # Spark saves the PipelineModel (JVM) while Python re-assigns the clusters (SQLite): the
+    # two overlap on two cores, and the registry commits only once the save has succeeded.
+    with ThreadPoolExecutor(1, thread_name_prefix="emergify-save") as pool:
+        saving = pool.submit(_timed_save, result.pipeline, path)
+        with _timed(timings, "reassign"):
+            updated = registry.publish(
+                result.model, metrics, str(path), before_commit=lambda: saving.result()
+            )
+        timings["save"] = saving.result()
     model = result.model
     with _timed(timings, "announce"):
         if publisher is not None:
