@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
 
 from emergify_contracts.events import SongEvent
 from emergify_contracts.model import PortableModel
 from emergify_contracts.song import RowError, Song, detect_layout, row_to_song
-from emergify_contracts.tables import create_tables, make_engine, songs
+from emergify_contracts.tables import create_tables, make_engine, model_versions, songs
 
 SAMPLE_CSV = Path(__file__).resolve().parents[1] / "data" / "every_fresh_find.csv"
 
@@ -193,3 +194,21 @@ def song_event(i: int, *, salt: int = 0, label: str = "Generated") -> tuple[byte
         song=song,
     )
     return song.track_id.encode(), event.model_dump_json().encode()
+
+
+def insert_model(
+    engine: sa.Engine, model: PortableModel, metrics: dict[str, Any] | None = None
+) -> None:
+    """Register ``model`` in ``model_versions`` the way the batch layer does."""
+    with engine.begin() as conn:
+        conn.execute(
+            model_versions.insert().values(
+                version=model.version,
+                trained_at=model.trained_at,
+                k=model.k,
+                silhouette=model.silhouette,
+                songs=model.songs,
+                metrics=metrics or {"silhouette_by_k": {str(model.k): model.silhouette}},
+                artifact=model.model_dump(mode="json"),
+            )
+        )

@@ -20,6 +20,7 @@ from catalog_fixtures import (
     SAMPLE_CSV,
     feature_matrix,
     fit_portable_model,
+    insert_model,
     read_sample_songs,
     seed_catalog,
 )
@@ -40,7 +41,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from emergify_cli.broker import free_port
-from emergify_contracts.tables import make_engine, model_versions
+from emergify_contracts.tables import make_engine
 from emergify_recommender.config import Settings as RecommenderSettings
 from emergify_recommender.main import create_app as create_recommender
 from emergify_spotify.config import Settings as SpotifySettings
@@ -187,18 +188,7 @@ def seed_trained_catalog(url: str) -> None:
     seed_catalog(url)
     model = fit_portable_model(feature_matrix(read_sample_songs()), k=8, version=1)
     engine = make_engine(url)
-    with engine.begin() as conn:
-        conn.execute(
-            model_versions.insert().values(
-                version=model.version,
-                trained_at=model.trained_at,
-                k=model.k,
-                silhouette=model.silhouette,
-                songs=model.songs,
-                metrics={"silhouette_by_k": {str(model.k): model.silhouette}},
-                artifact=model.model_dump(mode="json"),
-            )
-        )
+    insert_model(engine, model)
     engine.dispose()
 
 

@@ -15,7 +15,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from catalog_fixtures import feature_matrix, fit_portable_model, read_sample_songs, song_row
+from catalog_fixtures import (
+    feature_matrix,
+    fit_portable_model,
+    insert_model,
+    read_sample_songs,
+    song_row,
+)
 from fastapi.testclient import TestClient
 from kafka_io import publish, publish_raw
 from sqlalchemy.engine import Engine
@@ -27,7 +33,6 @@ from emergify_contracts.song import Song
 from emergify_contracts.tables import (
     create_tables,
     make_engine,
-    model_versions,
     songs,
     stream_batches,
 )
@@ -88,18 +93,7 @@ class CatalogDb:
             )
 
     def insert_model(self, model: PortableModel, metrics: dict[str, Any] | None = None) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                model_versions.insert().values(
-                    version=model.version,
-                    trained_at=model.trained_at,
-                    k=model.k,
-                    silhouette=model.silhouette,
-                    songs=model.songs,
-                    metrics=metrics or {"silhouette_by_k": {str(model.k): model.silhouette}},
-                    artifact=model.model_dump(mode="json"),
-                )
-            )
+        insert_model(self.engine, model, metrics)
 
 
 def new_rec_database() -> tuple[str, str]:
