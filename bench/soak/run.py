@@ -206,6 +206,65 @@ def rss_by_service(stack: Stack) -> dict[str, int]:
     return {name: group_rss_kb(proc.pid) for name, proc in stack.procs.items()}
 
 
+class LatencyProbe:
+    """A second, independent client beside locust: one thread sending one request at a time
+    (song detail and a recommendation, alternately, ``per_second`` a second) through the
+    gateway with httpx, timing each with ``perf_counter``. It reports what a caller sees while
+    the load runs, free of the load generator's own scheduling delays."""
+
+    def __init__(self, host: str, key: str, ids: list[str], per_second: float = 4.0) -> None:
+        self._client = httpx.Client(base_url=host, headers={"X-API-Key": key}, timeout=30)
+        self._ids, self._interval = ids, 1.0 / per_second
+        self._stop = threading.Event()
+        self.latencies: dict[str, list[float]] = {"song": [], "recommendations": []}
+        self.errors = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> LatencyProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._client.close()
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.wait(self._interval):
+            track_id = self._ids[(i * 7919) % len(self._ids)]
+            kind = "song" if i % 2 else "recommendations"
+            start = time.perf_counter()
+            try:
+                if kind == "song":
+                    r = self._client.get(f"/api/v1/songs/{track_id}")
+                else:
+                    r = self._client.post(
+                        "/api/v1/recommendations", json={"seeds": [track_id], "limit": 20}
+                    )
+                ok = r.is_success
+            except httpx.HTTPError:
+                ok = False
+            elapsed = (time.perf_counter() - start) * 1000
+            if ok:
+                self.latencies[kind].append(elapsed)
+            else:
+                self.errors += 1
+            i += 1
+
+    def summary(self) -> dict[str, Any]:
+        def pct(values: list[float], q: float) -> float | None:
+            if not values:
+                return None
+            ordered = sorted(values)
+            return round(ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))], 2)
+
+        return {
+            kind: {"requests": len(v), "p50_ms": pct(v, 50), "p99_ms": pct(v, 99)}
+            for kind, v in self.latencies.items()
+        } | {"errors": self.errors}
+
+
 def run_locust(
     host: str, key: str, users: int, seconds: int, csv_prefix: Path
 ) -> list[dict[str, Any]]:
@@ -253,7 +312,9 @@ def load_soak(minutes: float, rate: int, warmup_seconds: int) -> dict[str, Any]:
         run_locust(gateway, key, rate, warmup_seconds, workdir / "warmup")
         rss_start = rss_by_service(stack)
         log(f"load: measuring {minutes:g} min at {rate} req/s")
-        rows = run_locust(gateway, key, rate, round(minutes * 60), workdir / "load")
+        ids = [s.track_id for s in load_songs(SAMPLE)]
+        with LatencyProbe(gateway, key, ids) as probe:
+            rows = run_locust(gateway, key, rate, round(minutes * 60), workdir / "load")
         rss_end = rss_by_service(stack)
         alive = {name: proc.poll() is None for name, proc in stack.procs.items()}
         api.close()
@@ -296,11 +357,14 @@ def load_soak(minutes: float, rate: int, warmup_seconds: int) -> dict[str, Any]:
         "p50_ms": total.get("p50_ms"),
         "p99_ms": total.get("p99_ms"),
         "endpoints": endpoints,
+        # The same minutes seen by an independent sequential client (see LatencyProbe).
+        "probe": probe.summary(),
         "memory": memory,
         "services_alive_at_end": alive,
         "targets_met": bool(
             requests
             and total.get("failures", 0) == 0
+            and probe.errors == 0
             and all(
                 m["growth_pct"] is not None and m["growth_pct"] < RSS_TARGET_PCT
                 for m in memory.values()
@@ -332,6 +396,14 @@ def print_report(figures: dict[str, Any]) -> None:
             f"  {'all':<32} {load['requests']:>9} {load['failures']:>7} "
             f"{load['p50_ms']:>8g} {load['p99_ms']:>8g}   error rate {load['error_rate']}"
         )
+        if probe := load.get("probe"):
+            print("  independent sequential probe through the gateway during the same minutes:")
+            for kind in ("recommendations", "song"):
+                p = probe[kind]
+                print(
+                    f"    {kind:<30} {p['requests']:>9} {probe['errors']:>7} "
+                    f"{p['p50_ms']!s:>8} {p['p99_ms']!s:>8}"
+                )
         header = f"{'service (process group RSS)':<32} {'start MB':>9} {'end MB':>9}"
         print(f"\n  {header} {'growth':>8}")
         for name, m in load["memory"].items():
