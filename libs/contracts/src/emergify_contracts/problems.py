@@ -140,6 +140,17 @@ def operation_id(route: APIRoute) -> str:
     return f"{route.tags[0] if route.tags else 'default'}-{route.name}"
 
 
+def database_unavailable_problem(exc: Exception) -> ProblemError:
+    """The 503 for a request that needs the database while it is unreachable; map
+    :data:`emergify_contracts.tables.UNREACHABLE_ERRORS` to it in ``problems``."""
+    return ProblemError(
+        503,
+        f"the database is unreachable ({type(exc).__name__}); retry in a few seconds",
+        title="Database unavailable",
+        headers={"Retry-After": "5"},
+    )
+
+
 def install_problem_handlers(
     app: FastAPI,
     *,

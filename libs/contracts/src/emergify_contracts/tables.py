@@ -108,10 +108,17 @@ def make_engine(url: str) -> Engine:
     )
 
 
+#: What SQLAlchemy raises when the database cannot be reached or dropped the connection.
+UNREACHABLE_ERRORS: tuple[type[sa.exc.DBAPIError], ...] = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+)
+
+
 def database_unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` says the database could not be reached or dropped the connection
     (restarting, shutting down, network gone): worth retrying later, unlike a bad statement."""
-    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+    if isinstance(exc, UNREACHABLE_ERRORS):
         return True
     return isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
 

@@ -127,12 +127,7 @@ class Proxy:
             ) from None
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             log.warning("upstream unavailable", service=service, error=repr(exc))
-            raise ProblemError(
-                503,
-                f"{service} is unavailable; try again in a few seconds",
-                headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)},
-                service=service,
-            ) from None
+            raise _unavailable(service, "is unavailable") from None
         except (httpx.ReadError, httpx.RemoteProtocolError) as exc:
             if not _went_away(exc):
                 log.warning("upstream failed", service=service, error=repr(exc))
@@ -141,12 +136,7 @@ class Proxy:
                 ) from None
             # Killed or restarted while handling the request: as unavailable as a closed port.
             log.warning("upstream went away mid-request", service=service, error=repr(exc))
-            raise ProblemError(
-                503,
-                f"{service} went away before answering; try again in a few seconds",
-                headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)},
-                service=service,
-            ) from None
+            raise _unavailable(service, "went away before answering") from None
         except httpx.TimeoutException as exc:
             log.warning("upstream timed out", service=service, error=repr(exc))
             seconds = self._timeout(route).read
@@ -267,6 +257,16 @@ async def _relay(upstream: httpx.Response, service: str) -> AsyncIterator[bytes]
         # Headers are already sent: all that is left is to abort the response.
         log.warning("upstream answer broke off", service=service, error=repr(exc))
         raise
+
+
+def _unavailable(service: str, what: str) -> ProblemError:
+    """The 503 for an upstream that cannot answer now, with when to come back."""
+    return ProblemError(
+        503,
+        f"{service} {what}; try again in a few seconds",
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)},
+        service=service,
+    )
 
 
 def _went_away(exc: httpx.HTTPError) -> bool:

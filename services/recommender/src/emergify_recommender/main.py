@@ -12,12 +12,16 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
-import sqlalchemy as sa
 import structlog
 from fastapi import FastAPI
 
-from emergify_contracts.problems import ProblemError, install_problem_handlers, operation_id
-from emergify_contracts.tables import make_engine
+from emergify_contracts.problems import (
+    ProblemError,
+    database_unavailable_problem,
+    install_problem_handlers,
+    operation_id,
+)
+from emergify_contracts.tables import UNREACHABLE_ERRORS, make_engine
 from emergify_recommender.api.main import api_router
 from emergify_recommender.catalog import Catalog, CatalogNotReady
 from emergify_recommender.change_feed import ChangeFeed
@@ -30,17 +34,6 @@ def catalog_not_ready(exc: Exception) -> ProblemError:
     """The 503 for a request that arrives before the first catalog load has finished."""
     return ProblemError(
         503, f"{exc}; retry shortly.", title="Catalog not ready", headers={"Retry-After": "2"}
-    )
-
-
-def database_unavailable(exc: Exception) -> ProblemError:
-    """The 503 for a request that needs the database while it is unreachable (most requests
-    are served from memory and never get here)."""
-    return ProblemError(
-        503,
-        f"the database is unreachable ({type(exc).__name__}); retry in a few seconds",
-        title="Database unavailable",
-        headers={"Retry-After": "5"},
     )
 
 
@@ -91,8 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service="recommender",
         problems={
             CatalogNotReady: catalog_not_ready,
-            sa.exc.OperationalError: database_unavailable,
-            sa.exc.InterfaceError: database_unavailable,
+            # Most requests are served from memory; those that need the database get a 503.
+            **dict.fromkeys(UNREACHABLE_ERRORS, database_unavailable_problem),
         },
     )
     app.include_router(api_router)

@@ -6,23 +6,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import sqlalchemy as sa
 from fastapi import FastAPI
 
-from emergify_contracts.problems import ProblemError, install_problem_handlers, operation_id
+from emergify_contracts.problems import (
+    database_unavailable_problem,
+    install_problem_handlers,
+    operation_id,
+)
+from emergify_contracts.tables import UNREACHABLE_ERRORS
 from emergify_stream.api import admin, health
 from emergify_stream.config import Settings, get_settings
 from emergify_stream.runtime import StreamRuntime
-
-
-def database_unavailable(exc: Exception) -> ProblemError:
-    """The 503 for a request the database cannot answer now (restarting, unreachable)."""
-    return ProblemError(
-        503,
-        f"the database is unreachable ({type(exc).__name__}); retry in a few seconds",
-        title="Database unavailable",
-        headers={"Retry-After": "5"},
-    )
 
 
 def create_app(settings: Settings | None = None, start_stream: bool = True) -> FastAPI:
@@ -51,10 +45,7 @@ def create_app(settings: Settings | None = None, start_stream: bool = True) -> F
     install_problem_handlers(
         app,
         service="stream processor",
-        problems={
-            sa.exc.OperationalError: database_unavailable,
-            sa.exc.InterfaceError: database_unavailable,
-        },
+        problems=dict.fromkeys(UNREACHABLE_ERRORS, database_unavailable_problem),
     )
     app.include_router(health.router)
     app.include_router(admin.router)
