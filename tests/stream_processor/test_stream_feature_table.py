@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from emergify_contracts.model import PortableModel
 from emergify_contracts.song import AUDIO_FEATURES
 from emergify_contracts.tables import create_tables, make_engine, songs, stream_batches
-from emergify_stream.feature_table import BATCH_COLUMNS, FeatureTableSink
 from emergify_stream.model_registry import ModelRegistry, assign_clusters
+from emergify_stream.speed.feature_table import BATCH_COLUMNS, FeatureTableSink
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -14,10 +14,15 @@ from pyspark.ml import PipelineModel
 from emergify_contracts.model import PortableModel
 from emergify_contracts.song import AUDIO_FEATURES
 from emergify_contracts.tables import create_tables, make_engine, model_versions, songs
+from emergify_stream.batch.model_training import (
+    ModelTrainer,
+    catalog_frame,
+    fit_model,
+    load_catalog,
+)
 from emergify_stream.config import Settings
-from emergify_stream.feature_table import BATCH_COLUMNS, FeatureTableSink
 from emergify_stream.model_registry import ModelRegistry, assign_clusters, reassign_clusters
-from emergify_stream.model_training import ModelTrainer, catalog_frame, fit_model, load_catalog
+from emergify_stream.speed.feature_table import BATCH_COLUMNS, FeatureTableSink
 
 from .test_stream_feature_table import frame, song_row, table
 from .test_stream_speed_layer import load_songs

@@ -24,18 +24,18 @@ from emergify_contracts.tables import (
     stream_batches,
 )
 from emergify_ingest.master_dataset import MasterDataset, latest_versions, read_master_dataset
-from emergify_stream.config import Settings
-from emergify_stream.feature_table import FeatureTableSink
-from emergify_stream.model_registry import ModelRegistry, assign_clusters
-from emergify_stream.model_training import (
+from emergify_stream.batch.model_training import (
     ModelTrainer,
     RetrainSchedule,
     k_candidates,
     k_range,
 )
+from emergify_stream.batch.rebuild import LAKE_PARTITION, EmptyMasterDataset, rebuild
+from emergify_stream.config import Settings
+from emergify_stream.model_registry import ModelRegistry, assign_clusters
 from emergify_stream.publisher import EventPublisher
-from emergify_stream.rebuild import LAKE_PARTITION, EmptyMasterDataset, rebuild
-from emergify_stream.speed_layer import SpeedLayer
+from emergify_stream.speed.feature_table import FeatureTableSink
+from emergify_stream.speed.speed_layer import SpeedLayer
 
 from .test_stream_model_training import catalog_batch
 from .test_stream_speed_layer import load_songs, read_topic, wait_for

@@ -24,20 +24,20 @@ from kafka.errors import TopicAlreadyExistsError
 from pyspark.sql import SparkSession
 
 from emergify_contracts.tables import create_tables, make_engine
+from emergify_stream.batch.model_training import ModelTrainer, RetrainSchedule
 from emergify_stream.config import Settings
-from emergify_stream.feature_table import (
+from emergify_stream.model_registry import ModelRegistry
+from emergify_stream.publisher import EventPublisher
+from emergify_stream.spark import build_spark_session
+from emergify_stream.speed.feature_table import (
     BatchResult,
     FeatureTableSink,
     RetryPolicy,
     song_count,
     table_version,
 )
-from emergify_stream.kafka_source import KafkaOptions, end_offsets
-from emergify_stream.model_registry import ModelRegistry
-from emergify_stream.model_training import ModelTrainer, RetrainSchedule
-from emergify_stream.publisher import EventPublisher
-from emergify_stream.spark import build_spark_session
-from emergify_stream.speed_layer import SpeedLayer, source_options
+from emergify_stream.speed.kafka_source import KafkaOptions, end_offsets
+from emergify_stream.speed.speed_layer import SpeedLayer, source_options
 
 log = structlog.get_logger()
 

@@ -6,8 +6,8 @@ from fastapi import APIRouter, HTTPException, status
 
 from emergify_contracts.problems import problem_responses
 from emergify_stream.api.deps import Runtime
-from emergify_stream.feature_table import song_count
 from emergify_stream.schemas import RetrainAccepted, StreamStatus
+from emergify_stream.speed.feature_table import song_count
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 

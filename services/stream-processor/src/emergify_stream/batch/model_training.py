@@ -1,7 +1,7 @@
 """The batch layer: train the clustering model on the master dataset with Spark ML.
 
 Spark reads the master dataset (the lake the ingest service appends to) and keeps the latest
-version of each track id with Spark SQL (:mod:`emergify_stream.master_dataset`). When the
+version of each track id with Spark SQL (:mod:`emergify_stream.batch.master_dataset`). When the
 lake is missing or empty — e.g. songs were produced straight to Kafka — the feature table is
 the fallback, and the model's metrics say which one it was (``source``).
 
@@ -43,8 +43,8 @@ from emergify_contracts.events import ModelPublished
 from emergify_contracts.model import PortableModel
 from emergify_contracts.song import AUDIO_FEATURES
 from emergify_contracts.tables import songs
+from emergify_stream.batch.master_dataset import latest_songs, songs_location
 from emergify_stream.config import Settings
-from emergify_stream.master_dataset import latest_songs, songs_location
 from emergify_stream.model_registry import ModelRegistry
 from emergify_stream.publisher import EventPublisher
 

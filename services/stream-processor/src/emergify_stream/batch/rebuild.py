@@ -1,6 +1,6 @@
 """Rebuild the feature table, and a model, from the master dataset alone.
 
-``python -m emergify_stream.rebuild`` (or ``emergify rebuild``): for when the broker lost its
+``python -m emergify_stream.batch.rebuild`` (or ``emergify rebuild``): for when the broker lost its
 data (the embedded broker keeps nothing across restarts) or the database was lost. Spark
 reads the lake, keeps the latest version of each track id (the batch layer's Spark SQL),
 and every song goes into ``songs`` through the speed layer's own idempotent sink — in chunks
@@ -32,13 +32,13 @@ from pyspark.sql import DataFrame, SparkSession
 from emergify_contracts.logs import configure_logging
 from emergify_contracts.song import AUDIO_FEATURES
 from emergify_contracts.tables import create_tables, make_engine, songs
+from emergify_stream.batch.master_dataset import known_empty, latest_songs, songs_location
+from emergify_stream.batch.model_training import BatchRun, TrainingData, run_batch_layer
 from emergify_stream.config import Settings, get_settings
-from emergify_stream.feature_table import BATCH_COLUMNS, FeatureTableSink
-from emergify_stream.master_dataset import known_empty, latest_songs, songs_location
 from emergify_stream.model_registry import ModelRegistry
-from emergify_stream.model_training import BatchRun, TrainingData, run_batch_layer
 from emergify_stream.publisher import EventPublisher
 from emergify_stream.spark import build_spark_session
+from emergify_stream.speed.feature_table import BATCH_COLUMNS, FeatureTableSink
 
 log = structlog.get_logger()
 
@@ -180,7 +180,7 @@ def reconcile(spark: SparkSession, settings: Settings, sink: FeatureTableSink) -
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line: rebuild with the environment's settings; 0 on success."""
     parser = argparse.ArgumentParser(
-        prog="python -m emergify_stream.rebuild",
+        prog="python -m emergify_stream.batch.rebuild",
         description="Rebuild the feature table and the model from the master dataset alone "
         "(run it while the stream processor is stopped).",
     )

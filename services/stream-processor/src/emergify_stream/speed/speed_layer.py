@@ -6,12 +6,12 @@ view cleaned by :data:`CLEAN_SQL`: names trimmed, every Song rule checked, each 
 record given a readable reason. Each micro-batch is read from Kafka once (one Spark job, no
 shuffle: a small batch is done in about a second), then split: refused records go to the
 DLQ and the latest version per track id (:func:`latest_versions`) to the
-:class:`~emergify_stream.feature_table.FeatureTableSink`.
+:class:`~emergify_stream.speed.feature_table.FeatureTableSink`.
 
 The layer looks after itself (:class:`BrokerWatch`): a query that died (the broker went away
 mid-batch) is started again from its checkpoint, and when the broker lost records (the
 embedded broker forgets everything when it restarts) the feature table is reconciled with the
-master dataset (:func:`~emergify_stream.rebuild.reconcile`).
+master dataset (:func:`~emergify_stream.batch.rebuild.reconcile`).
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from pyspark.sql.streaming import StreamingQuery
 
 from emergify_contracts.events import DeadLetter
 from emergify_contracts.song import AUDIO_FEATURES, LOUDNESS_RANGE, TEMPO_RANGE, UNIT_FEATURES
+from emergify_stream.batch.rebuild import reconcile
 from emergify_stream.config import Settings
-from emergify_stream.feature_table import BATCH_COLUMNS, BatchResult, FeatureTableSink
-from emergify_stream.kafka_source import KafkaOptions, WatermarkProbe, end_offsets
-from emergify_stream.rebuild import reconcile
+from emergify_stream.speed.feature_table import BATCH_COLUMNS, BatchResult, FeatureTableSink
+from emergify_stream.speed.kafka_source import KafkaOptions, WatermarkProbe, end_offsets
 
 log = structlog.get_logger()
 
