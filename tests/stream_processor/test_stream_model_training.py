@@ -21,7 +21,7 @@ from emergify_stream.batch.model_training import (
     load_catalog,
 )
 from emergify_stream.config import Settings
-from emergify_stream.model_registry import ModelRegistry, assign_clusters, reassign_clusters
+from emergify_stream.model_registry import ModelRegistry, reassign_clusters
 from emergify_stream.speed.feature_table import BATCH_COLUMNS, FeatureTableSink
 
 from .test_stream_feature_table import frame, song_row, table
@@ -90,7 +90,7 @@ def test_training_picks_k_by_silhouette_and_portable_model_matches_spark(
         .toPandas()
         .set_index("track_id")["cluster"]
     )
-    portable = assign_clusters(model, catalog[list(AUDIO_FEATURES)].to_numpy())
+    portable = model.assign(catalog[list(AUDIO_FEATURES)].to_numpy())
     assert len(predicted) == 4470
     assert np.array_equal(predicted.loc[catalog["track_id"]].to_numpy(), portable)
     # ... and every song in the feature table carries that cluster and version.
@@ -111,13 +111,13 @@ def portable(version: int, centroids: list[list[float]]) -> PortableModel:
     )
 
 
-def test_assign_clusters_takes_the_first_of_equally_near_centroids() -> None:
+def test_model_assign_takes_the_first_of_equally_near_centroids() -> None:
     rng = np.random.default_rng(3)
     model = portable(1, rng.normal(size=(24, 2)).tolist())
     x = rng.normal(loc=[0.5, 0.5, -8, 0, 0, 0, 0, 0.4, 110], size=(5000, 9))
     p = (x - np.asarray(model.means)) / np.asarray(model.scales) @ np.asarray(model.components)
     brute = ((p[:, None, :] - np.asarray(model.centroids)[None]) ** 2).sum(axis=2).argmin(axis=1)
-    assert np.array_equal(assign_clusters(model, x), brute)
+    assert np.array_equal(model.assign(x), brute)
 
     # A song exactly halfway between centroids 1 and 2 (and the same centroid twice) goes to
     # the lower index, as numpy's argmin and Spark's KMeans.predict do.
@@ -125,7 +125,7 @@ def test_assign_clusters_takes_the_first_of_equally_near_centroids() -> None:
     halfway = np.array(
         [[0.5, 0.5, -8, 0.05, 0.2, 0, 0.1, 0.4, 110], [0.8, 0.5, -8, 0, 0, 0, 0, 0, 0]]
     )
-    assert assign_clusters(tie, halfway).tolist() == [1, 2]
+    assert tie.assign(halfway).tolist() == [1, 2]
 
 
 def test_reassign_walks_the_table_in_chunks_and_publish_rolls_back_on_failure(
@@ -140,7 +140,7 @@ def test_reassign_walks_the_table_in_chunks_and_publish_rolls_back_on_failure(
         assert reassign_clusters(conn, first, chunk_rows=7) == 50  # 8 chunks, the last short
     rows = table(engine)
     features = np.array([[rows[t][f] for f in AUDIO_FEATURES] for t in sorted(rows)])
-    assert [rows[t]["cluster"] for t in sorted(rows)] == assign_clusters(first, features).tolist()
+    assert [rows[t]["cluster"] for t in sorted(rows)] == first.assign(features).tolist()
     assert {r["model_version"] for r in rows.values()} == {1}
 
     # The batch layer waits for the Spark model's save inside the transaction: a failed save
@@ -157,9 +157,7 @@ def test_reassign_walks_the_table_in_chunks_and_publish_rolls_back_on_failure(
 
     assert registry.publish(second, {}, None, before_commit=lambda: None) == 50
     after = table(engine)
-    assert [after[t]["cluster"] for t in sorted(after)] == assign_clusters(
-        second, features
-    ).tolist()
+    assert [after[t]["cluster"] for t in sorted(after)] == second.assign(features).tolist()
     assert {r["model_version"] for r in after.values()} == {2}
     assert registry.current().version == 2
 

@@ -25,6 +25,7 @@ from pyspark.sql import SparkSession
 
 from emergify_contracts.tables import create_tables, make_engine
 from emergify_stream.batch.model_training import ModelTrainer, RetrainSchedule
+from emergify_stream.batch.rebuild import reconcile
 from emergify_stream.config import Settings
 from emergify_stream.model_registry import ModelRegistry
 from emergify_stream.publisher import EventPublisher
@@ -144,7 +145,11 @@ class StreamRuntime:
             if self._stopping.is_set():
                 return
             self.layer = SpeedLayer(
-                self.spark, self.settings, self.sink, lambda: ensure_topics(self.settings)
+                self.spark,
+                self.settings,
+                self.sink,
+                lambda: ensure_topics(self.settings),
+                reconcile,
             )
             self.layer.start()
             self.schedule.start()

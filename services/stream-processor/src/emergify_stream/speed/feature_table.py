@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection, Engine
 from emergify_contracts.events import CatalogChange, DeadLetter
 from emergify_contracts.song import AUDIO_FEATURES
 from emergify_contracts.tables import database_unavailable, songs, stream_batches
-from emergify_stream.model_registry import CLUSTER_WRITE_LOCK, ModelRegistry, assign_clusters
+from emergify_stream.model_registry import CLUSTER_WRITE_LOCK, ModelRegistry
 from emergify_stream.publisher import EventPublisher
 
 log = structlog.get_logger()
@@ -315,7 +315,7 @@ class FeatureTableSink:
         model = self.registry.current(conn)
         if model is not None:
             features = np.array([[r[f] for f in AUDIO_FEATURES] for r in rows], dtype=float)
-            clusters = [int(c) for c in assign_clusters(model, features)]
+            clusters = [int(c) for c in model.assign(features)]
         else:
             clusters = [None] * len(rows)
         now = datetime.now(UTC)

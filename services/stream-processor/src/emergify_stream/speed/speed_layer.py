@@ -11,7 +11,9 @@ DLQ and the latest version per track id (:func:`latest_versions`) to the
 The layer looks after itself (:class:`BrokerWatch`): a query that died (the broker went away
 mid-batch) is started again from its checkpoint, and when the broker lost records (the
 embedded broker forgets everything when it restarts) the feature table is reconciled with the
-master dataset (:func:`~emergify_stream.batch.rebuild.reconcile`).
+master dataset by the ``reconcile`` callable it is given (the stream processor passes
+:func:`emergify_stream.batch.rebuild.reconcile`: the speed layer does not import the batch
+layer).
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from pyspark.sql.streaming import StreamingQuery
 
 from emergify_contracts.events import DeadLetter
 from emergify_contracts.song import AUDIO_FEATURES, LOUDNESS_RANGE, TEMPO_RANGE, UNIT_FEATURES
-from emergify_stream.batch.rebuild import reconcile
 from emergify_stream.config import Settings
 from emergify_stream.speed.feature_table import BATCH_COLUMNS, BatchResult, FeatureTableSink
 from emergify_stream.speed.kafka_source import KafkaOptions, WatermarkProbe, end_offsets
@@ -319,8 +320,10 @@ class SpeedLayer:
         settings: Settings,
         sink: FeatureTableSink,
         ensure_topics: Callable[[], None] | None = None,
+        reconcile: Callable[[SparkSession, Settings, FeatureTableSink], int] | None = None,
     ) -> None:
         self.spark = spark
+        self._reconcile = reconcile
         self.settings = settings
         self.sink = sink
         self.query: StreamingQuery | None = None
@@ -366,8 +369,11 @@ class SpeedLayer:
 
     def reconcile(self) -> int:
         """Upsert the master dataset's songs the feature table lacks; return how many."""
+        if self._reconcile is None:
+            log.warning("records may be lost, but this speed layer has no master dataset to read")
+            return 0
         started = time.perf_counter()
-        n = reconcile(self.spark, self.settings, self.sink)
+        n = self._reconcile(self.spark, self.settings, self.sink)
         log.info(
             "reconciled with the master dataset",
             songs=n,
