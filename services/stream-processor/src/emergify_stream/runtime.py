@@ -11,7 +11,6 @@ inside this process, started in a background thread so the app answers ``/health
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -19,11 +18,10 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import structlog
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
 from pyspark.sql import SparkSession
 
 from emergify_contracts.tables import create_tables, make_engine
+from emergify_contracts.topics import ensure_topics_sync
 from emergify_stream.batch.model_training import ModelTrainer, RetrainSchedule
 from emergify_stream.batch.rebuild import reconcile
 from emergify_stream.config import Settings
@@ -47,19 +45,12 @@ State = Literal["starting", "ok", "degraded", "stopped"]
 
 def ensure_topics(settings: Settings) -> None:
     """Create the four topics if missing (the embedded broker starts empty)."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers.split(","))
-    try:
-        existing = set(admin.list_topics())
-        missing = [
-            NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1)
-            for t in settings.topics()
-            if t not in existing
-        ]
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):  # created meanwhile: fine
-                admin.create_topics(missing)
-    finally:
-        admin.close()
+    ensure_topics_sync(
+        settings.kafka_bootstrap_servers,
+        settings.topics(),
+        settings.topic_partitions,
+        client_id="emergify-stream-admin",
+    )
 
 
 def committed_offsets(progress: dict[str, Any] | None) -> dict[str, dict[str, int]] | None:

@@ -40,10 +40,11 @@ from pyspark.sql import DataFrame, SparkSession
 from sqlalchemy.engine import Engine
 
 from emergify_contracts.events import ModelPublished
+from emergify_contracts.lake import songs_location
 from emergify_contracts.model import PortableModel
 from emergify_contracts.song import AUDIO_FEATURES
 from emergify_contracts.tables import songs
-from emergify_stream.batch.master_dataset import latest_songs, songs_location
+from emergify_stream.batch.master_dataset import latest_songs
 from emergify_stream.config import Settings
 from emergify_stream.model_registry import ModelRegistry
 from emergify_stream.publisher import EventPublisher

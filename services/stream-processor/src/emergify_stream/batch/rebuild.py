@@ -29,10 +29,11 @@ import structlog
 from kafka.errors import KafkaError
 from pyspark.sql import DataFrame, SparkSession
 
+from emergify_contracts.lake import known_empty, songs_location
 from emergify_contracts.logs import configure_logging
 from emergify_contracts.song import AUDIO_FEATURES
 from emergify_contracts.tables import create_tables, make_engine, songs
-from emergify_stream.batch.master_dataset import known_empty, latest_songs, songs_location
+from emergify_stream.batch.master_dataset import latest_songs
 from emergify_stream.batch.model_training import BatchRun, TrainingData, run_batch_layer
 from emergify_stream.config import Settings, get_settings
 from emergify_stream.model_registry import ModelRegistry
@@ -161,6 +162,9 @@ def reconcile(spark: SparkSession, settings: Settings, sink: FeatureTableSink) -
     missing = (
         _as_batch(latest)
         .join(stored_df, "track_id", "left")
+        # Only ingested_at across stores: the ingest writes a chunk to the lake and to Kafka
+        # with one ingested_at, and a lake row number is no Kafka offset, so an equal
+        # ingested_at is the version already stored, not a newer one.
         .where("stored_at IS NULL OR ingested_at > stored_at")
         .drop("stored_at")
         .toPandas()

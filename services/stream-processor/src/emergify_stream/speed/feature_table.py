@@ -34,6 +34,7 @@ from sqlalchemy.engine import Connection, Engine
 from emergify_contracts.events import CatalogChange, DeadLetter
 from emergify_contracts.song import AUDIO_FEATURES
 from emergify_contracts.tables import database_unavailable, songs, stream_batches
+from emergify_contracts.versions import newer_than
 from emergify_stream.model_registry import CLUSTER_WRITE_LOCK, ModelRegistry
 from emergify_stream.publisher import EventPublisher
 
@@ -122,20 +123,13 @@ def frame_to_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 def upsert_statement(dialect_name: str) -> sa.Insert:
     """``INSERT .. ON CONFLICT (track_id) DO UPDATE`` that only overwrites a stored song with
-    a newer version: a later ``ingested_at``, or the same one at a later offset."""
+    a newer version (:func:`emergify_contracts.versions.newer_than`)."""
     dialect_insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
     stmt = dialect_insert(songs)
-    new = stmt.excluded
-    newer = sa.or_(
-        new.ingested_at > songs.c.ingested_at,
-        sa.and_(
-            new.ingested_at == songs.c.ingested_at,
-            sa.func.coalesce(new.kafka_offset, -1) > sa.func.coalesce(songs.c.kafka_offset, -1),
-        ),
-    )
+    newer = newer_than(stmt.excluded, songs.c)
     return stmt.on_conflict_do_update(
         index_elements=[songs.c.track_id],
-        set_={c.name: new[c.name] for c in songs.columns if c.name != "track_id"},
+        set_={c.name: stmt.excluded[c.name] for c in songs.columns if c.name != "track_id"},
         where=newer,
     )
 

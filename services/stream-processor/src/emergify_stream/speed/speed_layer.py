@@ -32,6 +32,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from emergify_contracts.events import DeadLetter
 from emergify_contracts.song import AUDIO_FEATURES, LOUDNESS_RANGE, TEMPO_RANGE, UNIT_FEATURES
+from emergify_contracts.versions import STREAM_POSITION, sort_columns
 from emergify_stream.config import Settings
 from emergify_stream.speed.feature_table import BATCH_COLUMNS, BatchResult, FeatureTableSink
 from emergify_stream.speed.kafka_source import KafkaOptions, WatermarkProbe, end_offsets
@@ -179,11 +180,10 @@ BATCH_SELECT = (
 
 
 def latest_versions(accepted: pd.DataFrame) -> pd.DataFrame:
-    """The latest version of each track id in a micro-batch: greatest ``ingested_at``, then
-    Kafka partition, then offset (the sink's and the batch layer's rule), :data:`BATCH_COLUMNS`
-    only."""
+    """The latest version of each track id in a micro-batch (the rule of
+    :mod:`emergify_contracts.versions`), :data:`BATCH_COLUMNS` only."""
     ordered = accepted.sort_values(
-        ["ingested_at", "kafka_partition", "kafka_offset"], kind="stable"
+        sort_columns(STREAM_POSITION), kind="stable", na_position="first"
     )
     return ordered.drop_duplicates("track_id", keep="last")[list(BATCH_COLUMNS)]
 
