@@ -62,7 +62,6 @@ def test_training_picks_k_by_silhouette_and_portable_model_matches_spark(
 
     assert trainer.should_retrain(len(batch))
     assert trainer.start("test") == "started"
-    assert trainer.start("again") == "already-running"
     trainer.wait(600)
     assert trainer.last_error is None
     model = trainer.last_model
@@ -175,3 +174,42 @@ def test_k_search_in_parallel_threads_scores_like_one_at_a_time(
     one, two = (r.metrics["silhouette_by_k"] for r in runs)
     assert set(one) == {"4", "5", "6"} and one == two
     assert runs[0].model.centroids == runs[1].model.centroids
+
+
+@pytest.mark.spark
+def test_songs_arriving_during_a_run_and_a_request_during_a_run_each_lead_to_a_follow_up(
+    spark, sqlite_url: str, sample_csv: Path, tmp_path: Path
+) -> None:
+    engine = make_engine(sqlite_url)
+    create_tables(engine)
+    registry = ModelRegistry(engine)
+    sink = FeatureTableSink(engine, registry)
+    catalog = catalog_batch(sample_csv)
+    first, arriving = catalog.iloc[:800], catalog.iloc[800:1100]  # +37.5 %: the growth rule
+    sink.write("seed", 0, first)
+    settings = Settings(
+        database_url=sqlite_url,
+        models_dir=str(tmp_path / "models"),
+        lake_uri=str(tmp_path / "lake"),  # no master dataset: the feature table is the source
+        k_max=6,
+    )
+    trainer = ModelTrainer(lambda: spark, engine, settings, registry)
+
+    assert trainer.start("first model") == "started"
+    sink.write("seed", 1, arriving)
+    assert trainer.running  # the songs arrived while the first run was under way
+    trainer.wait(900)
+    assert trainer.last_error is None and not trainer.running
+    assert trainer.runs == 2  # the follow-up, with no request
+    assert registry.summary()["songs"] == trainer.last_model.songs == 1100
+    with engine.connect() as conn:
+        versions = {r.model_version for r in conn.execute(sa.select(songs.c.model_version))}
+    assert versions == {2}
+
+    assert trainer.start("again") == "started"
+    assert trainer.start("while it runs") == "queued" and trainer.queued
+    assert trainer.start("and once more") == "queued"  # one follow-up covers both
+    trainer.wait(900)
+    assert trainer.last_error is None and not trainer.running and not trainer.queued
+    assert trainer.runs == 4 and registry.summary()["version"] == 4
+    engine.dispose()

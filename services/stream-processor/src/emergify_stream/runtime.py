@@ -1,12 +1,11 @@
 """The stream processor's moving parts in one process: SparkSession, speed layer, trainer.
 
-The batch layer has three triggers: the catalog grew by ``retrain_growth_fraction`` (after a
-micro-batch), a schedule (``retrain_interval_seconds``, off by default) and
-``POST /admin/retrain``; the trainer runs one training at a time whichever asks.
-
-The admin app owns one :class:`StreamRuntime`: its lifespan starts it (Spark in local mode
-inside this process, started in a background thread so the app answers ``/health`` with
-"starting" meanwhile) and stops it on shutdown.
+The only module that wires the two layers: the speed layer gets the batch layer's
+``reconcile`` as a callable. The batch layer has three triggers: catalog growth (after a
+micro-batch, and when a run ends), a schedule (``retrain_interval_seconds``, off by default)
+and ``POST /admin/retrain``. The admin app owns one :class:`StreamRuntime`: its lifespan
+starts it (Spark in a background thread, so ``/health`` says "starting" meanwhile) and stops
+it on shutdown.
 """
 
 from __future__ import annotations
@@ -219,6 +218,7 @@ class StreamRuntime:
             "last_batch_at": self.last_batch_at,
             "model": self.registry.summary(),
             "training": self.trainer.running,
+            "training_queued": self.trainer.queued,
             "training_error": self.trainer.last_error,
         }
 

@@ -1,16 +1,8 @@
-"""Rebuild the feature table, and a model, from the master dataset alone.
+"""Rebuild the feature table, and a model, from the master dataset alone; reconcile the table
+with it after the broker lost records.
 
-``python -m emergify_stream.batch.rebuild`` (or ``emergify rebuild``): for when the broker lost its
-data (the embedded broker keeps nothing across restarts) or the database was lost. Spark
-reads the lake, keeps the latest version of each track id (the batch layer's Spark SQL),
-and every song goes into ``songs`` through the speed layer's own idempotent sink — in chunks
-of ``rebuild_chunk_rows``, each chunk a batch of the query ``rebuild-<uuid>`` with its
-marker in ``stream_batches``, so the table version moves on as for any micro-batch and a
-stored version that is newer than the lake's is kept. Then the batch layer trains on the
-same cached rows and publishes a model.
-
-Run it while the stream processor is stopped: the sink's lock between cluster writes is
-per process.
+``python -m emergify_stream.batch.rebuild`` (or ``emergify rebuild``); run it while the
+stream processor is stopped. Design: docs/stream-processor.md, "Rebuild".
 """
 
 from __future__ import annotations

@@ -1,17 +1,9 @@
 """The speed layer's sink: micro-batches of clean songs into the ``songs`` feature table.
 
-Exactly-once, as a contract between Spark's checkpoint and this sink: Spark re-runs a
-micro-batch with the same id and the same offsets after a crash, and :meth:`FeatureTableSink.write`
-applies each ``(query_name, batch_id)`` at most once — the upserts and the batch marker
-commit in one database transaction, and a batch whose marker exists writes nothing.
-
-Events are at-least-once: dead letters are sent before the transaction (so a crash re-sends
-them rather than losing them), and the catalog change after it (re-sent when a replayed
-batch finds its marker, so a crash between commit and publish loses no notification).
-
-A database that goes away (restart, failover) does not stop the stream: the sink retries the
-batch with backoff until the database answers again, and the marker makes that safe — a
-commit whose acknowledgement was lost is found on the retry and not applied twice.
+Exactly-once: the upserts and the ``(query_name, batch_id)`` marker commit in one transaction,
+and a batch whose marker exists writes nothing; events are at-least-once; an unreachable
+database is retried with backoff. Design:
+docs/stream-processor.md, "The sink".
 """
 
 from __future__ import annotations
