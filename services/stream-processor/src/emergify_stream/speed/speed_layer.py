@@ -4,7 +4,7 @@
 Spark's JVM one), ``from_json`` with the explicit schema of :class:`SongEvent`, then a temp
 view cleaned by :data:`CLEAN_SQL`: names trimmed, every Song rule checked, each refused
 record given a readable reason. Each micro-batch is read from Kafka once (one Spark job, no
-shuffle: a small batch is done in about a second), then split: refused records go to the
+shuffle), then split: refused records go to the
 DLQ and the latest version per track id (:func:`latest_versions`) to the
 :class:`~emergify_stream.speed.feature_table.FeatureTableSink`.
 
