@@ -35,20 +35,31 @@ def drop_pg_database(name: str) -> None:
 
 
 def wait_for(
-    check: Callable[[], Any], timeout: float = 30.0, what: str = "condition", interval: float = 0.5
+    check: Callable[[], Any], timeout: float = 30.0, what: str = "condition", interval: float = 0.1
 ) -> Any:
     """Poll ``check`` every ``interval`` seconds until it returns something truthy; return that.
 
-    Fails naming ``what`` (and the last value) once ``timeout`` seconds have passed.
+    The one wait-until helper of the test suite. Fails naming ``what`` (and the last value) once
+    ``timeout`` seconds have passed; an exception ``check`` raises (an assertion that the
+    process under test is still alive, say) ends the wait at once.
     """
     deadline = time.monotonic() + timeout
     last: Any = None
-    while time.monotonic() < deadline:
+    while True:
         last = check()
         if last:
             return last
+        if time.monotonic() >= deadline:
+            break
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def answers_200(url: str) -> bool:
+    """Whether ``url`` answers 200 now (False while nothing listens or it is not ready)."""
+    with contextlib.suppress(httpx.HTTPError):
+        return httpx.get(url, timeout=2).status_code == 200
+    return False
 
 
 class ServiceProcess:
@@ -105,12 +116,10 @@ class ServiceProcess:
         self.kill()
 
     def wait_healthy(self, base_url: str, timeout: float = 180.0) -> None:
-        """Poll ``base_url``/health until it answers 200; fail early if the process exits."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """Wait until ``base_url``/health answers 200; fail at once if the process exits."""
+
+        def healthy() -> bool:
             assert self.alive(), f"{self.module} exited:\n{self.log_tail()}"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.3)
-        raise AssertionError(f"{self.module} never became healthy:\n{self.log_tail()}")
+            return answers_200(f"{base_url}/health")
+
+        wait_for(healthy, timeout, f"{self.module} to be healthy", interval=0.3)
