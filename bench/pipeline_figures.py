@@ -1,4 +1,4 @@
-"""Issue-2 figures, measured on the embedded stack (SQLite, embedded broker, local Spark).
+"""Pipeline figures, measured on the embedded stack (SQLite, embedded broker, local Spark).
 
 - upload -> published throughput (the 202 comes after the master-dataset write and the
   broker's acks=all) for the 4,470-song sample and a 100k-song synthetic file;

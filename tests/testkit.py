@@ -1,4 +1,7 @@
-"""Helpers the test folders share (importable as ``testkit``; pytest puts tests/ on the path)."""
+"""Helpers the test folders share (importable as ``testkit``; pytest puts tests/ on the path).
+
+How to wait, and what not to sleep for: docs/testing.md.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`make soak`: the long fault and load runs of issue 6, with their figures.
+"""`make soak`: the long fault and load runs, with their figures.
 
 - **faults**: a synthetic upload (100k songs) through ingest while the stream processor is
   SIGKILLed ``--kills`` times (restarted after each); then the feature table must equal the

@@ -1,8 +1,8 @@
-"""What Schemathesis found, pinned as plain tests so a regression names itself.
+"""Edge inputs of the API contract, as plain tests so that a regression names itself.
 
-- A JSON body that is not UTF-8 was a 400 no operation documents; it is the documented 422.
-- A request header with whitespace around its value made the gateway answer 502 (the
-  upstream client refuses to send such a value); the gateway forwards the value trimmed.
+- A JSON body that is not UTF-8 is the documented 422, not an undocumented 400.
+- A request header with whitespace around its value is forwarded trimmed (the upstream
+  client refuses to send such a value), not answered 502.
 """
 
 from __future__ import annotations

@@ -57,8 +57,8 @@ def free_port() -> int:
 
     Drawn at random from *below* the kernel's ephemeral range rather than by binding port 0:
     a port from that range may be taken by any outgoing connection, or by Spark's own random
-    ports, between this call and the service's bind (seen here: a service of the test stack
-    died with "address already in use"). Never the same port twice in one process.
+    ports, between this call and the service's bind ("address already in use"). Never the
+    same port twice in one process.
     """
     low, _ = _ephemeral_range()
     candidates = range(_LOWEST_LISTEN_PORT, low)
