@@ -10,14 +10,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psycopg
+
+from emergify_cli.waiting import wait_for
+
+__all__ = ["ServiceProcess", "answers_200", "drop_pg_database", "new_pg_database", "wait_for"]
 
 PG_ADMIN_DSN = os.environ.get(
     "EMERGIFY_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -35,27 +36,6 @@ def new_pg_database(prefix: str = "emergify_test") -> tuple[str, str]:
 def drop_pg_database(name: str) -> None:
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def wait_for(
-    check: Callable[[], Any], timeout: float = 30.0, what: str = "condition", interval: float = 0.1
-) -> Any:
-    """Poll ``check`` every ``interval`` seconds until it returns something truthy; return that.
-
-    The one wait-until helper of the test suite. Fails naming ``what`` (and the last value) once
-    ``timeout`` seconds have passed; an exception ``check`` raises (an assertion that the
-    process under test is still alive, say) ends the wait at once.
-    """
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def answers_200(url: str) -> bool:

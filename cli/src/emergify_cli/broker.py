@@ -13,12 +13,13 @@ import random
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import IO
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+
+from emergify_cli.waiting import wait_for
 
 
 def broker_binary() -> Path:
@@ -77,14 +78,16 @@ def free_port() -> int:
 
 
 def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Wait until something accepts connections on ``host:port``."""
+
+    def listening() -> bool:
         try:
             with socket.create_connection((host, port), timeout=1):
-                return
+                return True
         except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f}s")
+            return False
+
+    wait_for(listening, timeout, f"something to listen on {host}:{port}")
 
 
 class EmbeddedBroker:
