@@ -115,9 +115,12 @@ def test_speed_layer_materialises_songs_and_dead_letters(
             with engine.connect() as conn:
                 return conn.execute(sa.select(sa.func.count()).select_from(songs)).scalar_one()
 
-        wait_for(lambda: count() == len(catalog), what="every song in the feature table")
+        wait_for(lambda: count() == len(catalog), 120, "every song in the feature table", 0.5)
         wait_for(
-            lambda: len(read_topic(broker.bootstrap, settings.songs_dlq_topic)) >= 3, what="DLQ"
+            lambda: len(read_topic(broker.bootstrap, settings.songs_dlq_topic)) >= 3,
+            120,
+            "the dead letters",
+            0.5,
         )
     finally:
         layer.stop()
