@@ -10,8 +10,6 @@ track id is the row with the greatest ``(ingested_at, row)``.
 from __future__ import annotations
 
 import os
-import types
-import typing
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,50 +20,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from emergify_contracts.song import Song
+from emergify_contracts.song_schemas import arrow_schema
 
 SONGS_DIR = "songs"
 TMP_SUFFIX = ".tmp"
 
-_ARROW_TYPES: dict[type, pa.DataType] = {
-    str: pa.string(),
-    int: pa.int64(),
-    float: pa.float64(),
-    bool: pa.bool_(),
-}
-
-
-def _song_field(name: str, annotation: object, required: bool) -> pa.Field:
-    """Arrow field for one :class:`Song` field: lists as list<string>, optionals nullable."""
-    args = typing.get_args(annotation)
-    nullable = not required
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        nullable = True
-        (annotation,) = [a for a in args if a is not type(None)]
-    if typing.get_origin(annotation) is list:
-        (item,) = typing.get_args(annotation)
-        return pa.field(name, pa.list_(_ARROW_TYPES[item]), nullable=nullable)
-    return pa.field(name, _ARROW_TYPES[annotation], nullable=nullable)  # type: ignore[index]
-
-
-def _schema() -> pa.Schema:
-    hints = typing.get_type_hints(Song)
-    song_fields = [
-        _song_field(name, hints[name], info.is_required())
-        for name, info in Song.model_fields.items()
-    ]
-    return pa.schema(
-        [
-            *song_fields,
-            pa.field("upload_id", pa.string(), nullable=False),
-            pa.field("source", pa.string(), nullable=False),
-            pa.field("ingested_at", pa.timestamp("us", tz="UTC"), nullable=False),
-            pa.field("row", pa.int64(), nullable=False),
-        ]
-    )
-
-
 #: Columns of every master-dataset file: each Song field, then the provenance columns.
-SCHEMA: pa.Schema = _schema()
+SCHEMA: pa.Schema = arrow_schema()
 
 
 def lake_path(lake_uri: str) -> Path:
