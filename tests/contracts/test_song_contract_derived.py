@@ -82,8 +82,9 @@ def test_the_song_schemas_in_use_are_the_derived_ones() -> None:
     song_names = [f.name for f in SONG_FIELDS]
     assert list(Song.model_fields) == song_names
     assert [c.name for c in songs.c][: len(song_names)] == song_names
-    assert SongEvent.model_json_schema()["$defs"]["Song"] == (
-        derived.event_json_schema()["$defs"]["Song"]
+    assert (
+        SongEvent.model_json_schema()["$defs"]["Song"]
+        == (derived.event_json_schema()["$defs"]["Song"])
     )
     # One integer type everywhere: the lake and the events agree (popularity was int in one,
     # bigint in the other).

@@ -152,9 +152,7 @@ def rule_cases() -> list[Case]:
                 )
         elif f.kind == "boolean":
             cases.append(Case(f"{n}-true", _with(f, True), None))
-            cases.append(
-                Case(f"{n}-maybe", _with(f, "maybe"), f"{n} 'maybe' is not true/false")
-            )
+            cases.append(Case(f"{n}-maybe", _with(f, "maybe"), f"{n} 'maybe' is not true/false"))
     cases.append(Case("good", good_song(), None))
     cases.append(
         Case(
