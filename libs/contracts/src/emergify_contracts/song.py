@@ -242,6 +242,11 @@ def row_to_fields(row: Mapping[str, Any], layout: Layout) -> RowFields:
     return out
 
 
+def column_fields(header: list[str], layout: Layout) -> list[str | None]:
+    """The canonical field each header column of ``layout`` holds (None: ignored)."""
+    return [_field_of(c, layout) for c in header]
+
+
 def row_to_song(row: Mapping[str, Any], layout: Layout) -> Song:
     """Map one CSV row (column -> text) of ``layout`` onto a validated :class:`Song`.
 

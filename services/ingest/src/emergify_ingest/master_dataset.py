@@ -104,6 +104,29 @@ class MasterDataset:
         table = songs_table(
             songs, rows, upload_id=upload_id, source=source, ingested_at=ingested_at
         )
+        return self.write(table, upload_id=upload_id, chunk=chunk, ingested_at=ingested_at)
+
+    def append_table(
+        self,
+        songs: pa.Table,
+        *,
+        upload_id: str,
+        chunk: int,
+        source: str,
+        ingested_at: datetime,
+    ) -> Path:
+        """Write one chunk of accepted songs given as a table (the song columns and ``row``)
+        durably and atomically; returns the file's path."""
+        n = songs.num_rows
+        columns = {name: songs.column(name) for name in songs.column_names}
+        columns["upload_id"] = pa.array([upload_id] * n, pa.string())
+        columns["source"] = pa.array([source] * n, pa.string())
+        columns["ingested_at"] = pa.array([ingested_at] * n, pa.timestamp("us", tz="UTC"))
+        table = pa.table({name: columns[name] for name in SCHEMA.names}).cast(SCHEMA)
+        return self.write(table, upload_id=upload_id, chunk=chunk, ingested_at=ingested_at)
+
+    def write(self, table: pa.Table, *, upload_id: str, chunk: int, ingested_at: datetime) -> Path:
+        """Write ``table`` (in :data:`SCHEMA`) as one file, durably and atomically."""
         directory = self.songs_dir / f"date={ingested_at.date().isoformat()}"
         directory.mkdir(parents=True, exist_ok=True)
         final = directory / f"{upload_id}-{chunk:05d}.parquet"
