@@ -19,6 +19,7 @@ import secrets
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -45,7 +46,13 @@ def run_mode(mode: str, csv_path: Path, uploads: int) -> list[float]:
             "EMERGIFY_CSV_VALIDATION": mode,
         }
     )
-    services = tuple(s for s in SERVICES if s.name in ("ingest", "api-gateway"))
+    # The gateway's /health is 200 only when every service is up; its Swagger page says it
+    # serves, which is all an upload needs besides the ingest service.
+    services = tuple(
+        replace(s, health_path="/docs") if s.name == "api-gateway" else s
+        for s in SERVICES
+        if s.name in ("ingest", "api-gateway")
+    )
     stack = Stack(env=env, workdir=workdir, sink=lambda line: None, services=services)
     stack.start()
     rates = []
