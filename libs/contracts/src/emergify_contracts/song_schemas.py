@@ -83,6 +83,29 @@ def _validate(f: SongField, value: Any) -> Any:
     return cleaned
 
 
+def _json_constraints(f: SongField) -> dict[str, Any]:
+    """The field's rules as JSON Schema keywords (documentation: the validators enforce them
+    with the rules' own messages)."""
+    out: dict[str, Any] = {}
+    if f.minimum is not None:
+        out["minimum"] = f.minimum
+    if f.maximum is not None:
+        out["maximum"] = f.maximum
+    if f.kind == "text_list":
+        if f.min_items:
+            out["minItems"] = f.min_items
+        if f.max_length is not None:
+            out["maxItems"] = f.max_length
+        if f.pattern is not None:
+            out["items"] = {"type": "string", "pattern": f.pattern}
+    else:
+        if f.max_length is not None:
+            out["maxLength"] = f.max_length
+        if f.pattern is not None:
+            out["pattern"] = f.pattern
+    return out
+
+
 def song_model(
     fields: Fields = SONG_FIELDS, name: str = "Song", base: type[SongBase] = SongBase
 ) -> type[SongBase]:
@@ -92,7 +115,10 @@ def song_model(
     for f in fields:
         kind = _PY_TYPES[f.kind]
         check = AfterValidator(partial(_validate, f))
-        info: dict[str, Any] = {"description": f.description or None}
+        info: dict[str, Any] = {
+            "description": f.description or None,
+            "json_schema_extra": _json_constraints(f) or None,
+        }
         if f.kind == "text_list":
             annotation: Any = Annotated[kind, check]
             default = Field(default_factory=list, **info) if not f.required else Field(**info)
