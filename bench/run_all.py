@@ -13,6 +13,7 @@ BENCHMARKS = [
     "recommender_memory.py",
     "batch_retrain.py",
     "pipeline_figures.py",
+    "ingest_throughput.py",
 ]
 
 if __name__ == "__main__":

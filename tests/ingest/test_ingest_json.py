@@ -74,7 +74,7 @@ def test_list_with_bad_items(client: TestClient) -> None:
     assert by_row[7]["errors"] == [
         "track_id 2ERNqTqQJKm10LH6etp0IE already appears in row 1 of this upload"
     ]
-    assert by_row[8]["errors"] == ["popularity: Input should be less than or equal to 100"]
+    assert by_row[8]["errors"] == ["popularity 101 is outside [0, 100]"]
     lake = read_master_dataset(client.app.state.settings.lake_uri)
     assert sorted(lake.column("row").to_pylist()) == [1, 9]
 

@@ -10,8 +10,6 @@ and renamed, so readers never see half a file. The latest version of a track id 
 from __future__ import annotations
 
 import os
-import types
-import typing
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,48 +20,11 @@ import pyarrow.parquet as pq
 
 from emergify_contracts import lake
 from emergify_contracts.song import Song
+from emergify_contracts.song_schemas import arrow_schema
 from emergify_contracts.versions import LAKE_POSITION, arrow_sort_keys
 
-_ARROW_TYPES: dict[type, pa.DataType] = {
-    str: pa.string(),
-    int: pa.int64(),
-    float: pa.float64(),
-    bool: pa.bool_(),
-}
-
-
-def _song_field(name: str, annotation: object, required: bool) -> pa.Field:
-    """Arrow field for one :class:`Song` field: lists as list<string>, optionals nullable."""
-    args = typing.get_args(annotation)
-    nullable = not required
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        nullable = True
-        (annotation,) = [a for a in args if a is not type(None)]
-    if typing.get_origin(annotation) is list:
-        (item,) = typing.get_args(annotation)
-        return pa.field(name, pa.list_(_ARROW_TYPES[item]), nullable=nullable)
-    return pa.field(name, _ARROW_TYPES[annotation], nullable=nullable)  # type: ignore[index]
-
-
-def _schema() -> pa.Schema:
-    hints = typing.get_type_hints(Song)
-    song_fields = [
-        _song_field(name, hints[name], info.is_required())
-        for name, info in Song.model_fields.items()
-    ]
-    return pa.schema(
-        [
-            *song_fields,
-            pa.field("upload_id", pa.string(), nullable=False),
-            pa.field("source", pa.string(), nullable=False),
-            pa.field("ingested_at", pa.timestamp("us", tz="UTC"), nullable=False),
-            pa.field("row", pa.int64(), nullable=False),
-        ]
-    )
-
-
 #: Columns of every master-dataset file: each Song field, then the provenance columns.
-SCHEMA: pa.Schema = _schema()
+SCHEMA: pa.Schema = arrow_schema()
 
 
 def lake_path(lake_uri: str) -> Path:
@@ -138,6 +99,29 @@ class MasterDataset:
         table = songs_table(
             songs, rows, upload_id=upload_id, source=source, ingested_at=ingested_at
         )
+        return self.write(table, upload_id=upload_id, chunk=chunk, ingested_at=ingested_at)
+
+    def append_table(
+        self,
+        songs: pa.Table,
+        *,
+        upload_id: str,
+        chunk: int,
+        source: str,
+        ingested_at: datetime,
+    ) -> Path:
+        """Write one chunk of accepted songs given as a table (the song columns and ``row``)
+        durably and atomically; returns the file's path."""
+        n = songs.num_rows
+        columns = {name: songs.column(name) for name in songs.column_names}
+        columns["upload_id"] = pa.array([upload_id] * n, pa.string())
+        columns["source"] = pa.array([source] * n, pa.string())
+        columns["ingested_at"] = pa.array([ingested_at] * n, pa.timestamp("us", tz="UTC"))
+        table = pa.table({name: columns[name] for name in SCHEMA.names}).cast(SCHEMA)
+        return self.write(table, upload_id=upload_id, chunk=chunk, ingested_at=ingested_at)
+
+    def write(self, table: pa.Table, *, upload_id: str, chunk: int, ingested_at: datetime) -> Path:
+        """Write ``table`` (in :data:`SCHEMA`) as one file, durably and atomically."""
         directory = self.songs_dir / lake.partition_name(ingested_at)
         directory.mkdir(parents=True, exist_ok=True)
         final = directory / lake.file_name(upload_id, chunk)

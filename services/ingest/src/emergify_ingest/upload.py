@@ -102,15 +102,20 @@ class UploadLedger:
 
     def accept(self, row: int, song: Song) -> bool:
         """Count ``song`` as accepted unless its track id was accepted earlier in this upload."""
-        first = self._first_row.get(song.track_id)
+        return self.accept_id(row, song.track_id)
+
+    def accept_id(self, row: int, track_id: str) -> bool:
+        """Count the valid song with ``track_id`` at ``row`` as accepted unless that id was
+        accepted earlier in this upload."""
+        first = self._first_row.get(track_id)
         if first is not None:
             self.reject(
                 row,
-                song.track_id,
-                [f"track_id {song.track_id} already appears in row {first} of this upload"],
+                track_id,
+                [f"track_id {track_id} already appears in row {first} of this upload"],
             )
             return False
-        self._first_row[song.track_id] = row
+        self._first_row[track_id] = row
         self.accepted += 1
         return True
 

@@ -19,6 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 from emergify_contracts import lake
 from emergify_contracts.lake import known_empty, songs_location
 from emergify_contracts.song import AUDIO_FEATURES
+from emergify_contracts.song_schemas import lake_columns, spark_lake_ddl
 from emergify_contracts.versions import LAKE_POSITION, latest_per_key_sql
 
 log = structlog.get_logger()
@@ -28,36 +29,10 @@ LAKE_VIEW = "master_songs"
 
 #: Explicit schema of a master-dataset file (the ingest writer's Arrow schema, in Spark
 #: types): no schema inference, and a column a newer writer adds cannot break old readers.
-LAKE_SCHEMA = (
-    "track_id string, name string, artists array<string>, artist_ids array<string>, "
-    "album string, release_date string, duration_ms bigint, popularity bigint, "
-    "explicit boolean, genres array<string>, "
-    + ", ".join(f"{f} double" for f in AUDIO_FEATURES)
-    + ", key bigint, mode bigint, time_signature bigint, "
-    "upload_id string, source string, ingested_at timestamp, `row` bigint"
-)
+LAKE_SCHEMA = spark_lake_ddl()
 
 #: Every column of a master-dataset row (the provenance columns last).
-LAKE_COLUMNS: tuple[str, ...] = (
-    "track_id",
-    "name",
-    "artists",
-    "artist_ids",
-    "album",
-    "release_date",
-    "duration_ms",
-    "popularity",
-    "explicit",
-    "genres",
-    *AUDIO_FEATURES,
-    "key",
-    "mode",
-    "time_signature",
-    "upload_id",
-    "source",
-    "ingested_at",
-    "row",
-)
+LAKE_COLUMNS: tuple[str, ...] = lake_columns()
 
 _USABLE = " AND ".join(
     ["track_id IS NOT NULL", "ingested_at IS NOT NULL"]

@@ -25,6 +25,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from emergify_contracts.events import CatalogChange, DeadLetter
 from emergify_contracts.song import AUDIO_FEATURES
+from emergify_contracts.song_fields import fields_in
+from emergify_contracts.song_schemas import batch_columns
 from emergify_contracts.tables import database_unavailable, songs, stream_batches
 from emergify_contracts.versions import newer_than
 from emergify_stream.model_registry import CLUSTER_WRITE_LOCK, ModelRegistry
@@ -32,19 +34,16 @@ from emergify_stream.publisher import EventPublisher
 
 log = structlog.get_logger()
 
-_LIST_COLUMNS = ("artists", "artist_ids", "genres")
-_INT_COLUMNS = ("duration_ms", "popularity", "key", "mode", "time_signature", "kafka_partition")
-_TEXT_COLUMNS = ("track_id", "name", "album", "release_date", "upload_id", "source")
-#: Columns of a clean micro-batch frame (the speed layer's output), besides the features.
-BATCH_COLUMNS: tuple[str, ...] = (
-    *_TEXT_COLUMNS,
-    *_LIST_COLUMNS,
-    *_INT_COLUMNS,
-    "explicit",
-    *AUDIO_FEATURES,
-    "ingested_at",
-    "kafka_offset",
-)
+_KINDS = ("text", "text_list", "integer", "boolean", "number")
+
+_BY_KIND = {k: tuple(f.name for f in fields_in("table") if f.kind == k) for k in _KINDS}
+_LIST_COLUMNS = _BY_KIND["text_list"]
+_INT_COLUMNS = (*_BY_KIND["integer"], "kafka_partition")
+_TEXT_COLUMNS = (*_BY_KIND["text"], "upload_id", "source")
+_BOOL_COLUMNS = _BY_KIND["boolean"]
+_FLOAT_COLUMNS = _BY_KIND["number"]
+#: Columns of a clean micro-batch frame (the speed layer's output).
+BATCH_COLUMNS: tuple[str, ...] = batch_columns()
 
 
 class DatabaseUnavailableError(RuntimeError):
@@ -102,10 +101,12 @@ def frame_to_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
         for name in _INT_COLUMNS:
             value = _scalar(rec.get(name))
             row[name] = None if value is None else int(value)
-        explicit = _scalar(rec.get("explicit"))
-        row["explicit"] = None if explicit is None else bool(explicit)
-        for name in AUDIO_FEATURES:
-            row[name] = float(rec[name])
+        for name in _BOOL_COLUMNS:
+            flag = _scalar(rec.get(name))
+            row[name] = None if flag is None else bool(flag)
+        for name in _FLOAT_COLUMNS:
+            value = _scalar(rec.get(name))
+            row[name] = None if value is None else float(value)
         row["ingested_at"] = _utc(rec["ingested_at"])
         offset = _scalar(rec.get("kafka_offset"))
         row["kafka_offset"] = None if offset is None else int(offset)

@@ -31,7 +31,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from emergify_contracts.events import DeadLetter
-from emergify_contracts.song import AUDIO_FEATURES, LOUDNESS_RANGE, TEMPO_RANGE, UNIT_FEATURES
+from emergify_contracts.song_rules import sql_checks, sql_clean_projection, sql_list_cleaning
+from emergify_contracts.song_schemas import spark_event_ddl
 from emergify_contracts.versions import STREAM_POSITION, sort_columns
 from emergify_stream.config import Settings
 from emergify_stream.speed.feature_table import BATCH_COLUMNS, BatchResult, FeatureTableSink
@@ -39,80 +40,22 @@ from emergify_stream.speed.kafka_source import KafkaOptions, WatermarkProbe, end
 
 log = structlog.get_logger()
 
-#: Explicit schema of a :class:`~emergify_contracts.events.SongEvent` value. ``ingested_at``
-#: stays text here and is converted with ``try_cast`` in SQL, so a bad timestamp becomes a
-#: readable reason rather than a failed query.
-SONG_EVENT_SCHEMA = (
-    "schema_version int, upload_id string, source string, ingested_at string, "
-    "song struct<track_id: string, name: string, artists: array<string>, "
-    "artist_ids: array<string>, album: string, release_date: string, duration_ms: bigint, "
-    "popularity: int, explicit: boolean, genres: array<string>, "
-    + ", ".join(f"{f}: double" for f in AUDIO_FEATURES)
-    + ", key: int, mode: int, time_signature: int>"
-)
+#: Explicit schema of a :class:`~emergify_contracts.events.SongEvent` value, derived from the
+#: song's field table. ``ingested_at`` stays text here and is converted with ``try_cast`` in
+#: SQL, so a bad timestamp becomes a readable reason rather than a failed query.
+SONG_EVENT_SCHEMA = spark_event_ddl()
 
-_ID = "'^[0-9A-Za-z]{22}$'"
-_ID_TEXT = "is not a 22-character base62 Spotify id"
-
-
-def _feature_checks() -> list[str]:
-    lo, hi = LOUDNESS_RANGE
-    t_lo, t_hi = TEMPO_RANGE
-    checks = [
-        f"CASE WHEN s.{f} IS NULL THEN '{f} is missing or not a number' "
-        f"WHEN isnan(s.{f}) OR s.{f} < 0 OR s.{f} > 1 "
-        f"THEN concat('{f} ', CAST(s.{f} AS STRING), ' is outside [0, 1]') END"
-        for f in UNIT_FEATURES
-    ]
-    checks.append(
-        "CASE WHEN s.loudness IS NULL THEN 'loudness is missing or not a number' "
-        f"WHEN isnan(s.loudness) OR s.loudness < {lo} OR s.loudness > {hi} "
-        "THEN concat('loudness ', CAST(s.loudness AS STRING), "
-        f"' dB is outside [{lo:g}, {hi:g}]') END"
-    )
-    checks.append(
-        "CASE WHEN s.tempo IS NULL THEN 'tempo is missing or not a number' "
-        f"WHEN isnan(s.tempo) OR s.tempo < {t_lo} OR s.tempo > {t_hi} "
-        "THEN concat('tempo ', CAST(s.tempo AS STRING), "
-        f"' BPM must be a finite number in [{t_lo:g}, {t_hi:g}]') END"
-    )
-    return checks
-
-
+#: Every Song rule as Spark SQL (generated from the field table: the same rules and messages
+#: as the ingest service's pydantic validators), then the envelope's own.
 _SONG_CHECKS = [
-    "CASE WHEN coalesce(trim(s.track_id), '') = '' THEN 'track_id is required' "
-    f"WHEN NOT trim(s.track_id) RLIKE {_ID} "
-    f"THEN concat('track_id ''', s.track_id, ''' {_ID_TEXT}') END",
-    "CASE WHEN coalesce(trim(s.name), '') = '' THEN 'name is required' "
-    "WHEN length(trim(s.name)) > 500 THEN 'name is longer than 500 characters' END",
-    "CASE WHEN size(coalesce(artists_clean, array())) = 0 THEN 'artists needs at least one name' "
-    "WHEN size(artists_clean) > 50 THEN 'artists has more than 50 names' END",
-    f"CASE WHEN exists(artist_ids_clean, a -> NOT a RLIKE {_ID}) THEN concat('artist id ''', "
-    f"element_at(filter(artist_ids_clean, a -> NOT a RLIKE {_ID}), 1), ''' {_ID_TEXT}') "
-    "WHEN size(artist_ids_clean) > 50 THEN 'artist_ids has more than 50 ids' END",
-    "CASE WHEN length(trim(s.album)) > 500 THEN 'album is longer than 500 characters' END",
-    "CASE WHEN coalesce(trim(s.release_date), '') <> '' AND NOT trim(s.release_date) "
-    "RLIKE '^[0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?$' THEN concat('release_date ''', s.release_date, "
-    "''' is not YYYY, YYYY-MM or YYYY-MM-DD') END",
-    "CASE WHEN s.duration_ms < 0 "
-    "THEN concat('duration_ms ', CAST(s.duration_ms AS STRING), ' must be >= 0') END",
-    *(
-        f"CASE WHEN s.{f} NOT BETWEEN {lo} AND {hi} "
-        f"THEN concat('{f} ', CAST(s.{f} AS STRING), ' is outside [{lo}, {hi}]') END"
-        for f, lo, hi in (
-            ("popularity", 0, 100),
-            ("key", -1, 11),
-            ("mode", 0, 1),
-            ("time_signature", 0, 7),
-        )
-    ),
-    "CASE WHEN size(genres_clean) > 100 THEN 'genres has more than 100 entries' END",
-    *_feature_checks(),
+    *sql_checks("s"),
     "CASE WHEN coalesce(upload_id, '') = '' THEN 'upload_id is required' END",
     "CASE WHEN coalesce(source, '') = '' THEN 'source is required' END",
     "CASE WHEN event.ingested_at IS NOT NULL AND try_cast(event.ingested_at AS TIMESTAMP) IS NULL "
     "THEN concat('ingested_at ''', event.ingested_at, ''' is not an ISO 8601 timestamp') END",
 ]
+_LIST_CLEANING = ",\n    ".join(sql_list_cleaning("event.song"))
+_PROJECTION = ",\n  ".join(sql_clean_projection("s"))
 
 #: Cleans the parsed records of the ``song_events`` view: one row per record, with
 #: ``reject_reason`` null for a usable song.
@@ -129,31 +72,14 @@ WITH parsed AS (
     event.song AS s,
     trim(event.upload_id) AS upload_id,
     trim(event.source) AS source,
-    filter(transform(event.song.artists, a -> trim(a)), a -> coalesce(a, '') <> '')
-      AS artists_clean,
-    filter(transform(event.song.artist_ids, a -> trim(a)), a -> coalesce(a, '') <> '')
-      AS artist_ids_clean,
-    filter(transform(event.song.genres, g -> trim(g)), g -> coalesce(g, '') <> '') AS genres_clean
+    {_LIST_CLEANING}
   FROM song_events
 )
 SELECT
-  trim(s.track_id) AS track_id,
-  trim(s.name) AS name,
-  nullif(trim(s.album), '') AS album,
-  nullif(trim(s.release_date), '') AS release_date,
+  {_PROJECTION},
   upload_id,
   source,
-  artists_clean AS artists,
-  coalesce(artist_ids_clean, array()) AS artist_ids,
-  coalesce(genres_clean, array()) AS genres,
-  s.duration_ms,
-  s.popularity,
-  s.key,
-  s.mode,
-  s.time_signature,
   kafka_partition,
-  s.explicit,
-  {", ".join(f"s.{f}" for f in AUDIO_FEATURES)},
   -- SongEvent defaults ingested_at to "now"; the record's own timestamp is the closest.
   coalesce(try_cast(event.ingested_at AS TIMESTAMP), record_timestamp) AS ingested_at,
   kafka_offset,
@@ -206,6 +132,12 @@ def clean_song_stream(spark: SparkSession, settings: Settings) -> DataFrame:
         .options(**source_options(settings))
         .load()
     )
+    return clean_records(spark, raw)
+
+
+def clean_records(spark: SparkSession, raw: DataFrame) -> DataFrame:
+    """Kafka records (``key, value, topic, partition, offset, timestamp``; streaming or not)
+    parsed with :data:`SONG_EVENT_SCHEMA` and cleaned by :data:`CLEAN_SQL`."""
     parsed = raw.withColumn("event", F.from_json(F.col("value").cast("string"), SONG_EVENT_SCHEMA))
     parsed.createOrReplaceTempView("song_events")
     return spark.sql(CLEAN_SQL)
