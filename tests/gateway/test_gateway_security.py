@@ -209,7 +209,7 @@ def test_security_headers_on_every_kind_of_response(
     make_gateway: Callable[..., TestClient], admin: dict[str, str], closed_url: str
 ) -> None:
     gateway = make_gateway(
-        rate_limit_per_minute=1, rate_limit_burst=8, max_upload_bytes=10, ingest_url=closed_url
+        rate_limit_per_minute=1, rate_limit_burst=8, max_json_bytes=10, ingest_url=closed_url
     )
     preflight = {
         "Origin": "http://127.0.0.1:8501",

@@ -29,7 +29,22 @@ class Settings(SessionSettings):
         2.0, gt=0, description="Timeout of each upstream /health and /openapi.json call."
     )
     max_upload_bytes: int = Field(
-        50 * 1024 * 1024, gt=0, description="Largest request body the gateway forwards."
+        50 * 1024 * 1024, gt=0, description="Largest song upload (CSV or JSON list) accepted."
+    )
+    max_json_bytes: int = Field(
+        64 * 1024, gt=0, description="Largest body of every other route (small JSON documents)."
+    )
+    request_deadline_seconds: float = Field(
+        300.0, gt=0, description="How long a client may take to send a request's whole body."
+    )
+    linger_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="After answering before the body was read (401, 413), how long the rest "
+        "of the body is read and discarded so the client can read the answer.",
+    )
+    linger_max_bytes: int = Field(
+        128 * 1024 * 1024, ge=0, description="At most this much of such a body is discarded."
     )
     read_api_keys: SecretStr = Field(
         SecretStr(""),

@@ -21,7 +21,8 @@ from emergify_gateway.request_context import (
     RequestContextMiddleware,
     problem_context,
 )
-from emergify_gateway.routes import ROUTES
+from emergify_gateway.request_body import RequestBodyMiddleware
+from emergify_gateway.routes import ROUTES, body_limit
 from emergify_gateway.security import API_KEY_HEADER, KeyRing
 from emergify_gateway.security_headers import SecurityHeadersMiddleware
 
@@ -86,6 +87,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(router)
     add_proxy_routes(app, ROUTES)
+    app.add_middleware(
+        RequestBodyMiddleware,
+        limit_for=lambda method, path: body_limit(settings, method, path),
+        deadline_seconds=settings.request_deadline_seconds,
+        linger_seconds=settings.linger_seconds,
+        linger_max_bytes=settings.linger_max_bytes,
+    )
     # Added last = outermost: every response, CORS preflights included, gets a request id.
     app.add_middleware(
         CORSMiddleware,

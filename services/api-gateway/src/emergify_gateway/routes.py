@@ -114,6 +114,14 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+def body_limit(settings: Settings, method: str, path: str) -> int:
+    """The largest request body ``method path`` takes: uploads are large, the rest is JSON."""
+    for route in ROUTES:
+        if route.upload and method in route.methods and _template_regex(route.path).fullmatch(path):
+            return settings.max_upload_bytes
+    return settings.max_json_bytes
+
+
 def service_urls(settings: Settings) -> dict[str, str]:
     """Base URL of every upstream service, by name."""
     return {
