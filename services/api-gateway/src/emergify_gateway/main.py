@@ -16,12 +16,12 @@ from emergify_gateway.deps import Gateway
 from emergify_gateway.openapi import OpenAPIAggregator
 from emergify_gateway.proxy import Proxy, new_http_client
 from emergify_gateway.rate_limit import TokenBucketLimiter
+from emergify_gateway.request_body import RequestBodyMiddleware
 from emergify_gateway.request_context import (
     REQUEST_ID_HEADER,
     RequestContextMiddleware,
     problem_context,
 )
-from emergify_gateway.request_body import RequestBodyMiddleware
 from emergify_gateway.routes import ROUTES, body_limit
 from emergify_gateway.security import API_KEY_HEADER, KeyRing
 from emergify_gateway.security_headers import SecurityHeadersMiddleware
