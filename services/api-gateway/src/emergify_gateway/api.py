@@ -13,10 +13,11 @@ from pydantic import BaseModel, Field
 
 from emergify_contracts.problems import ProblemError
 from emergify_gateway.deps import AdminDep, Gateway, GatewayDep, authorized_caller
-from emergify_gateway.health import HealthReport, check_services
+from emergify_gateway.health import HealthReport
 from emergify_gateway.keystore import KeyNotFoundError, KeyRecord, KeyStore
 from emergify_gateway.openapi import KEY_REQUIRED, problem_openapi_response
-from emergify_gateway.routes import Route, parse_scope
+from emergify_gateway.routes import Access, Route, parse_scope
+from emergify_gateway.security import presented_key
 from emergify_gateway.security_headers import docs_content_security_policy
 
 router = APIRouter()
@@ -26,19 +27,30 @@ router = APIRouter()
     "/health",
     tags=["health"],
     response_model=HealthReport,
+    response_model_exclude_none=True,
     responses={503: {"model": HealthReport, "description": "At least one service is not ok."}},
-    summary="Every service's state",
+    summary="Up or down; each service's state for admin keys",
 )
-async def read_health(gateway: GatewayDep) -> JSONResponse:
-    """200 when every service reports ok, else 503 with each service's state."""
-    assert gateway.proxy is not None
-    report = await check_services(
-        gateway.proxy.client, gateway.proxy.urls, gateway.settings.probe_timeout_seconds
-    )
+async def read_health(request: Request, gateway: GatewayDep) -> JSONResponse:
+    """200 when every service reports ok, else 503. Only a caller with an admin key sees each
+    service's state and details; everyone else sees up or down."""
+    assert gateway.health is not None
+    report = await gateway.health.report()
+    if not _is_admin(request, gateway):
+        report = report.public()
     return JSONResponse(
         report.model_dump(mode="json", exclude_none=True),
         status_code=200 if report.status == "ok" else 503,
     )
+
+
+def _is_admin(request: Request, gateway: Gateway) -> bool:
+    """Whether the request carries a valid admin key (never a 401: health is public)."""
+    if gateway.keys.open:
+        return True
+    key = presented_key(request)
+    principal = gateway.keys.identify(key) if key else None
+    return principal is not None and principal.may(Access.ADMIN)
 
 
 @router.get("/openapi.json", include_in_schema=False)

@@ -69,6 +69,9 @@ class Settings(SessionSettings):
         description="Send Strict-Transport-Security on every response, not only on https "
         "requests (set it behind a TLS-terminating proxy that does not forward the scheme).",
     )
+    health_cache_seconds: float = Field(
+        2.0, ge=0, description="How long the combined /health report is reused."
+    )
     openapi_cache_seconds: float = Field(
         10.0, ge=0, description="How long the merged OpenAPI document is reused."
     )

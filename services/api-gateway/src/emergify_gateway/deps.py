@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from emergify_contracts.problems import ProblemError
 from emergify_gateway.config import Settings
+from emergify_gateway.health import HealthCache
 from emergify_gateway.openapi import OpenAPIAggregator
 from emergify_gateway.proxy import Proxy
 from emergify_gateway.rate_limit import TokenBucketLimiter, retry_after_header
@@ -25,6 +26,7 @@ class Gateway:
     limiter: TokenBucketLimiter
     proxy: Proxy | None = None
     openapi: OpenAPIAggregator | None = None
+    health: HealthCache | None = None
 
 
 def get_gateway(request: Request) -> Gateway:

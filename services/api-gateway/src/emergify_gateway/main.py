@@ -13,6 +13,7 @@ from emergify_contracts.problems import install_problem_handlers, operation_id
 from emergify_gateway.api import add_proxy_routes, router
 from emergify_gateway.config import Settings, get_settings
 from emergify_gateway.deps import Gateway
+from emergify_gateway.health import HealthCache, check_services
 from emergify_gateway.openapi import OpenAPIAggregator
 from emergify_gateway.proxy import Proxy, new_http_client
 from emergify_gateway.rate_limit import TokenBucketLimiter
@@ -62,8 +63,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 timeout=settings.probe_timeout_seconds,
                 ttl_seconds=settings.openapi_cache_seconds,
             )
+            proxy = gateway.proxy
+            gateway.health = HealthCache(
+                lambda: check_services(proxy.client, proxy.urls, settings.probe_timeout_seconds),
+                settings.health_cache_seconds,
+            )
             yield
-            gateway.proxy = gateway.openapi = None
+            gateway.proxy = gateway.openapi = gateway.health = None
 
     app = FastAPI(
         title="Emergify API",
