@@ -123,18 +123,18 @@ def test_streamed_body_over_limit_is_413(
 
 
 def test_rate_limit_answers_429_with_retry_after(
-    make_gateway: Callable[..., TestClient], admin: dict[str, str]
+    make_gateway: Callable[..., TestClient], reader: dict[str, str]
 ) -> None:
     # One token a minute after a burst of two: the third call is refused whatever the timing.
     gateway = make_gateway(rate_limit_per_minute=1, rate_limit_burst=2)
-    assert gateway.get("/api/v1/model", headers=admin).status_code == 200
-    assert gateway.get("/api/v1/model", headers=admin).status_code == 200
-    limited = gateway.get("/api/v1/model", headers=admin)
+    assert gateway.get("/api/v1/model", headers=reader).status_code == 200
+    assert gateway.get("/api/v1/model", headers=reader).status_code == 200
+    limited = gateway.get("/api/v1/model", headers=reader)
     assert limited.status_code == 429
     assert limited.headers["content-type"] == "application/problem+json"
     assert 1 <= int(limited.headers["retry-after"]) <= 60
-    # The client address is limited too, whatever key (or none) it presents.
-    assert gateway.get("/api/v1/model").status_code == 429
+    # Callers without a key are limited per address: their own bucket.
+    assert gateway.get("/api/v1/model").status_code == 401
     # /health stays reachable for probes.
     assert gateway.get("/health").status_code == 200
 
@@ -150,12 +150,11 @@ def test_token_bucket_refills_and_refusals_cost_nothing() -> None:
     assert limiter.acquire("ip:a") == pytest.approx(0.5)  # the refusal above took nothing
     now[0] = 1.0
     assert limiter.acquire("ip:a") == 0
-    # With two identities both must have a token, and a refusal charges neither.
-    now[0] = 100.0  # everything full again
-    assert limiter.acquire("ip:c") == 0  # ip:c now has 1 token, key:k has 2
-    assert limiter.acquire("ip:c", "key:k") == 0  # ip:c 0, key:k 1
-    assert limiter.acquire("ip:c", "key:k") == pytest.approx(1.0)  # ip:c is short
-    assert limiter.acquire("key:k") == 0  # key:k still had its token
+    # An identity's own rate: 0 is unlimited, a higher rate refills faster.
+    assert all(limiter.acquire("key:admin", 0) == 0 for _ in range(100))
+    assert limiter.acquire("key:k", 120) == 0
+    assert limiter.acquire("key:k", 120) == 0
+    assert limiter.acquire("key:k", 120) == pytest.approx(0.5)
 
 
 def test_token_bucket_forgets_idle_identities() -> None:
@@ -206,7 +205,10 @@ API_CSP = "default-src 'none'; frame-ancestors 'none'"
 
 
 def test_security_headers_on_every_kind_of_response(
-    make_gateway: Callable[..., TestClient], admin: dict[str, str], closed_url: str
+    make_gateway: Callable[..., TestClient],
+    admin: dict[str, str],
+    reader: dict[str, str],
+    closed_url: str,
 ) -> None:
     gateway = make_gateway(
         rate_limit_per_minute=1, rate_limit_burst=8, max_json_bytes=10, ingest_url=closed_url
@@ -228,7 +230,7 @@ def test_security_headers_on_every_kind_of_response(
         "openapi": gateway.get("/openapi.json"),
         "preflight": gateway.options("/api/v1/model", headers=preflight),
     }
-    while (limited := gateway.get("/api/v1/model", headers=admin)).status_code != 429:
+    while (limited := gateway.get("/api/v1/model", headers=reader)).status_code != 429:
         pass
     responses["429"] = limited
     expected_status = {"proxied 200": 200, "upstream problem": 404, "401": 401, "404": 404,

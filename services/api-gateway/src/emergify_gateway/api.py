@@ -9,13 +9,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, FastAPI, Path, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from emergify_contracts.problems import ProblemError
 from emergify_gateway.deps import AdminDep, Gateway, GatewayDep, authorized_caller
 from emergify_gateway.health import HealthReport
 from emergify_gateway.keystore import KeyNotFoundError, KeyRecord, KeyStore
 from emergify_gateway.openapi import KEY_REQUIRED, problem_openapi_response
+from emergify_gateway.rate_limit import parse_rate
 from emergify_gateway.routes import Access, Route, parse_scope
 from emergify_gateway.security import presented_key
 from emergify_gateway.security_headers import docs_content_security_policy
@@ -106,6 +107,9 @@ class KeyInfo(BaseModel):
         None, description="End of a rotation's grace period: the key stops working then."
     )
     rotated_from: str | None = Field(None, description="The id of the key this one replaced.")
+    rate_per_minute: int | None = Field(
+        None, description="The key's own rate limit; null: the gateway's default; 0: none."
+    )
 
     @classmethod
     def of(cls, record: KeyRecord) -> KeyInfo:
@@ -131,6 +135,20 @@ class KeyRequest(BaseModel):
     scopes: list[ScopeName] = Field(
         min_length=1, description="recs:read (reads), catalog:write (uploads), admin (all)."
     )
+    rate: str | None = Field(
+        None,
+        max_length=40,
+        description="The key's own rate limit, e.g. '6000/min', '10/s' or 'unlimited'; "
+        "omitted: the gateway's default.",
+        examples=["6000/min"],
+    )
+
+    @field_validator("rate")
+    @classmethod
+    def _rate_is_a_rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rate(value)  # raises ValueError with what to write instead
+        return value
 
 
 class RotateRequest(BaseModel):
@@ -161,7 +179,8 @@ def create_key(body: KeyRequest, gateway: GatewayDep, caller: AdminDep) -> KeyCr
 
     Needs the 'admin' scope.
     """
-    issued = _store(gateway).file.create(body.name, {parse_scope(s) for s in body.scopes})
+    rate = parse_rate(body.rate) if body.rate is not None else None
+    issued = _store(gateway).file.create(body.name, {parse_scope(s) for s in body.scopes}, rate)
     return KeyCreated(**KeyInfo.of(issued.record).model_dump(), key=issued.key)
 
 

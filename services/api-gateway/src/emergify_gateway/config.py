@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, IPvAnyNetwork, SecretStr
 
 from emergify_contracts.session import SessionSettings
 
@@ -55,9 +55,24 @@ class Settings(SessionSettings):
         description="Scoped API keys, stored hashed (`emergify keys`); re-read when it changes.",
     )
     rate_limit_per_minute: int = Field(
-        600, ge=0, description="Sustained requests per minute per key and per client IP; 0 = off."
+        600,
+        ge=0,
+        description="Sustained requests per minute of a key without a rate of its own, and of "
+        "each client address without a key; 0 = off.",
     )
     rate_limit_burst: int = Field(100, ge=1, description="Requests allowed in a burst.")
+    admin_rate_limit_per_minute: int = Field(
+        0,
+        ge=0,
+        description="Requests per minute for the bootstrap admin key; 0 = not limited (it is "
+        "the operator's own key, used by scripts).",
+    )
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Addresses (or networks) of reverse proxies whose X-Forwarded-For is "
+        "believed; from anyone else the header is ignored. JSON list, e.g. "
+        '["10.0.0.0/8"].',
+    )
     dashboard_origin: str = Field(
         "http://127.0.0.1:8501", description="The one browser origin CORS allows."
     )

@@ -39,6 +39,8 @@ class Principal:
     kind: Literal["admin", "reader", "key", "session", "anonymous"]
     key_id: str  # safe to log: "admin", "reader-<hash prefix>", a key file id, ...
     scopes: frozenset[Access]
+    # Requests per minute for this caller; None: the gateway's default, 0: not limited.
+    rate_per_minute: int | None = None
 
     def may(self, needed: Access) -> bool:
         """Whether this caller holds the scope ``needed`` (``admin`` implies every scope)."""
@@ -59,8 +61,10 @@ class KeyRing:
         allow_no_auth: bool,
         session_secret: str | None = None,
         store: KeyStore | None = None,
+        admin_rate_per_minute: int | None = None,
     ) -> None:
         self.store = store
+        self.admin_rate_per_minute = admin_rate_per_minute
         self._admin = admin_key.encode() if admin_key else None
         # Verifies the spotify-gateway's session cookies; None: sessions are not accepted.
         self.session_secret = session_secret
@@ -87,17 +91,18 @@ class KeyRing:
             settings.allow_no_auth,
             _session_secret(settings),
             KeyStore(settings.api_keys_file),
+            settings.admin_rate_limit_per_minute,
         )
 
     def identify(self, key: str) -> Principal | None:
         """The principal a presented key belongs to, or None if it is not a valid key."""
         if self.store is not None and (record := self.store.lookup(key)) is not None:
-            return Principal("key", record.id, record.scopes)
+            return Principal("key", record.id, record.scopes, record.rate_per_minute)
         presented = key.encode()
         # Compare against every key, not stopping at the first match, so timing tells nothing.
         found: Principal | None = None
         if self._admin is not None and hmac.compare_digest(presented, self._admin):
-            found = Principal("admin", "admin", ADMIN_SCOPES)
+            found = Principal("admin", "admin", ADMIN_SCOPES, self.admin_rate_per_minute)
         for reader, key_id in self._readers:
             if hmac.compare_digest(presented, reader) and found is None:
                 found = Principal("reader", key_id, READ_SCOPES)
