@@ -148,7 +148,7 @@ def test_signed_in_listener_profile_favourite_and_save_playlist(
     assert "Latest added" in text
     top = next(m.value for m in at.markdown if "emergify-top-artists" in m.value)
     assert top.count("background:url(") == 10  # ten artists, each with Spotify's image
-    assert "Sign out" in link_buttons(at)
+    assert at.button(key="sign_out")  # a POST button, not a link
 
     at.button(key="random_favourite").click().run()
     assert not at.error
@@ -297,3 +297,16 @@ def test_song_artist_and_error_texts_are_never_links_or_images(
     # The texts are still shown, character for character.
     assert EVIL_SONG in html and EVIL_ARTIST in html and EVIL_ERROR in html
     assert any("Could not get recommendations" in e.value for e in at.error)
+
+
+def test_sign_out_posts_and_the_cookie_stops_working(dashboard_stack, dashboard_env) -> None:
+    cookie = dashboard_stack.sign_in("demo")
+    at = new_app(cookie).run()
+    assert "signed in with Spotify" in page_text(at)
+    at.button(key="sign_out").click().run()
+    assert not at.exception and not at.error
+    assert "Sign in with Spotify" in link_buttons(at)
+    refused = httpx.get(
+        f"{dashboard_stack.gateway.url}/api/v1/catalog", cookies={"emergify_session": cookie}
+    )
+    assert refused.status_code == 401

@@ -87,6 +87,10 @@ class Settings(SessionSettings):
     health_cache_seconds: float = Field(
         2.0, ge=0, description="How long the combined /health report is reused."
     )
+    revoked_sessions_file: Path = Field(
+        Path("var/revoked-sessions.json"),
+        description="Signed-out session cookies (hashed), refused until they expire.",
+    )
     openapi_cache_seconds: float = Field(
         10.0, ge=0, description="How long the merged OpenAPI document is reused."
     )

@@ -67,6 +67,7 @@ class Route:
     access: Access
     upstream_path: str | None = None  # None: the same path as the public one
     upload: bool = False  # large bodies: the longer upload timeout applies
+    signs_out: bool = False  # the gateway also revokes the caller's session cookie
 
     @property
     def upstream_template(self) -> str:
@@ -108,7 +109,16 @@ ROUTES: tuple[Route, ...] = (
     # Sign-in must work before the listener has anything to present.
     Route(_methods("GET"), "/api/v1/spotify/login", "spotify-gateway", Access.PUBLIC),
     Route(_methods("GET"), "/api/v1/spotify/callback", "spotify-gateway", Access.PUBLIC),
-    # Key or session: /logout, /me*, and POST /playlists (saving a playlist in the listener's
+    # Signing out is a POST (a link or an image cannot sign anyone out); the gateway revokes
+    # the session so a copied cookie stops working too.
+    Route(
+        _methods("POST"),
+        "/api/v1/spotify/logout",
+        "spotify-gateway",
+        Access.PUBLIC,
+        signs_out=True,
+    ),
+    # Key or session: /me*, and POST /playlists (saving a playlist in the listener's
     # own Spotify account changes nothing of Emergify's, so a session may do it).
     Route(ANY_METHOD, "/api/v1/spotify/{rest:path}", "spotify-gateway", Access.READ),
 )

@@ -135,7 +135,16 @@ def render_listener(client: GatewayClient) -> bool:
             unsafe_allow_html=True,
         )
     with out:
-        st.link_button("Sign out", client.url(f"{SPOTIFY_PREFIX}/logout"))
+        # A POST from here: signing out must not be a link (any page could trigger a GET).
+        if st.button("Sign out", key="sign_out"):
+            try:
+                client.sign_out()
+            except ApiError as exc:
+                st.error(f"Could not sign out. {md_text(exc)}")
+            else:
+                st.session_state[state.SIGNED_OUT_COOKIE] = client.session_cookie
+                st.session_state.pop(state.LISTENER, None)
+                st.rerun()
 
     latest_col, artists_col = st.columns([1, 2])
     with latest_col:
