@@ -61,13 +61,22 @@ async def read_openapi(gateway: GatewayDep) -> JSONResponse:
     return JSONResponse(await gateway.openapi.document())
 
 
+#: Where the gateway serves Swagger UI's own files (from the fastapi-offline package).
+DOCS_ASSETS = "/docs/assets"
+
+
 @router.get("/docs", include_in_schema=False, response_class=HTMLResponse)
 async def read_docs() -> HTMLResponse:
-    """Swagger UI for the merged document, with a policy that allows exactly what it loads."""
+    """Swagger UI for the merged document, from files the gateway serves itself (no CDN: the
+    page works offline), with a policy that allows exactly what it loads. Authorizations are
+    not persisted: a key typed in stays in the page, never in the browser's storage."""
     page = get_swagger_ui_html(
         openapi_url="/openapi.json",
         title="Emergify API",
-        swagger_ui_parameters={"persistAuthorization": True},
+        swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+        swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+        swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        swagger_ui_parameters={"persistAuthorization": False},
     )
     page.headers["Content-Security-Policy"] = docs_content_security_policy(
         bytes(page.body).decode()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
 
 import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 
 from emergify_contracts.problems import install_problem_handlers, operation_id
-from emergify_gateway.api import add_proxy_routes, router
+from emergify_gateway.api import DOCS_ASSETS, add_proxy_routes, router
 from emergify_gateway.config import Settings, get_settings
 from emergify_gateway.deps import Gateway
 from emergify_gateway.health import HealthCache, check_services
@@ -36,6 +39,11 @@ Send an API key as `X-API-Key: <key>` or `Authorization: Bearer <key>`. Keys car
 (uploads) and `admin` (retraining, key management; implies the others). Each operation names
 the scope it needs (`x-emergify-scope`); a key without it gets 403. Errors are
 `application/problem+json` (RFC 9457) and carry the request's `X-Request-ID`."""
+
+
+def swagger_ui_assets() -> Path:
+    """The folder of Swagger UI's JavaScript, CSS and icon inside the fastapi-offline package."""
+    return Path(str(resources.files("fastapi_offline") / "static"))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -92,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         context=problem_context,
     )
     app.include_router(router)
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_assets()), name="docs-assets")
     add_proxy_routes(app, ROUTES)
     app.add_middleware(
         RequestBodyMiddleware,
