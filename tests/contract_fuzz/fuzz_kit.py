@@ -99,12 +99,13 @@ def wait_healthy(
     path: str = "/health",
     deadline_s: float = 60.0,
     ready: Callable[[Any], bool] = lambda response: response.status_code == 200,
+    headers: dict[str, str] | None = None,
 ) -> None:
-    """Start ``app``'s lifespan on schemathesis's loop and poll ``path`` until ``ready``
-    (by default: it answers 200)."""
+    """Start ``app``'s lifespan on schemathesis's loop and poll ``path`` (with ``headers``)
+    until ``ready`` (by default: it answers 200)."""
     with schemathesis_asgi.get_client(app) as client:
         deadline = time.monotonic() + deadline_s
-        while not ready(response := client.get(path)):
+        while not ready(response := client.get(path, headers=headers)):
             if time.monotonic() > deadline:
                 raise AssertionError(f"{path} never became ready: {response.text}")
             time.sleep(0.1)
