@@ -99,11 +99,14 @@ def wait_healthy(
     path: str = "/health",
     deadline_s: float = 60.0,
     ready: Callable[[Any], bool] = lambda response: response.status_code == 200,
+    headers: dict[str, str] | None = None,
 ) -> None:
-    """Start ``app``'s lifespan on schemathesis's loop and poll ``path`` until ``ready``
-    (by default: it answers 200)."""
+    """Start ``app``'s lifespan on schemathesis's loop and poll ``path`` (with ``headers``)
+    until ``ready`` (by default: it answers 200)."""
     with schemathesis_asgi.get_client(app) as client:
-        wait_for(lambda: ready(client.get(path)), deadline_s, f"{path} to be ready")
+        wait_for(
+            lambda: ready(client.get(path, headers=headers)), deadline_s, f"{path} to be ready"
+        )
 
 
 def takes_input(operation: Any) -> bool:

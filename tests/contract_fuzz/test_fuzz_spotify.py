@@ -36,7 +36,7 @@ from emergify_spotify.sandbox.app import create_app as create_sandbox
 from emergify_spotify.sandbox.config import SandboxSettings
 from emergify_spotify.sandbox.oauth import KNOWN_SCOPES
 
-LOGOUT = "GET /api/v1/spotify/logout"
+LOGOUT = "POST /api/v1/spotify/logout"
 
 
 @dataclass

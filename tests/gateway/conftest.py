@@ -281,6 +281,12 @@ def spotify_app() -> FastAPI:
         response.set_cookie("emergify_session", f"{code}-{state}", httponly=True)
         return response
 
+    @app.post("/api/v1/spotify/logout", status_code=303, tags=["spotify"], response_model=None)
+    async def logout() -> Response:
+        response = RedirectResponse("http://127.0.0.1:8501/?spotify=signed_out", status_code=303)
+        response.delete_cookie("emergify_session")
+        return response
+
     @app.get("/api/v1/spotify/me", response_model=Profile, tags=["spotify"])
     async def me(request: Request) -> Profile:
         return Profile(id="listener", cookies=dict(request.cookies))
