@@ -51,7 +51,7 @@ class EmergifySettings(BaseSettings):
         "default to it.",
     )
     similarity_artist_weight: float = Field(
-        3.0,
+        4.0,
         ge=0,
         description="Weight of the artist-profile L1 in the ranking distance (audio L1 + weight "
         "x artist L1); chosen by `emergify evaluate` (bench/results/evaluation.json, "
