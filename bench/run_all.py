@@ -8,6 +8,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
+    "evaluation.py",
     "quality.py",
     "ranking_speed.py",
     "recommender_memory.py",

@@ -109,6 +109,14 @@ def test_anonymous_page_offers_sign_in_search_and_the_catalog_panel(
     assert "stream processor not answering" in page_text(at)  # not started here
 
 
+def test_the_emerging_threshold_slider_starts_at_the_shared_setting(
+    dashboard_stack, dashboard_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert new_app().run().slider(key="max_popularity").value == 30
+    monkeypatch.setenv("EMERGIFY_EMERGING_MAX_POPULARITY", "12")
+    assert new_app().run().slider(key="max_popularity").value == 12
+
+
 def test_search_several_favourites_and_get_recommendations(dashboard_stack, dashboard_env) -> None:
     at = new_app().run()
     seeds = add_search_seeds(at, "love", 2)

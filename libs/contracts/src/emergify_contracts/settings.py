@@ -42,6 +42,27 @@ class EmergifySettings(BaseSettings):
         None, description="Address services listen on; default: the host of their own URL."
     )
 
+    emerging_max_popularity: int = Field(
+        30,
+        ge=0,
+        le=100,
+        description="The emerging threshold: recommendations hold songs of popularity <= this "
+        "unless a request sets its own max_popularity (100 lifts it). API, CLI and dashboard "
+        "default to it.",
+    )
+    similarity_artist_weight: float = Field(
+        4.0,
+        ge=0,
+        description="Weight of the artist-profile L1 in the ranking distance (audio L1 + weight "
+        "x artist L1); chosen by `emergify evaluate` (bench/results/evaluation.json, "
+        "docs/similarity.md). 0 ranks by the song's own sound alone.",
+    )
+    similarity_multi_artist_rule: Literal["mean", "weighted", "first"] = Field(
+        "weighted",
+        description="A song with several artists: its artist vector is the song-count-weighted "
+        "mean of their profiles ('weighted'), the plain mean ('mean') or the first artist's.",
+    )
+
     admin_api_key: SecretStr | None = Field(
         None, description="Key for writes (uploads, retrain) and reads through the gateway."
     )

@@ -22,8 +22,10 @@ class Controls:
     max_per_artist: int
 
 
-def render_controls() -> Controls:
-    """Number of songs, the emerging threshold and songs per artist."""
+def render_controls(settings: Settings) -> Controls:
+    """Number of songs, the emerging threshold (default: the shared setting) and songs per
+    artist."""
+    threshold = settings.emerging_max_popularity
     st.subheader("2 · Shape the playlist")
     limit_col, popularity_col, artist_col = st.columns(3)
     limit = limit_col.slider("Number of songs", 5, 50, 20, key="limit")
@@ -31,7 +33,7 @@ def render_controls() -> Controls:
         "Emerging threshold (max popularity)",
         0,
         100,
-        30,
+        threshold,
         key="max_popularity",
         help="Only songs whose Spotify popularity (0–100) is at most this.",
     )
