@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import servers
@@ -229,7 +229,7 @@ def recommender_app() -> FastAPI:
 
 
 class RetrainAccepted(BaseModel):
-    status: str = Field(description="started")
+    status: Literal["started", "queued"] = Field(description="started, or queued behind a run")
 
 
 def stream_processor_app() -> FastAPI:

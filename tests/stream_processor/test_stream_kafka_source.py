@@ -12,7 +12,7 @@ from kafka import KafkaConsumer, TopicPartition
 from pyspark.errors import StreamingQueryException
 
 from emergify_cli.broker import EmbeddedBroker, create_topics
-from emergify_stream.kafka_source import (
+from emergify_stream.speed.kafka_source import (
     DataLossError,
     KafkaOptions,
     end_offsets,

@@ -18,10 +18,10 @@ from emergify_contracts.events import CatalogChange, DeadLetter, SongEvent
 from emergify_contracts.song import RowError, Song, detect_layout, row_to_song
 from emergify_contracts.tables import create_tables, make_engine, songs, stream_batches
 from emergify_stream.config import Settings
-from emergify_stream.feature_table import FeatureTableSink
 from emergify_stream.model_registry import ModelRegistry
 from emergify_stream.publisher import EventPublisher
-from emergify_stream.speed_layer import SpeedLayer
+from emergify_stream.speed.feature_table import FeatureTableSink
+from emergify_stream.speed.speed_layer import SpeedLayer
 
 
 def load_songs(path: Path) -> list[Song]:

@@ -6,8 +6,6 @@ writes the master dataset first and the batch layer can rebuild from it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import random
 import socket
@@ -17,8 +15,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from emergify_contracts.topics import ensure_topics_sync
 
 
 def broker_binary() -> Path:
@@ -128,23 +125,6 @@ class EmbeddedBroker:
                 self.proc.wait()
 
 
-async def _create_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        new = [
-            NewTopic(name=t, num_partitions=partitions, replication_factor=1)
-            for t in topics
-            if t not in existing
-        ]
-        if new:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(new)
-    finally:
-        await admin.close()
-
-
 def create_topics(bootstrap: str, topics: list[str], partitions: int = 3) -> None:
     """Create the topics that do not exist yet (idempotent)."""
-    asyncio.run(_create_topics(bootstrap, topics, partitions))
+    ensure_topics_sync(bootstrap, topics, partitions, client_id="emergify-cli")

@@ -255,7 +255,7 @@ def rebuild(
 ) -> None:
     """Rebuild the feature table and the model from the master dataset alone (e.g. after the
     embedded broker lost its data). Run it while the stack is stopped."""
-    from emergify_stream.rebuild import main as rebuild_main
+    from emergify_stream.batch.rebuild import main as rebuild_main
 
     args = [*([] if publish else ["--no-publish"]), *([] if train else ["--no-train"])]
     code = rebuild_main(args)

@@ -1,17 +1,15 @@
 """The stream processor's moving parts in one process: SparkSession, speed layer, trainer.
 
-The batch layer has three triggers: the catalog grew by ``retrain_growth_fraction`` (after a
-micro-batch), a schedule (``retrain_interval_seconds``, off by default) and
-``POST /admin/retrain``; the trainer runs one training at a time whichever asks.
-
-The admin app owns one :class:`StreamRuntime`: its lifespan starts it (Spark in local mode
-inside this process, started in a background thread so the app answers ``/health`` with
-"starting" meanwhile) and stops it on shutdown.
+The only module that wires the two layers: the speed layer gets the batch layer's
+``reconcile`` as a callable. The batch layer has three triggers: catalog growth (after a
+micro-batch, and when a run ends), a schedule (``retrain_interval_seconds``, off by default)
+and ``POST /admin/retrain``. The admin app owns one :class:`StreamRuntime`: its lifespan
+starts it (Spark in a background thread, so ``/health`` says "starting" meanwhile) and stops
+it on shutdown.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -19,25 +17,25 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import structlog
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
 from pyspark.sql import SparkSession
 
 from emergify_contracts.tables import create_tables, make_engine
+from emergify_contracts.topics import ensure_topics_sync
+from emergify_stream.batch.model_training import ModelTrainer, RetrainSchedule
+from emergify_stream.batch.rebuild import reconcile
 from emergify_stream.config import Settings
-from emergify_stream.feature_table import (
+from emergify_stream.model_registry import ModelRegistry
+from emergify_stream.publisher import EventPublisher
+from emergify_stream.spark import build_spark_session
+from emergify_stream.speed.feature_table import (
     BatchResult,
     FeatureTableSink,
     RetryPolicy,
     song_count,
     table_version,
 )
-from emergify_stream.kafka_source import KafkaOptions, end_offsets
-from emergify_stream.model_registry import ModelRegistry
-from emergify_stream.model_training import ModelTrainer, RetrainSchedule
-from emergify_stream.publisher import EventPublisher
-from emergify_stream.spark import build_spark_session
-from emergify_stream.speed_layer import SpeedLayer, source_options
+from emergify_stream.speed.kafka_source import KafkaOptions, end_offsets
+from emergify_stream.speed.speed_layer import SpeedLayer, source_options
 
 log = structlog.get_logger()
 
@@ -46,19 +44,12 @@ State = Literal["starting", "ok", "degraded", "stopped"]
 
 def ensure_topics(settings: Settings) -> None:
     """Create the four topics if missing (the embedded broker starts empty)."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers.split(","))
-    try:
-        existing = set(admin.list_topics())
-        missing = [
-            NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1)
-            for t in settings.topics()
-            if t not in existing
-        ]
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):  # created meanwhile: fine
-                admin.create_topics(missing)
-    finally:
-        admin.close()
+    ensure_topics_sync(
+        settings.kafka_bootstrap_servers,
+        settings.topics(),
+        settings.topic_partitions,
+        client_id="emergify-stream-admin",
+    )
 
 
 def committed_offsets(progress: dict[str, Any] | None) -> dict[str, dict[str, int]] | None:
@@ -144,7 +135,11 @@ class StreamRuntime:
             if self._stopping.is_set():
                 return
             self.layer = SpeedLayer(
-                self.spark, self.settings, self.sink, lambda: ensure_topics(self.settings)
+                self.spark,
+                self.settings,
+                self.sink,
+                lambda: ensure_topics(self.settings),
+                reconcile,
             )
             self.layer.start()
             self.schedule.start()
@@ -223,6 +218,7 @@ class StreamRuntime:
             "last_batch_at": self.last_batch_at,
             "model": self.registry.summary(),
             "training": self.trainer.running,
+            "training_queued": self.trainer.queued,
             "training_error": self.trainer.last_error,
         }
 

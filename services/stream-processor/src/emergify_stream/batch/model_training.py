@@ -1,18 +1,10 @@
 """The batch layer: train the clustering model on the master dataset with Spark ML.
 
-Spark reads the master dataset (the lake the ingest service appends to) and keeps the latest
-version of each track id with Spark SQL (:mod:`emergify_stream.master_dataset`). When the
-lake is missing or empty — e.g. songs were produced straight to Kafka — the feature table is
-the fallback, and the model's metrics say which one it was (``source``).
-
-VectorAssembler(AUDIO_FEATURES) -> StandardScaler(mean, std) -> PCA -> KMeans, with k
-chosen by silhouette (ClusteringEvaluator) over a range that grows with the catalog
-(:func:`k_range`), ``k_search_threads`` candidates at a time. A catalog bigger than
-``silhouette_sample`` is fitted on a uniform random sample of that size (see
-:func:`fit_pipeline`). The winner is saved as a Spark PipelineModel while its
-:class:`~emergify_contracts.model.PortableModel` export goes into the registry, which
-re-assigns every song's cluster in the feature table (committed once the save succeeded);
-then ``ModelPublished`` goes out on the models topic.
+VectorAssembler(AUDIO_FEATURES) -> StandardScaler -> PCA -> KMeans, k chosen by silhouette
+(:func:`fit_pipeline`); the export (:class:`~emergify_contracts.model.PortableModel`) is
+registered and every song re-assigned, then ``ModelPublished`` is announced. The
+:class:`ModelTrainer` runs one training at a time and never drops an update.
+Design: docs/stream-processor.md, "The batch layer".
 """
 
 from __future__ import annotations
@@ -40,13 +32,15 @@ from pyspark.sql import DataFrame, SparkSession
 from sqlalchemy.engine import Engine
 
 from emergify_contracts.events import ModelPublished
+from emergify_contracts.lake import songs_location
 from emergify_contracts.model import PortableModel
 from emergify_contracts.song import AUDIO_FEATURES
 from emergify_contracts.tables import songs
+from emergify_stream.batch.master_dataset import latest_songs
 from emergify_stream.config import Settings
-from emergify_stream.master_dataset import latest_songs, songs_location
 from emergify_stream.model_registry import ModelRegistry
 from emergify_stream.publisher import EventPublisher
+from emergify_stream.speed.feature_table import song_count
 
 log = structlog.get_logger()
 
@@ -85,9 +79,9 @@ def k_range(songs_count: int, settings: Settings) -> range:
     """The k range the silhouette search covers for a catalog of ``songs_count`` songs.
 
     ``k_min`` .. ``max(k_max, min(k_max_cap, round(sqrt(songs / k_growth_songs))))``: small
-    catalogs search up to ``k_max`` (12 by default); the top then grows with the square root
-    of the catalog (defaults: 14 at 20k songs, 22 at 50k) up to ``k_max_cap`` (24, reached
-    at about 55k songs). Never more clusters than songs - 1.
+    catalogs search up to ``k_max``; the top then grows with the square root of the catalog
+    up to ``k_max_cap`` (the README lists the defaults' ranges). Never more clusters than
+    songs - 1.
     """
     grown = round(math.sqrt(songs_count / settings.k_growth_songs))
     top = max(settings.k_max, min(settings.k_max_cap, grown))
@@ -201,11 +195,9 @@ def fit_pipeline(
     and pick k by silhouette over :func:`k_range`.
 
     A catalog of at most ``silhouette_sample`` songs is fitted (every stage, every KMeans
-    candidate, every silhouette) on every song. A bigger one on a uniform random sample of
-    that many songs: 50,000 songs pin the means, standard deviations, principal axes and
-    centroids of a 9-feature space down to sampling error (about 0.5% of a standard
-    deviation), and every song is then assigned by the registry. So the fit costs the same
-    at 100k or 1M songs; only reading the lake and re-assigning grow with the catalog.
+    candidate, every silhouette) on every song; a bigger one on a uniform random sample of
+    that many songs, every song then assigned by the registry (why a sample suffices: the
+    design notes linked from the module docstring).
     """
     n = songs_count
     if n < 3:
@@ -382,9 +374,15 @@ def train_and_publish(
     return run_batch_layer(spark, engine, settings, registry, publisher).model
 
 
+RetrainOutcome = Literal["started", "queued"]
+
+
 @dataclass
 class ModelTrainer:
-    """Runs training in a background thread, one at a time, never blocking the stream."""
+    """Runs training in a background thread, one run at a time, never blocking the stream,
+    and never missing an update: a request during a run is queued, and when a run ends a
+    follow-up starts if one was queued or if the songs that arrived during it meet the
+    growth rule (:meth:`should_retrain`)."""
 
     spark: Callable[[], SparkSession]
     engine: Engine
@@ -394,27 +392,39 @@ class ModelTrainer:
     last_error: str | None = None
     last_model: PortableModel | None = None
     last_run: BatchRun | None = None
+    runs: int = 0
     _thread: threading.Thread | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _busy: bool = field(default=False, repr=False)
+    _queued: str | None = field(default=None, repr=False)
 
     @property
     def running(self) -> bool:
-        """Whether a training run is under way."""
-        return self._thread is not None and self._thread.is_alive()
+        """Whether a training run is under way (or about to follow one)."""
+        return self._busy
 
-    def start(self, reason: str) -> Literal["started", "already-running"]:
-        """Start a training run unless one is running."""
+    @property
+    def queued(self) -> bool:
+        """Whether a request waits for the current run to end."""
+        return self._queued is not None
+
+    def start(self, reason: str) -> RetrainOutcome:
+        """Start a training run now, or queue one for when the current run ends."""
+        # Counted before the run starts, so songs that arrive during it are seen as growth.
+        before = None if self._busy else self._song_count()
         with self._lock:
-            if self.running:
-                return "already-running"
+            if self._busy:
+                self._queued = self._queued or reason
+                return "queued"
+            self._busy = True
             self._thread = threading.Thread(
-                target=self._run, args=(reason,), name="emergify-training", daemon=True
+                target=self._loop, args=(reason, before), name="emergify-training", daemon=True
             )
             self._thread.start()
             return "started"
 
     def wait(self, timeout: float | None = None) -> None:
-        """Block until the current run (if any) ends."""
+        """Block until the current run and its follow-ups (if any) end."""
         thread = self._thread
         if thread is not None:
             thread.join(timeout)
@@ -430,12 +440,45 @@ class ModelTrainer:
         return song_count >= current["songs"] * (1 + self.settings.retrain_growth_fraction)
 
     def maybe_start(self, song_count: int) -> bool:
-        """Called after each micro-batch: start training if the rule says so."""
+        """Called after each micro-batch: start training if the rule says so. During a run
+        nothing is queued here: the run's end checks the rule again."""
         if self.running or not self.should_retrain(song_count):
             return False
         return self.start(f"catalog has {song_count} songs") == "started"
 
-    def _run(self, reason: str) -> None:
+    def _song_count(self) -> int | None:
+        try:
+            with self.engine.connect() as conn:
+                return song_count(conn)
+        except Exception as exc:  # the follow-up check must not kill the trainer thread
+            log.warning("could not count the songs for the retrain rule", error=str(exc))
+            return None
+
+    def _loop(self, reason: str | None, before: int | None) -> None:
+        while reason is not None:
+            succeeded = self._run(reason)
+            reason, before = self._follow_up(before, succeeded)
+
+    def _follow_up(self, before: int | None, succeeded: bool) -> tuple[str | None, int | None]:
+        """Why the next run starts right away (None: the trainer is now idle), and the song
+        count it starts with."""
+        after = self._song_count()
+        # Only songs that arrived during the run count: a catalog the lake does not fully
+        # cover must not make every run start another.
+        arrived = after is not None and before is not None and after > before
+        grown = None
+        if succeeded and self.settings.auto_retrain and arrived:
+            grown = after if self.should_retrain(after) else None  # type: ignore[arg-type]
+        with self._lock:
+            queued, self._queued = self._queued, None
+            if queued is not None:
+                return f"{queued} (queued during the previous run)", after
+            if grown is not None:
+                return f"catalog grew to {grown} songs during the previous run", after
+            self._busy = False
+            return None, None
+
+    def _run(self, reason: str) -> bool:
         log.info("training started", reason=reason)
         try:
             run = run_batch_layer(
@@ -443,17 +486,21 @@ class ModelTrainer:
             )
             self.last_run, self.last_model = run, run.model
             self.last_error = None
+            return True
         except Exception as exc:  # a failed run must not take the stream down
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.exception("training failed", reason=reason)
+            return False
+        finally:
+            self.runs += 1
 
 
 class RetrainSchedule:
     """The third trigger of the batch layer, besides catalog growth and ``POST /retrain``:
     a training run every ``interval`` seconds.
 
-    A tick while a run is under way starts nothing (the trainer runs one at a time), and a
-    tick while ``ready()`` is false (Spark starting, catalog too small) is skipped.
+    A tick while a run is under way is skipped rather than queued (the next tick comes soon
+    enough), and so is a tick while ``ready()`` is false (Spark starting, catalog too small).
     """
 
     def __init__(self, trainer: ModelTrainer, interval: float, ready: Callable[[], bool]) -> None:
@@ -485,8 +532,9 @@ class RetrainSchedule:
                 if not self.ready():
                     log.info("scheduled retrain skipped: not ready")
                     continue
-                outcome = self.trainer.start(f"scheduled (every {self.interval:g} s)")
-                if outcome == "already-running":
+                if self.trainer.running:
                     log.info("scheduled retrain skipped: a run is under way")
+                    continue
+                self.trainer.start(f"scheduled (every {self.interval:g} s)")
             except Exception:  # the next tick tries again
                 log.exception("scheduled retrain failed to start")

@@ -1,17 +1,9 @@
 """The speed layer's sink: micro-batches of clean songs into the ``songs`` feature table.
 
-Exactly-once, as a contract between Spark's checkpoint and this sink: Spark re-runs a
-micro-batch with the same id and the same offsets after a crash, and :meth:`FeatureTableSink.write`
-applies each ``(query_name, batch_id)`` at most once — the upserts and the batch marker
-commit in one database transaction, and a batch whose marker exists writes nothing.
-
-Events are at-least-once: dead letters are sent before the transaction (so a crash re-sends
-them rather than losing them), and the catalog change after it (re-sent when a replayed
-batch finds its marker, so a crash between commit and publish loses no notification).
-
-A database that goes away (restart, failover) does not stop the stream: the sink retries the
-batch with backoff until the database answers again, and the marker makes that safe — a
-commit whose acknowledgement was lost is found on the retry and not applied twice.
+Exactly-once: the upserts and the ``(query_name, batch_id)`` marker commit in one transaction,
+and a batch whose marker exists writes nothing; events are at-least-once; an unreachable
+database is retried with backoff. Design:
+docs/stream-processor.md, "The sink".
 """
 
 from __future__ import annotations
@@ -34,7 +26,8 @@ from sqlalchemy.engine import Connection, Engine
 from emergify_contracts.events import CatalogChange, DeadLetter
 from emergify_contracts.song import AUDIO_FEATURES
 from emergify_contracts.tables import database_unavailable, songs, stream_batches
-from emergify_stream.model_registry import CLUSTER_WRITE_LOCK, ModelRegistry, assign_clusters
+from emergify_contracts.versions import newer_than
+from emergify_stream.model_registry import CLUSTER_WRITE_LOCK, ModelRegistry
 from emergify_stream.publisher import EventPublisher
 
 log = structlog.get_logger()
@@ -122,20 +115,13 @@ def frame_to_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 def upsert_statement(dialect_name: str) -> sa.Insert:
     """``INSERT .. ON CONFLICT (track_id) DO UPDATE`` that only overwrites a stored song with
-    a newer version: a later ``ingested_at``, or the same one at a later offset."""
+    a newer version (:func:`emergify_contracts.versions.newer_than`)."""
     dialect_insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
     stmt = dialect_insert(songs)
-    new = stmt.excluded
-    newer = sa.or_(
-        new.ingested_at > songs.c.ingested_at,
-        sa.and_(
-            new.ingested_at == songs.c.ingested_at,
-            sa.func.coalesce(new.kafka_offset, -1) > sa.func.coalesce(songs.c.kafka_offset, -1),
-        ),
-    )
+    newer = newer_than(stmt.excluded, songs.c)
     return stmt.on_conflict_do_update(
         index_elements=[songs.c.track_id],
-        set_={c.name: new[c.name] for c in songs.columns if c.name != "track_id"},
+        set_={c.name: stmt.excluded[c.name] for c in songs.columns if c.name != "track_id"},
         where=newer,
     )
 
@@ -315,7 +301,7 @@ class FeatureTableSink:
         model = self.registry.current(conn)
         if model is not None:
             features = np.array([[r[f] for f in AUDIO_FEATURES] for r in rows], dtype=float)
-            clusters = [int(c) for c in assign_clusters(model, features)]
+            clusters = [int(c) for c in model.assign(features)]
         else:
             clusters = [None] * len(rows)
         now = datetime.now(UTC)

@@ -1,16 +1,8 @@
-"""Rebuild the feature table, and a model, from the master dataset alone.
+"""Rebuild the feature table, and a model, from the master dataset alone; reconcile the table
+with it after the broker lost records.
 
-``python -m emergify_stream.rebuild`` (or ``emergify rebuild``): for when the broker lost its
-data (the embedded broker keeps nothing across restarts) or the database was lost. Spark
-reads the lake, keeps the latest version of each track id (the batch layer's Spark SQL),
-and every song goes into ``songs`` through the speed layer's own idempotent sink — in chunks
-of ``rebuild_chunk_rows``, each chunk a batch of the query ``rebuild-<uuid>`` with its
-marker in ``stream_batches``, so the table version moves on as for any micro-batch and a
-stored version that is newer than the lake's is kept. Then the batch layer trains on the
-same cached rows and publishes a model.
-
-Run it while the stream processor is stopped: the sink's lock between cluster writes is
-per process.
+``python -m emergify_stream.batch.rebuild`` (or ``emergify rebuild``); run it while the
+stream processor is stopped. Design: docs/stream-processor.md, "Rebuild".
 """
 
 from __future__ import annotations
@@ -29,16 +21,17 @@ import structlog
 from kafka.errors import KafkaError
 from pyspark.sql import DataFrame, SparkSession
 
+from emergify_contracts.lake import known_empty, songs_location
 from emergify_contracts.logs import configure_logging
 from emergify_contracts.song import AUDIO_FEATURES
 from emergify_contracts.tables import create_tables, make_engine, songs
+from emergify_stream.batch.master_dataset import latest_songs
+from emergify_stream.batch.model_training import BatchRun, TrainingData, run_batch_layer
 from emergify_stream.config import Settings, get_settings
-from emergify_stream.feature_table import BATCH_COLUMNS, FeatureTableSink
-from emergify_stream.master_dataset import known_empty, latest_songs, songs_location
 from emergify_stream.model_registry import ModelRegistry
-from emergify_stream.model_training import BatchRun, TrainingData, run_batch_layer
 from emergify_stream.publisher import EventPublisher
 from emergify_stream.spark import build_spark_session
+from emergify_stream.speed.feature_table import BATCH_COLUMNS, FeatureTableSink
 
 log = structlog.get_logger()
 
@@ -161,6 +154,9 @@ def reconcile(spark: SparkSession, settings: Settings, sink: FeatureTableSink) -
     missing = (
         _as_batch(latest)
         .join(stored_df, "track_id", "left")
+        # Only ingested_at across stores: the ingest writes a chunk to the lake and to Kafka
+        # with one ingested_at, and a lake row number is no Kafka offset, so an equal
+        # ingested_at is the version already stored, not a newer one.
         .where("stored_at IS NULL OR ingested_at > stored_at")
         .drop("stored_at")
         .toPandas()
@@ -180,7 +176,7 @@ def reconcile(spark: SparkSession, settings: Settings, sink: FeatureTableSink) -
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line: rebuild with the environment's settings; 0 on success."""
     parser = argparse.ArgumentParser(
-        prog="python -m emergify_stream.rebuild",
+        prog="python -m emergify_stream.batch.rebuild",
         description="Rebuild the feature table and the model from the master dataset alone "
         "(run it while the stream processor is stopped).",
     )

@@ -1,25 +1,8 @@
 """A Kafka source for Spark Structured Streaming, written with Spark 4's Python Data Source API.
 
-Spark's JVM Kafka connector cannot be installed here, so this source stands in for it with
-the same option names (``kafka.bootstrap.servers``, ``subscribe``, ``startingOffsets``,
-``endingOffsets`` (batch only), ``maxOffsetsPerTrigger``, ``failOnDataLoss``) and the same
-output columns, so production can switch to ``format("kafka")`` by a setting.
-
-Offsets are ``{topic: {partition: next_offset}}`` and live in Spark's checkpoint: a
-restarted query resumes exactly where its last committed micro-batch ended.
-
-The end of each partition is taken from the high watermark of a Fetch response, not from
-ListOffsets alone: the embedded broker (Tansu) under-reports ListOffsets when the last
-record batch holds several records, which would strand the tail of the log. On Apache Kafka
-both agree, so taking the larger of the two is right everywhere. The streaming reader lives
-in the driver for the query's life and keeps one consumer there (:class:`WatermarkProbe`) that
-stays at the log end: an idle trigger costs one short poll, not a new connection.
-
-A topic that was reset (the embedded broker forgets everything when it restarts; on Apache
-Kafka, a topic deleted and created again) shows up as a log end below the checkpoint's
-offset. With ``failOnDataLoss=false`` the source then reads the new log from its beginning —
-records written after the reset are not skipped — and the records lost with the old log are
-the caller's to recover (Emergify's stream processor reconciles from the master dataset).
+Same options and output columns as Spark's JVM ``kafka`` format, so production can switch by a
+setting; log ends from the Fetch high watermark; a reset topic is read from its beginning.
+Design: docs/stream-processor.md, "The Kafka source".
 """
 
 from __future__ import annotations

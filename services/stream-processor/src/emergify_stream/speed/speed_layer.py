@@ -6,12 +6,14 @@ view cleaned by :data:`CLEAN_SQL`: names trimmed, every Song rule checked, each 
 record given a readable reason. Each micro-batch is read from Kafka once (one Spark job, no
 shuffle: a small batch is done in about a second), then split: refused records go to the
 DLQ and the latest version per track id (:func:`latest_versions`) to the
-:class:`~emergify_stream.feature_table.FeatureTableSink`.
+:class:`~emergify_stream.speed.feature_table.FeatureTableSink`.
 
 The layer looks after itself (:class:`BrokerWatch`): a query that died (the broker went away
 mid-batch) is started again from its checkpoint, and when the broker lost records (the
 embedded broker forgets everything when it restarts) the feature table is reconciled with the
-master dataset (:func:`~emergify_stream.rebuild.reconcile`).
+master dataset by the ``reconcile`` callable it is given (the stream processor passes
+:func:`emergify_stream.batch.rebuild.reconcile`: the speed layer does not import the batch
+layer).
 """
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ from pyspark.sql.streaming import StreamingQuery
 
 from emergify_contracts.events import DeadLetter
 from emergify_contracts.song import AUDIO_FEATURES, LOUDNESS_RANGE, TEMPO_RANGE, UNIT_FEATURES
+from emergify_contracts.versions import STREAM_POSITION, sort_columns
 from emergify_stream.config import Settings
-from emergify_stream.feature_table import BATCH_COLUMNS, BatchResult, FeatureTableSink
-from emergify_stream.kafka_source import KafkaOptions, WatermarkProbe, end_offsets
-from emergify_stream.rebuild import reconcile
+from emergify_stream.speed.feature_table import BATCH_COLUMNS, BatchResult, FeatureTableSink
+from emergify_stream.speed.kafka_source import KafkaOptions, WatermarkProbe, end_offsets
 
 log = structlog.get_logger()
 
@@ -178,11 +180,10 @@ BATCH_SELECT = (
 
 
 def latest_versions(accepted: pd.DataFrame) -> pd.DataFrame:
-    """The latest version of each track id in a micro-batch: greatest ``ingested_at``, then
-    Kafka partition, then offset (the sink's and the batch layer's rule), :data:`BATCH_COLUMNS`
-    only."""
+    """The latest version of each track id in a micro-batch (the rule of
+    :mod:`emergify_contracts.versions`), :data:`BATCH_COLUMNS` only."""
     ordered = accepted.sort_values(
-        ["ingested_at", "kafka_partition", "kafka_offset"], kind="stable"
+        sort_columns(STREAM_POSITION), kind="stable", na_position="first"
     )
     return ordered.drop_duplicates("track_id", keep="last")[list(BATCH_COLUMNS)]
 
@@ -319,8 +320,10 @@ class SpeedLayer:
         settings: Settings,
         sink: FeatureTableSink,
         ensure_topics: Callable[[], None] | None = None,
+        reconcile: Callable[[SparkSession, Settings, FeatureTableSink], int] | None = None,
     ) -> None:
         self.spark = spark
+        self._reconcile = reconcile
         self.settings = settings
         self.sink = sink
         self.query: StreamingQuery | None = None
@@ -366,8 +369,11 @@ class SpeedLayer:
 
     def reconcile(self) -> int:
         """Upsert the master dataset's songs the feature table lacks; return how many."""
+        if self._reconcile is None:
+            log.warning("records may be lost, but this speed layer has no master dataset to read")
+            return 0
         started = time.perf_counter()
-        n = reconcile(self.spark, self.settings, self.sink)
+        n = self._reconcile(self.spark, self.settings, self.sink)
         log.info(
             "reconciled with the master dataset",
             songs=n,
