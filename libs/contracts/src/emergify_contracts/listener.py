@@ -156,3 +156,14 @@ living_batches = sa.Table(
     sa.Column("table_version", sa.BigInteger, primary_key=True),
     sa.Column("matched_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+#: Feedback micro-batches already applied, so a replayed batch writes nothing twice.
+listener_batches = sa.Table(
+    "listener_batches",
+    metadata,
+    sa.Column("query_name", sa.String(100), primary_key=True),
+    sa.Column("batch_id", sa.BigInteger, primary_key=True),
+    sa.Column("version", sa.BigInteger, nullable=False, unique=True),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("committed_at", sa.DateTime(timezone=True), nullable=False),
+)
