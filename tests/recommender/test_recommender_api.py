@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from testkit import wait_for
 
 from emergify_cli.broker import free_port, wait_for_port
 from emergify_contracts.model import PortableModel
@@ -351,7 +352,7 @@ def test_python_dash_m_serves_on_the_configured_url(tmp_path: Path, rec: Any) ->
     )
     try:
         wait_for_port("127.0.0.1", port, timeout=60)
-        health = rec.wait_until(
+        health = wait_for(
             lambda: httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json(),
             what="the recommender process to answer",
         )

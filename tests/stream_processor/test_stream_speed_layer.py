@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from kafka import KafkaConsumer
+from testkit import wait_for
 
 from emergify_cli.broker import EmbeddedBroker, create_topics
 from emergify_contracts.events import CatalogChange, DeadLetter, SongEvent
@@ -35,14 +34,6 @@ def load_songs(path: Path) -> list[Song]:
             except RowError:
                 continue
         return out
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 120.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
 
 
 def read_topic(bootstrap: str, topic: str) -> list[bytes]:

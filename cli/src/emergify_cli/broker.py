@@ -11,11 +11,12 @@ import random
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import IO
 
 from emergify_contracts.topics import ensure_topics_sync
+
+from emergify_cli.waiting import wait_for
 
 
 def broker_binary() -> Path:
@@ -54,8 +55,8 @@ def free_port() -> int:
 
     Drawn at random from *below* the kernel's ephemeral range rather than by binding port 0:
     a port from that range may be taken by any outgoing connection, or by Spark's own random
-    ports, between this call and the service's bind (seen here: a service of the test stack
-    died with "address already in use"). Never the same port twice in one process.
+    ports, between this call and the service's bind ("address already in use"). Never the
+    same port twice in one process.
     """
     low, _ = _ephemeral_range()
     candidates = range(_LOWEST_LISTEN_PORT, low)
@@ -74,14 +75,16 @@ def free_port() -> int:
 
 
 def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Wait until something accepts connections on ``host:port``."""
+
+    def listening() -> bool:
         try:
             with socket.create_connection((host, port), timeout=1):
-                return
+                return True
         except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f}s")
+            return False
+
+    wait_for(listening, timeout, f"something to listen on {host}:{port}")
 
 
 class EmbeddedBroker:

@@ -1,6 +1,6 @@
 """Forwarding a request to its upstream service and streaming the answer back.
 
-Bodies stream both ways (a 50 MB CSV never sits whole in the gateway), hop-by-hop headers are
+Bodies stream both ways (a large CSV never sits whole in the gateway), hop-by-hop headers are
 dropped, and transport failures become problems: 503 (service unreachable, or gone before
 answering, with ``Retry-After``), 504 (no answer in time), 502 (the answer broke off).
 Upstream answers, problem documents included, pass through unchanged.
@@ -190,7 +190,7 @@ class Proxy:
     ) -> list[tuple[str, str]]:
         dropped = _NOT_FORWARDED | _connection_tokens(request.headers.get("connection", ""))
         # Whitespace around a value is not part of it (RFC 9110 §5.5), and the upstream
-        # client refuses to send it: a 502 for the caller's header, found by Schemathesis.
+        # client refuses to send it: untrimmed, the caller's header would become a 502.
         headers = [(k, v.strip(" \t")) for k, v in request.headers.items() if k not in dropped]
         headers.append((REQUEST_ID_HEADER, request.state.request_id))
         if request.client is not None:

@@ -107,8 +107,8 @@ class MasterDataset:
 
     def prepare(self) -> None:
         """Create the songs directory if it is missing, and warm up pyarrow."""
-        # pyarrow imports pandas on its first conversion from Python objects, which is slow;
-        # paying that at start-up keeps the first upload as quick as the others.
+        # pyarrow imports pandas on its first conversion from Python objects; paying that at
+        # start-up keeps the first upload as quick as the others.
         SCHEMA.empty_table().to_pylist()
         pa.array([datetime(2000, 1, 1, tzinfo=UTC)], type=pa.timestamp("us", tz="UTC"))
         self.songs_dir.mkdir(parents=True, exist_ok=True)
