@@ -14,9 +14,8 @@ import threading
 from pathlib import Path
 from typing import IO
 
-from emergify_contracts.topics import ensure_topics_sync
-
 from emergify_cli.waiting import wait_for
+from emergify_contracts.topics import ensure_topics_sync
 
 
 def broker_binary() -> Path:
