@@ -16,6 +16,7 @@ from enum import StrEnum
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from emergify_contracts.problems import ProblemError
 from emergify_contracts.song import TRACK_ID_RE
 from emergify_contracts.tables import metadata
 
@@ -167,3 +168,39 @@ listener_batches = sa.Table(
     sa.Column("rows", sa.Integer, nullable=False),
     sa.Column("committed_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+#: Who called, as the api-gateway tells the services behind it: ``session:<Spotify user id>``
+#: for a signed-in listener, ``key:<key id>`` for an API-key caller. The gateway drops any
+#: value a client sends; services trust it because only the gateway holds the internal
+#: credential.
+CALLER_HEADER = "X-Emergify-Caller"
+
+
+def effective_listener(caller: str | None, requested: str | None) -> str:
+    """The listener a request acts for.
+
+    A signed-in listener acts for themselves (``requested`` may be omitted, ``me`` or their
+    own id); an API-key caller names its listener, namespaced by its key so that one
+    integrating service never reaches another's listeners; a call without a caller (another
+    internal service) names the full listener id. Raises :class:`ProblemError` (403, 422).
+    """
+    if caller and caller.startswith("session:"):
+        own = caller.removeprefix("session:")
+        if requested not in (None, "me", own, f"spotify:{own}"):
+            raise ProblemError(403, "a signed-in listener can only act for themselves")
+        return f"spotify:{own}"
+    if caller and caller.startswith("key:"):
+        if requested is None:
+            raise ProblemError(
+                422, "listener_id is required when calling with an API key", field="listener_id"
+            )
+        if not CALLER_LISTENER_ID_RE.match(requested):
+            raise ProblemError(
+                422,
+                f"listener_id {requested!r} must be 1-128 letters, digits or ._@-",
+                field="listener_id",
+            )
+        return f"key:{caller.removeprefix('key:')}:{requested}"
+    if requested is None or not LISTENER_ID_RE.match(requested):
+        raise ProblemError(422, "listener_id is required: a full listener id", field="listener_id")
+    return requested
