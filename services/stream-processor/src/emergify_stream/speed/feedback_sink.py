@@ -64,6 +64,8 @@ def _ordered(events: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 
 def _utc(value: Any) -> datetime:
+    if hasattr(value, "to_pydatetime"):  # a pandas Timestamp
+        value = value.to_pydatetime()
     if isinstance(value, datetime):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     parsed = datetime.fromisoformat(str(value))
