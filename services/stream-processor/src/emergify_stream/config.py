@@ -118,13 +118,13 @@ class Settings(EmergifySettings):
     auto_retrain: bool = Field(True, description="Train after micro-batches when the rules say so.")
     ensure_topics: bool = Field(True, description="Create the topics at start-up if missing.")
 
+    @property
+    def feedback_checkpoint(self) -> str:
+        """Where the feedback query keeps its checkpoint."""
+        return self.feedback_checkpoint_dir or f"{self.checkpoint_dir.rstrip('/')}-feedback"
+
 
 @lru_cache
 def get_settings() -> Settings:
     """The process-wide settings, read once from the environment and ``.env``."""
     return Settings()
-
-    @property
-    def feedback_checkpoint(self) -> str:
-        """Where the feedback query keeps its checkpoint."""
-        return self.feedback_checkpoint_dir or f"{self.checkpoint_dir.rstrip('/')}-feedback"
