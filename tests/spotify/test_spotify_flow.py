@@ -44,6 +44,7 @@ def test_login_redirect_carries_pkce_s256_and_state(stack: Stack) -> None:
     assert set(params["scope"].split()) == {
         "user-library-read",
         "user-top-read",
+        "playlist-read-private",
         "playlist-modify-private",
         "playlist-modify-public",
     }

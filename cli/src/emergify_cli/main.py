@@ -295,9 +295,10 @@ def _reset_stream_checkpoint() -> None:
     # the master dataset keep every song).
     from emergify_stream.config import Settings as StreamSettings
 
-    checkpoint = Path(StreamSettings().checkpoint_dir)
-    if checkpoint.exists():
-        shutil.rmtree(checkpoint)
+    settings = StreamSettings()
+    for checkpoint in (Path(settings.checkpoint_dir), Path(settings.feedback_checkpoint)):
+        if checkpoint.exists():
+            shutil.rmtree(checkpoint)
 
 
 @app.command()

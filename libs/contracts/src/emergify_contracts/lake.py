@@ -15,6 +15,8 @@ from urllib.parse import urlparse
 
 #: The songs' directory under the lake.
 SONGS_DIR = "songs"
+#: The listener feedback events' directory under the lake (same layout as songs).
+FEEDBACK_DIR = "feedback"
 #: Suffix of a file being written (never read).
 TMP_SUFFIX = ".tmp"
 #: What a complete master-dataset file is called.

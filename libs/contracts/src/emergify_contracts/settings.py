@@ -26,6 +26,9 @@ class EmergifySettings(BaseSettings):
     songs_dlq_topic: str = "emergify.songs.dlq.v1"
     catalog_changes_topic: str = "emergify.catalog-changes.v1"
     models_topic: str = "emergify.models.v1"
+    feedback_topic: str = "emergify.feedback.v1"
+    listener_changes_topic: str = "emergify.listener-changes.v1"
+    living_playlists_topic: str = "emergify.living-playlists.v1"
     topic_partitions: int = Field(3, ge=1)
     lake_uri: str = Field("./var/lake", description="Master dataset root (Parquet).")
 
@@ -75,4 +78,7 @@ class EmergifySettings(BaseSettings):
             self.songs_dlq_topic,
             self.catalog_changes_topic,
             self.models_topic,
+            self.feedback_topic,
+            self.listener_changes_topic,
+            self.living_playlists_topic,
         ]

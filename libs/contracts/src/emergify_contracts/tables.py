@@ -106,5 +106,8 @@ def database_unavailable(exc: BaseException) -> bool:
 
 
 def create_tables(engine: Engine) -> None:
-    """Create every table that does not exist yet."""
+    """Create every table that does not exist yet, the listener tables included."""
+    # The listener tables live in their own module on this metadata; importing it registers them.
+    from emergify_contracts import listener  # noqa: F401
+
     metadata.create_all(engine)

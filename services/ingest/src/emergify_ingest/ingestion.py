@@ -26,6 +26,7 @@ from emergify_contracts.events import SongEvent
 from emergify_contracts.problems import ProblemError
 from emergify_ingest.config import Settings
 from emergify_ingest.csv_columns import ColumnChunk, column_chunks, event_records
+from emergify_ingest.feedback import FeedbackLake
 from emergify_ingest.master_dataset import MasterDataset
 from emergify_ingest.publisher import BrokerUnavailable, Record, SongPublisher
 from emergify_ingest.upload import (
@@ -57,6 +58,7 @@ class Ingestor:
         self.settings = settings
         self.dataset = dataset
         self.publisher = publisher
+        self.feedback_lake = FeedbackLake(settings.lake_uri)
 
     async def ingest_csv(self, file: BinaryIO) -> UploadReport:
         """Ingest an uploaded CSV file (any known layout) read from ``file``."""

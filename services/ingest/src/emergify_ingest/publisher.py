@@ -137,8 +137,9 @@ class SongPublisher:
             raise BrokerUnavailable(f"cannot check or create the topics: {exc!r}") from exc
         self._topics_checked = True
 
-    async def publish(self, records: Sequence[Record]) -> None:
-        """Send ``records`` to the songs topic and wait until the broker acknowledges all of them.
+    async def publish(self, records: Sequence[Record], topic: str | None = None) -> None:
+        """Send ``records`` to ``topic`` (the songs topic by default) and wait until the broker
+        acknowledges all of them.
 
         Raises :class:`BrokerUnavailable` if that does not happen within the timeouts.
         """
@@ -148,7 +149,7 @@ class SongPublisher:
                 self.last_error or "the ingest service is still connecting to the Kafka broker"
             )
         await self._ensure_topic_exists(producer)
-        topic = self._settings.songs_topic
+        topic = topic or self._settings.songs_topic
         try:
             # Metadata, a full buffer and the acks each wait at most request_timeout_ms.
             async with asyncio.timeout(self._timeout_s * 3):

@@ -34,6 +34,8 @@ from emergify_stream.speed.feature_table import (
     song_count,
     table_version,
 )
+from emergify_stream.speed.feedback_layer import FeedbackLayer
+from emergify_stream.speed.feedback_sink import FeedbackSink
 from emergify_stream.speed.kafka_source import KafkaOptions, end_offsets
 from emergify_stream.speed.speed_layer import SpeedLayer, source_options
 
@@ -75,6 +77,7 @@ class StreamRuntime:
             settings.songs_dlq_topic,
             settings.catalog_changes_topic,
             settings.models_topic,
+            settings.listener_changes_topic,
         )
         self._stopping = threading.Event()
         # (monotonic time measured, lag): status calls within lag_cache_seconds share one
@@ -97,6 +100,7 @@ class StreamRuntime:
         )
         self.spark: SparkSession | None = None
         self.layer: SpeedLayer | None = None
+        self.feedback: FeedbackLayer | None = None
         self.error: str | None = None
         self.last_batch_at: datetime | None = None
         self._thread: threading.Thread | None = None
@@ -142,6 +146,10 @@ class StreamRuntime:
                 reconcile,
             )
             self.layer.start()
+            self.feedback = FeedbackLayer(
+                self.spark, self.settings, FeedbackSink(self.engine), self.publisher
+            )
+            self.feedback.start()
             self.schedule.start()
             if self.settings.auto_retrain:
                 # A restarted processor may find a catalog that already needs a model.
@@ -229,11 +237,13 @@ class StreamRuntime:
         self.schedule.stop()
         if self._thread is not None:
             self._thread.join(120)
-        if self.layer is not None:
+        for layer in (self.feedback, self.layer):
+            if layer is None:
+                continue
             try:
-                self.layer.stop()
+                layer.stop()
             except Exception:
-                log.exception("stopping the streaming query failed")
+                log.exception("stopping a streaming query failed")
         if self.spark is not None:
             self.spark.stop()
         self.publisher.close()

@@ -71,5 +71,25 @@ class SandboxState:
         self.access_tokens: dict[str, Grant] = {}
         self.refresh_tokens: dict[str, Grant] = {}
         self.playlists: dict[str, Playlist] = {}
+        self._demo_playlists(csv_tracks)
         self.requests: Counter[str] = Counter()
         self.rate_limits: list[RateLimit] = []
+
+    def _demo_playlists(self, tracks: list[Track]) -> None:
+        """A playlist of the demo listener's own, of catalog songs they have not liked, so
+        that expanding a playlist has something to start from."""
+        owner = self.listeners.get("demo")
+        if owner is None:
+            return
+        liked = {t.id for t, _ in owner.liked}
+        songs = [t for t in tracks[200:] if t.id not in liked][:12]
+        playlist = Playlist(
+            id="demoroadtrip000000000a",
+            owner=owner.id,
+            name="Road trip",
+            description="A demo listener's own playlist",
+            public=False,
+            collaborative=False,
+            items=[(t.id, "2026-10-01T12:00:00Z") for t in songs],
+        )
+        self.playlists[playlist.id] = playlist

@@ -167,6 +167,15 @@ class SpotifyObjects:
             ),
         }
 
+    def simplified_playlist(self, playlist: Playlist) -> dict[str, Any]:
+        """A playlist as lists of playlists show it: its items only counted."""
+        full = self.playlist(playlist, limit=1)
+        full["items"] = {
+            "href": f"{self.base}/v1/playlists/{playlist.id}/items",
+            "total": len(playlist.items),
+        }
+        return full
+
     def playlist_items(self, playlist: Playlist) -> list[dict[str, Any]]:
         owner = self.state.listeners[playlist.owner]
         return [

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from emergify_spotify.sandbox.deps import Objects, State, bearer, check_paging, json_body
-from emergify_spotify.sandbox.listeners import Listener, top_artists
+from emergify_spotify.sandbox.listeners import TIME_RANGES, Listener, top_artists, top_tracks
 from emergify_spotify.sandbox.state import Playlist, SandboxState
 from emergify_spotify.sandbox.wire import ApiError, api_error
 
@@ -42,10 +42,39 @@ def top(
 ) -> dict[str, Any]:
     listener = bearer(request, "user-top-read")
     check_paging(limit, offset)
-    if time_range not in ("short_term", "medium_term", "long_term"):
+    if time_range not in TIME_RANGES:
         raise ApiError(400, "Invalid time range")
     artists = [objects.artist(a) for a in top_artists(listener)]
     return objects.page(artists, limit, offset, "/v1/me/top/artists", time_range=time_range)
+
+
+@router.get("/v1/me/top/tracks")
+def top_tracks_of(
+    request: Request,
+    objects: Objects,
+    limit: int = 20,
+    offset: int = 0,
+    time_range: str = "medium_term",
+) -> dict[str, Any]:
+    listener = bearer(request, "user-top-read")
+    check_paging(limit, offset)
+    if time_range not in TIME_RANGES:
+        raise ApiError(400, "Invalid time range")
+    tracks = [objects.track(t) for t in top_tracks(listener, time_range)]
+    return objects.page(tracks, limit, offset, "/v1/me/top/tracks", time_range=time_range)
+
+
+@router.get("/v1/me/playlists")
+def my_playlists(
+    request: Request, state: State, objects: Objects, limit: int = 20, offset: int = 0
+) -> dict[str, Any]:
+    listener = bearer(request, "playlist-read-private")
+    check_paging(limit, offset)
+    with state.lock:
+        own = [p for p in state.playlists.values() if p.owner == listener.id]
+    return objects.page(
+        [objects.simplified_playlist(p) for p in own], limit, offset, "/v1/me/playlists"
+    )
 
 
 @router.get("/v1/me/tracks")
@@ -176,6 +205,32 @@ async def add_items(
         playlist.items[at:at] = [(i, added_at) for i in ids]
         playlist.snapshots += 1
     return JSONResponse({"snapshot_id": objects.snapshot(playlist)}, status_code=201)
+
+
+@router.delete("/v1/playlists/{playlist_id}/items")
+async def remove_items(
+    request: Request, state: State, objects: Objects, playlist_id: str
+) -> dict[str, Any]:
+    listener = bearer(request, "playlist-modify-public|playlist-modify-private")
+    playlist = own_playlist(state, playlist_id, listener)
+    if playlist.owner != listener.id:
+        raise ApiError(403, "You cannot remove tracks from a playlist you don't own.")
+    body = await json_body(request)
+    # Was {"tracks": [...]} before February 2026.
+    if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+        raise ApiError(400, "Missing required field: items")
+    if len(body["items"]) > MAX_URIS_PER_ADD:
+        raise ApiError(400, "You can remove a maximum of 100 tracks per request.")
+    ids = set()
+    for entry in body["items"]:
+        match = _TRACK_URI.match(str(entry.get("uri") if isinstance(entry, dict) else ""))
+        if not match:
+            raise ApiError(400, f"Invalid track uri: {entry}")
+        ids.add(match.group(1))
+    with state.lock:
+        playlist.items = [(i, at) for i, at in playlist.items if i not in ids]
+        playlist.snapshots += 1
+    return {"snapshot_id": objects.snapshot(playlist)}
 
 
 @removed.post("/v1/users/{user_id}/playlists")
