@@ -16,6 +16,14 @@ from typing import Any
 import httpx
 import psycopg
 
+from emergify_contracts.internal_auth import INTERNAL_TOKEN_HEADER
+
+#: The internal credential of every service a test builds or starts (tests/conftest.py puts
+#: it in the environment, which services read and subprocesses inherit).
+INTERNAL_TOKEN = "test-internal-token-0123456789abcdef-0123"
+#: What a test sends when it calls an internal service directly, as the gateway does.
+INTERNAL_HEADERS = {INTERNAL_TOKEN_HEADER: INTERNAL_TOKEN}
+
 PG_ADMIN_DSN = os.environ.get(
     "EMERGIFY_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 )
@@ -110,7 +118,8 @@ class ServiceProcess:
         while time.monotonic() < deadline:
             assert self.alive(), f"{self.module} exited:\n{self.log_tail()}"
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+                health = httpx.get(f"{base_url}/health", timeout=2, headers=INTERNAL_HEADERS)
+                if health.status_code == 200:
                     return
             time.sleep(0.3)
         raise AssertionError(f"{self.module} never became healthy:\n{self.log_tail()}")

@@ -39,6 +39,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from testkit import INTERNAL_HEADERS
 
 from emergify_cli.broker import free_port
 from emergify_contracts.tables import make_engine
@@ -104,7 +105,7 @@ def wait_healthy(
     (by default: it answers 200)."""
     with schemathesis_asgi.get_client(app) as client:
         deadline = time.monotonic() + deadline_s
-        while not ready(response := client.get(path)):
+        while not ready(response := client.get(path, headers=INTERNAL_HEADERS)):
             if time.monotonic() > deadline:
                 raise AssertionError(f"{path} never became ready: {response.text}")
             time.sleep(0.1)
@@ -120,6 +121,9 @@ def _checker(
     statuses: Counter[int], headers: dict[str, str] | None, checks: tuple[Any, ...]
 ) -> Callable[[Any], None]:
     """Call a case, count its status in ``statuses`` and run ``checks`` on the response."""
+
+    # Internal services need the internal credential; the gateway drops it unused.
+    headers = {**INTERNAL_HEADERS, **(headers or {})}
 
     def check(case: Any) -> None:
         response = case.call(headers=headers)

@@ -44,7 +44,7 @@ def test_serves_on_its_url_setting(tmp_path: Path, upstreams: dict[str, Any]) ->
         env=_env(
             tmp_path,
             gateway_url=f"http://127.0.0.1:{port}",
-            admin_api_key="process-test-key",
+            admin_api_key="process-test-key-0123456789abcdef",
             ingest_url=upstreams["ingest"].url,
             stream_processor_url=upstreams["stream-processor"].url,
             recommender_url=upstreams["recommender"].url,
@@ -68,14 +68,15 @@ def test_serves_on_its_url_setting(tmp_path: Path, upstreams: dict[str, Any]) ->
         assert health is not None, "the gateway never answered"
         assert health.status_code == 200, health.text
         model = httpx.get(
-            f"http://127.0.0.1:{port}/api/v1/model", headers={"X-API-Key": "process-test-key"}
+            f"http://127.0.0.1:{port}/api/v1/model",
+            headers={"X-API-Key": "process-test-key-0123456789abcdef"},
         )
         assert model.status_code == 200
     finally:
         proc.terminate()
         output, _ = proc.communicate(timeout=30)
     assert '"event": "request"' in output  # one JSON access line per request
-    assert "process-test-key" not in output
+    assert "process-test-key-0123456789abcdef" not in output
 
 
 def test_unexpected_error_is_a_500_problem_with_the_request_id(

@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 from catalog_fixtures import song_event
 from kafka_io import produce
+from testkit import INTERNAL_HEADERS
 
 from emergify_cli.broker import EmbeddedBroker, create_topics, free_port
 from emergify_contracts.tables import make_engine, songs, stream_batches
@@ -94,7 +95,10 @@ def wait_healthy(base_url: str, proc: Processor, timeout: float = 180.0) -> None
     while time.monotonic() < deadline:
         assert proc.proc is not None and proc.proc.poll() is None, proc.log_path.read_text()[-3000:]
         try:
-            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+            if (
+                httpx.get(f"{base_url}/health", timeout=2, headers=INTERNAL_HEADERS).status_code
+                == 200
+            ):
                 return
         except httpx.HTTPError:
             pass
@@ -147,11 +151,11 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
     while count() < N_SONGS:
         assert time.monotonic() < deadline, f"only {count()} of {N_SONGS} songs after restart"
         time.sleep(0.5)
-    status = httpx.get(f"{base_url}/admin/status", timeout=30).json()
+    status = httpx.get(f"{base_url}/admin/status", timeout=30, headers=INTERNAL_HEADERS).json()
     while status["lag"] is None or status["lag"]["total"] > 0:
         assert time.monotonic() < deadline, f"lag never reached 0: {status}"
         time.sleep(0.5)
-        status = httpx.get(f"{base_url}/admin/status", timeout=30).json()
+        status = httpx.get(f"{base_url}/admin/status", timeout=30, headers=INTERNAL_HEADERS).json()
 
     with engine.connect() as conn:
         ids = [r[0] for r in conn.execute(sa.select(songs.c.track_id))]

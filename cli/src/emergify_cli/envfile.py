@@ -22,6 +22,7 @@ GENERATED: dict[str, Callable[[], str]] = {
     "EMERGIFY_ADMIN_API_KEY": lambda: secrets.token_urlsafe(32),
     "EMERGIFY_SESSION_SECRET": lambda: secrets.token_urlsafe(32),
     "EMERGIFY_TOKEN_ENCRYPTION_KEY": _fernet_key,
+    "EMERGIFY_INTERNAL_TOKEN": lambda: secrets.token_urlsafe(32),
 }
 
 
@@ -41,6 +42,28 @@ def ensure_env_file(root: Path) -> tuple[Path, bool]:
             text = text.replace(f"{name}={PLACEHOLDER}", f"{name}={generate()}")
         else:
             text += f"\n{name}={generate()}\n"
-    env.write_text(text, encoding="utf-8")
-    env.chmod(0o600)
+    write_private(env, text)
     return env, True
+
+
+def write_private(path: Path, text: str) -> None:
+    """Create ``path`` readable by its owner only, from the first byte: the file is opened
+    with mode 0600 (never written world-readable and tightened afterwards); refuses to
+    overwrite an existing file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    # The umask can only remove bits; make the mode exact whatever it was.
+    path.chmod(0o600)
+
+
+def set_value(path: Path, name: str, value: str) -> None:
+    """Set ``name=value`` in the env file at ``path`` (replacing a placeholder or an existing
+    line, appending otherwise), keeping its 0600 mode."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if not line.startswith(f"{name}=")]
+    text = "\n".join([*kept, f"{name}={value}"]) + "\n"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    write_private(tmp, text)
+    tmp.replace(path)

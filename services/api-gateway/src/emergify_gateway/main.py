@@ -9,6 +9,7 @@ import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from emergify_contracts.internal_auth import guard_public_service
 from emergify_contracts.problems import install_problem_handlers, operation_id
 from emergify_gateway.api import add_proxy_routes, router
 from emergify_gateway.config import Settings, get_settings
@@ -96,6 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
     )
     app.add_middleware(RequestContextMiddleware)
+    # DNS rebinding: a page under another name that resolves to our address is refused.
+    guard_public_service(app, settings, settings.gateway_url)
     # Outermost of all: the headers reach every response, the last-resort 500 included.
     app.add_middleware(SecurityHeadersMiddleware, force_hsts=settings.force_hsts)
     return app

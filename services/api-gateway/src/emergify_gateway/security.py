@@ -28,6 +28,11 @@ PRINCIPAL_HEADER = "X-Emergify-Principal"
 _CHALLENGE = 'Bearer realm="emergify"'
 
 
+#: Shortest admin or read key the gateway accepts from settings (24 url-safe characters hold
+#: 144 random bits; `emergify up` generates 43).
+MIN_API_KEY_LENGTH = 24
+
+
 class AuthNotConfiguredError(RuntimeError):
     """The gateway has no admin key and was not told to run without one."""
 
@@ -80,6 +85,20 @@ class KeyRing:
                 "EMERGIFY_ADMIN_API_KEY is not set, so nobody could upload songs or retrain the "
                 "model. Set it (in .env or the environment; `emergify up` generates one), or set "
                 "EMERGIFY_ALLOW_NO_AUTH=true to run an open gateway for local experiments."
+            )
+        too_short = [
+            name
+            for name, keys in (
+                ("EMERGIFY_ADMIN_API_KEY", [admin] if admin else []),
+                ("EMERGIFY_READ_API_KEYS", settings.read_keys()),
+            )
+            if any(len(key) < MIN_API_KEY_LENGTH for key in keys)
+        ]
+        if too_short:
+            raise AuthNotConfiguredError(
+                f"{' and '.join(too_short)} must be at least {MIN_API_KEY_LENGTH} characters "
+                "each (a short key can be guessed); generate one with "
+                'python -c "import secrets; print(secrets.token_urlsafe(32))"'
             )
         return cls(
             admin,
