@@ -16,10 +16,12 @@ def _fernet_key() -> str:
     return base64.urlsafe_b64encode(os.urandom(32)).decode("ascii")
 
 
-#: Every secret `emergify up` generates: the admin key, the session-cookie signing secret and
-#: the key that encrypts Spotify tokens at rest.
+#: Every secret `emergify up` generates: the admin key, the dashboard's own read-only key, the
+#: session-cookie signing secret, the key that encrypts Spotify tokens at rest and the
+#: credential the services behind the gateway require.
 GENERATED: dict[str, Callable[[], str]] = {
     "EMERGIFY_ADMIN_API_KEY": lambda: secrets.token_urlsafe(32),
+    "EMERGIFY_DASHBOARD_API_KEY": lambda: secrets.token_urlsafe(32),
     "EMERGIFY_SESSION_SECRET": lambda: secrets.token_urlsafe(32),
     "EMERGIFY_TOKEN_ENCRYPTION_KEY": _fernet_key,
     "EMERGIFY_INTERNAL_TOKEN": lambda: secrets.token_urlsafe(32),
@@ -30,10 +32,19 @@ def ensure_env_file(root: Path) -> tuple[Path, bool]:
     """Create ``root/.env`` from ``.env.example`` if missing; return (path, created).
 
     Each generated secret's placeholder is replaced by a fresh random value (appended when the
-    example lacks it), so no two installs share a secret and none is ever committed.
+    example lacks it), so no two installs share a secret and none is ever committed. An
+    existing ``.env`` keeps its values and gains the secrets it lacks (from an older version).
     """
     env = root / ".env"
     if env.exists():
+        text = env.read_text(encoding="utf-8")
+        for name, generate in GENERATED.items():
+            if not any(
+                line.startswith(f"{name}=")
+                and line.split("=", 1)[1].strip() not in ("", PLACEHOLDER)
+                for line in text.splitlines()
+            ):
+                set_value(env, name, generate())
         return env, False
     example = root / ".env.example"
     text = example.read_text(encoding="utf-8") if example.exists() else ""

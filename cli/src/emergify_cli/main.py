@@ -277,7 +277,9 @@ def up(
         _reset_stream_checkpoint()
     from emergify_spotify.config import Settings as SpotifySettings
 
-    sandbox = SpotifySettings().spotify_sandbox
+    spotify = SpotifySettings()
+    sandbox = bool(spotify.spotify_sandbox)
+    console.print(f"Spotify: {spotify.describe_spotify()}")
     stack = Stack(
         env={},
         workdir=ROOT,
@@ -306,6 +308,11 @@ def up(
         if sandbox:
             console.print(
                 f"Spotify         offline demo: sandbox at {stack.url('spotify-sandbox')} "
+                f"(sign in: {settings.gateway_url}/api/v1/spotify/login)"
+            )
+        else:
+            console.print(
+                f"Spotify         {spotify.describe_spotify()} "
                 f"(sign in: {settings.gateway_url}/api/v1/spotify/login)"
             )
         console.print(

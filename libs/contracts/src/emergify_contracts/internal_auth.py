@@ -28,6 +28,9 @@ from emergify_contracts.settings import EmergifySettings
 #: The header that carries the internal credential from the gateway (and the CLI, tests) to
 #: the internal services. Never logged: the log redaction treats every "*token*" key as secret.
 INTERNAL_TOKEN_HEADER = "X-Emergify-Internal-Token"
+#: Sent by the dashboard with its own key: an opaque id per browser session, so the gateway
+#: gives each viewer a rate-limit bucket of its own. Ignored from every other caller.
+VIEWER_HEADER = "X-Emergify-Viewer"
 #: The one path an internal service answers without the credential (process liveness only).
 LIVENESS_PATH = "/livez"
 #: Shortest internal token accepted: 32 bytes of entropy (``secrets.token_urlsafe(32)``).
@@ -173,6 +176,7 @@ __all__ = [
     "INTERNAL_TOKEN_HEADER",
     "LIVENESS_PATH",
     "MIN_INTERNAL_TOKEN_LENGTH",
+    "VIEWER_HEADER",
     "HostCheckMiddleware",
     "InternalAuthMiddleware",
     "InternalAuthNotConfiguredError",

@@ -60,6 +60,10 @@ def limit(request: Request, gateway: Gateway, principal: Principal | None) -> No
     bucket, and one key used from several addresses shares the key's.
     """
     identities = [f"ip:{request.client.host if request.client else 'unknown'}"]
+    if principal is not None and principal.kind == "dashboard":
+        # Every viewer comes from the dashboard's one address: the per-viewer key bucket is
+        # the limit, not the address they share.
+        identities = []
     if principal is not None and principal.kind != "anonymous":
         identities.append(f"key:{principal.key_id}")
     wait = gateway.limiter.acquire(*identities)

@@ -22,7 +22,7 @@ from emergify_contracts.problems import ProblemError
 from emergify_gateway.config import Settings
 from emergify_gateway.request_context import REQUEST_ID_HEADER
 from emergify_gateway.routes import Route, service_urls
-from emergify_gateway.security import API_KEY_HEADER, PRINCIPAL_HEADER, Principal
+from emergify_gateway.security import API_KEY_HEADER, PRINCIPAL_HEADER, VIEWER_HEADER, Principal
 
 # RFC 9110 §7.6.1: meaningful for one connection only, never forwarded.
 HOP_BY_HOP = frozenset(
@@ -51,6 +51,7 @@ _NOT_FORWARDED = HOP_BY_HOP | {
     "x-forwarded-proto",
     # Only the gateway's own credential reaches an upstream, never a caller's.
     INTERNAL_TOKEN_HEADER.lower(),
+    VIEWER_HEADER.lower(),
 }
 _NOT_RETURNED = HOP_BY_HOP | {REQUEST_ID_HEADER.lower()}
 _RETRYABLE_METHODS = frozenset({"GET", "HEAD"})

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 from starlette.requests import Request
 
 from emergify_contracts import session
+from emergify_contracts.internal_auth import VIEWER_HEADER
 from emergify_contracts.problems import ProblemError
 from emergify_gateway.config import Settings
 from emergify_gateway.keystore import KeyStore
@@ -41,7 +43,7 @@ class AuthNotConfiguredError(RuntimeError):
 class Principal:
     """An authenticated caller."""
 
-    kind: Literal["admin", "reader", "key", "session", "anonymous"]
+    kind: Literal["admin", "reader", "dashboard", "key", "session", "anonymous"]
     key_id: str  # safe to log: "admin", "reader-<hash prefix>", a key file id, ...
     scopes: frozenset[Access]
 
@@ -49,6 +51,8 @@ class Principal:
         """Whether this caller holds the scope ``needed`` (``admin`` implies every scope)."""
         return grants(self.scopes, needed)
 
+
+_VIEWER_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 ADMIN_SCOPES = frozenset({Access.ADMIN})
 READ_SCOPES = frozenset({Access.READ})
@@ -64,8 +68,14 @@ class KeyRing:
         allow_no_auth: bool,
         session_secret: str | None = None,
         store: KeyStore | None = None,
+        *,
+        dashboard_key: str | None = None,
+        dashboard_uploads: bool = False,
     ) -> None:
         self.store = store
+        # The dashboard's own key: recs:read, and the one caller whose per-viewer header counts.
+        self._dashboard = dashboard_key.encode() if dashboard_key else None
+        self.dashboard_uploads = dashboard_uploads
         self._admin = admin_key.encode() if admin_key else None
         # Verifies the spotify-gateway's session cookies; None: sessions are not accepted.
         self.session_secret = session_secret
@@ -80,6 +90,12 @@ class KeyRing:
     def from_settings(cls, settings: Settings) -> KeyRing:
         """The key ring of ``settings``; refuses a gateway without an admin key."""
         admin = settings.admin_key()
+        dashboard = settings.dashboard_key()
+        if dashboard is not None and admin is not None and dashboard == admin:
+            raise AuthNotConfiguredError(
+                "EMERGIFY_DASHBOARD_API_KEY must not be the admin key: the dashboard gets its "
+                "own read-only key (`emergify up` generates one)"
+            )
         if admin is None and not settings.allow_no_auth:
             raise AuthNotConfiguredError(
                 "EMERGIFY_ADMIN_API_KEY is not set, so nobody could upload songs or retrain the "
@@ -91,6 +107,7 @@ class KeyRing:
             for name, keys in (
                 ("EMERGIFY_ADMIN_API_KEY", [admin] if admin else []),
                 ("EMERGIFY_READ_API_KEYS", settings.read_keys()),
+                ("EMERGIFY_DASHBOARD_API_KEY", [dashboard] if dashboard else []),
             )
             if any(len(key) < MIN_API_KEY_LENGTH for key in keys)
         ]
@@ -106,6 +123,8 @@ class KeyRing:
             settings.allow_no_auth,
             _session_secret(settings),
             KeyStore(settings.api_keys_file),
+            dashboard_key=dashboard,
+            dashboard_uploads=settings.dashboard_uploads,
         )
 
     def identify(self, key: str) -> Principal | None:
@@ -117,6 +136,8 @@ class KeyRing:
         found: Principal | None = None
         if self._admin is not None and hmac.compare_digest(presented, self._admin):
             found = Principal("admin", "admin", ADMIN_SCOPES)
+        if self._dashboard is not None and hmac.compare_digest(presented, self._dashboard):
+            found = found or Principal("dashboard", "dashboard", READ_SCOPES)
         for reader, key_id in self._readers:
             if hmac.compare_digest(presented, reader) and found is None:
                 found = Principal("reader", key_id, READ_SCOPES)
@@ -156,6 +177,21 @@ def session_principal(request: Request, secret: str | None) -> Principal | None:
     return Principal("session", f"listener-{digest}", READ_SCOPES)
 
 
+def dashboard_viewer(request: Request, keys: KeyRing) -> Principal:
+    """The dashboard's caller, refined by what only the dashboard's key may claim.
+
+    Its ``X-Emergify-Viewer`` (a random id per browser session) gives every viewer a rate-limit
+    bucket of its own; from any other caller the header is ignored. It may upload only when
+    ``EMERGIFY_DASHBOARD_UPLOADS`` is on and a listener is signed in (a valid session cookie).
+    """
+    viewer = request.headers.get(VIEWER_HEADER, "")
+    key_id = f"dashboard/{viewer}" if _VIEWER_ID.fullmatch(viewer) else "dashboard"
+    scopes = READ_SCOPES
+    if keys.dashboard_uploads and session_principal(request, keys.session_secret) is not None:
+        scopes = frozenset({Access.READ, Access.WRITE})
+    return Principal("dashboard", key_id, scopes)
+
+
 def resolve_principal(request: Request, keys: KeyRing) -> Principal | None:
     """Who is calling: a key holder, a signed-in listener, everyone (open gateway) or nobody.
 
@@ -172,6 +208,8 @@ def resolve_principal(request: Request, keys: KeyRing) -> Principal | None:
                 "check it, or ask an admin for a key (`emergify keys create`)",
                 headers={"WWW-Authenticate": f'{_CHALLENGE}, error="invalid_token"'},
             )
+        if principal is not None and principal.kind == "dashboard":
+            return dashboard_viewer(request, keys)
         if principal is not None:
             return principal
     if keys.open:
