@@ -207,14 +207,16 @@ def port_of(url: str) -> int:
 
 def free_port_env() -> dict[str, str]:
     """``EMERGIFY_*`` addresses for every service and the broker on free loopback ports, so
-    a test or benchmark stack never collides with `make up` or another run, and a fresh
-    internal token."""
+    a test or benchmark stack never collides with `make up` or another run, and fresh
+    internal token and dashboard key."""
     urls = {
         spec.url_setting.upper(): f"http://127.0.0.1:{free_port()}"
         for spec in (*SERVICES, SPOTIFY_SANDBOX)
     }
     env = {f"EMERGIFY_{name}": url for name, url in urls.items()}
     env["EMERGIFY_KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{free_port()}"
-    # A stack of its own gets a credential of its own (services refuse to start without one).
+    # A stack of its own gets credentials of its own: the internal token (services refuse to
+    # start without one) and the dashboard's read-only key (it never falls back to the admin's).
     env["EMERGIFY_INTERNAL_TOKEN"] = secrets.token_urlsafe(32)
+    env["EMERGIFY_DASHBOARD_API_KEY"] = secrets.token_urlsafe(32)
     return env
