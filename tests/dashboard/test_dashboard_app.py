@@ -85,6 +85,18 @@ def test_settings_never_fall_back_to_the_admin_key_and_uploads_are_off(
     assert Settings().gateway_key() == "read-key"
 
 
+def test_each_browser_session_has_its_own_viewer_id_for_the_gateway(
+    dashboard_stack, dashboard_env
+) -> None:
+    # The gateway keys the dashboard's rate limit on this id (tests/gateway/
+    # test_gateway_dashboard_key.py): one per session, stable across reruns.
+    first, second = new_app().run(), new_app().run()
+    viewer = first.session_state[state.VIEWER]
+    assert len(viewer) >= 16 and viewer != second.session_state[state.VIEWER]
+    first.run()
+    assert first.session_state[state.VIEWER] == viewer
+
+
 def test_anonymous_page_offers_sign_in_search_and_the_catalog_panel(
     dashboard_stack, dashboard_env
 ) -> None:

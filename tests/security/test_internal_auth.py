@@ -23,6 +23,7 @@ from emergify_contracts.internal_auth import (
 from emergify_contracts.tables import create_tables, make_engine
 from emergify_gateway.config import Settings as GatewaySettings
 from emergify_gateway.main import create_app as create_gateway
+from emergify_gateway.security import AuthNotConfiguredError
 from emergify_ingest.config import Settings as IngestSettings
 from emergify_ingest.main import create_app as create_ingest
 from emergify_recommender.config import Settings as RecommenderSettings
@@ -223,6 +224,15 @@ def test_an_internal_service_refuses_to_start_without_a_usable_token(
 ) -> None:
     with pytest.raises(InternalAuthNotConfiguredError, match="EMERGIFY_INTERNAL_TOKEN"):
         _recommender(tmp_path, internal_token=token)
+    # Nor does the gateway start without it: every upstream would refuse it.
+    with pytest.raises(AuthNotConfiguredError, match="EMERGIFY_INTERNAL_TOKEN"):
+        create_gateway(
+            GatewaySettings(
+                _env_file=None,  # type: ignore[call-arg]
+                admin_api_key="gateway-admin-key-0123456789abcdef",
+                internal_token=token,
+            )
+        )
 
 
 def test_python_dash_m_refuses_to_start_without_the_token_and_guards_with_it(

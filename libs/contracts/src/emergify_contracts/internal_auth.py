@@ -127,13 +127,16 @@ class InternalAuthMiddleware:
         self.open_paths = frozenset({LIVENESS_PATH, *open_paths})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.open_paths:
+        if scope["type"] not in ("http", "websocket") or scope["path"] in self.open_paths:
             await self.app(scope, receive, send)
             return
         header = INTERNAL_TOKEN_HEADER.lower().encode()
         sent = next((v for k, v in scope["headers"] if k == header), b"")
         if hmac.compare_digest(sent, self.token):
             await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})  # policy violation
             return
         detail = (
             "this is an internal Emergify service: call it through the API gateway"

@@ -9,7 +9,11 @@ import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from emergify_contracts.internal_auth import guard_public_service
+from emergify_contracts.internal_auth import (
+    InternalAuthNotConfiguredError,
+    guard_public_service,
+    internal_token,
+)
 from emergify_contracts.problems import install_problem_handlers, operation_id
 from emergify_gateway.api import add_proxy_routes, router
 from emergify_gateway.config import Settings, get_settings
@@ -23,7 +27,7 @@ from emergify_gateway.request_context import (
     problem_context,
 )
 from emergify_gateway.routes import ROUTES
-from emergify_gateway.security import API_KEY_HEADER, KeyRing
+from emergify_gateway.security import API_KEY_HEADER, AuthNotConfiguredError, KeyRing
 from emergify_gateway.security_headers import SecurityHeadersMiddleware
 
 log = structlog.get_logger()
@@ -39,8 +43,12 @@ the scope it needs (`x-emergify-scope`); a key without it gets 403. Errors are
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The gateway app. Raises :class:`~emergify_gateway.security.AuthNotConfiguredError`
-    when no admin key is configured and ``allow_no_auth`` is off."""
+    when no admin key is configured and ``allow_no_auth`` is off, or no internal token is."""
     settings = settings or get_settings()
+    try:
+        internal_token(settings)  # every upstream refuses the gateway without it
+    except InternalAuthNotConfiguredError as exc:
+        raise AuthNotConfiguredError(str(exc)) from None
     gateway = Gateway(
         settings=settings,
         keys=KeyRing.from_settings(settings),
