@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 from fastapi.testclient import TestClient
+from testkit import INTERNAL_TOKEN
 
 from emergify_cli.broker import free_port
 from emergify_gateway.main import create_app
@@ -45,6 +46,7 @@ def test_serves_on_its_url_setting(tmp_path: Path, upstreams: dict[str, Any]) ->
             tmp_path,
             gateway_url=f"http://127.0.0.1:{port}",
             admin_api_key="process-test-key-0123456789abcdef",
+            internal_token=INTERNAL_TOKEN,
             ingest_url=upstreams["ingest"].url,
             stream_processor_url=upstreams["stream-processor"].url,
             recommender_url=upstreams["recommender"].url,
@@ -77,6 +79,7 @@ def test_serves_on_its_url_setting(tmp_path: Path, upstreams: dict[str, Any]) ->
         output, _ = proc.communicate(timeout=30)
     assert '"event": "request"' in output  # one JSON access line per request
     assert "process-test-key-0123456789abcdef" not in output
+    assert INTERNAL_TOKEN not in output
 
 
 def test_unexpected_error_is_a_500_problem_with_the_request_id(

@@ -45,13 +45,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The gateway app. Raises :class:`~emergify_gateway.security.AuthNotConfiguredError`
     when no admin key is configured and ``allow_no_auth`` is off, or no internal token is."""
     settings = settings or get_settings()
+    keys = KeyRing.from_settings(settings)
     try:
         internal_token(settings)  # every upstream refuses the gateway without it
     except InternalAuthNotConfiguredError as exc:
         raise AuthNotConfiguredError(str(exc)) from None
     gateway = Gateway(
         settings=settings,
-        keys=KeyRing.from_settings(settings),
+        keys=keys,
         limiter=TokenBucketLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
     )
 
