@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from emergify_cli.stack import Stack, free_port_env
 from emergify_cli.synthetic_catalog import load_songs, synthetic_songs, write_kaggle_csv
 from emergify_cli.waiting import wait_for
+from emergify_contracts.internal_auth import internal_headers
 
 PARTS = ("upload", "latency", "freshness", "100k")
 REPO = Path(__file__).resolve().parents[1]
@@ -161,7 +162,11 @@ def main(argv: list[str] | None = None) -> None:
             ids = [s.track_id for s in real]
             # The same 1,000 requests through the gateway and straight to the recommender:
             # the difference is what the gateway's hop (auth, rate limit, proxy) costs.
-            direct = httpx.Client(base_url=stack.url("recommender"), timeout=600)
+            direct = httpx.Client(
+                base_url=stack.url("recommender"),
+                headers=internal_headers(stack.settings),
+                timeout=600,
+            )
             for name, client in (
                 ("recommendation_latency_ms", api),
                 ("recommender_direct_ms", direct),

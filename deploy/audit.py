@@ -9,9 +9,12 @@
    locked version *is* the latest release, that document's ``vulnerabilities`` apply to it;
    otherwise the package is reported as not auditable here.
 
-Exits 1 when a known, not withdrawn vulnerability affects a locked version; 0 otherwise, also
-when the network or the mirror is unavailable (said clearly in the summary: an audit that
-could not run is not a pass, but it must not block the tests of someone offline).
+Exits 1 when a known, not withdrawn vulnerability affects a locked version; 2 when any locked
+package could not be audited (the index unreachable, or a version it has no data for) and
+``deploy/audit-allowlist.toml`` does not name it with a reason; 0 only when every locked
+package was audited or is allow-listed. The summary names what was audited, how, and what was
+let through by the allow-list. ``EMERGIFY_AUDIT_PYPI_URL`` points the PyPI JSON look-ups at
+another index (a mirror); ``EMERGIFY_AUDIT_ALLOWLIST`` at another allow-list.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +36,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPI_JSON = os.environ.get("EMERGIFY_AUDIT_PYPI_URL", "https://pypi.org/pypi/{name}/json")
+ALLOWLIST = Path(
+    os.environ.get("EMERGIFY_AUDIT_ALLOWLIST", ROOT / "deploy" / "audit-allowlist.toml")
+)
+EXIT_OK, EXIT_VULNERABLE, EXIT_NOT_AUDITED = 0, 1, 2
 FETCH_TIMEOUT_SECONDS = 10.0
 PIP_AUDIT_TIMEOUT_SECONDS = 45.0
 
@@ -42,7 +50,7 @@ class Report:
 
     audited_by_pip_audit: list[str] = field(default_factory=list)
     checked_latest: list[str] = field(default_factory=list)
-    not_auditable: list[str] = field(default_factory=list)
+    not_auditable: dict[str, str] = field(default_factory=dict)  # name -> why
     unreachable: list[str] = field(default_factory=list)
     vulnerable: list[str] = field(default_factory=list)  # "name==version: ID (fixed in ...)"
     problems: list[str] = field(default_factory=list)  # the audit itself could not run
@@ -128,11 +136,9 @@ def _ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cafile if cafile and Path(cafile).exists() else None)
 
 
-def fetch_latest(name: str, context: ssl.SSLContext) -> dict | None:
+def fetch_latest(name: str, context: ssl.SSLContext, url: str = PYPI_JSON) -> dict | None:
     """PyPI's JSON for ``name`` (its latest release), or None if it could not be fetched."""
-    request = urllib.request.Request(
-        PYPI_JSON.format(name=name), headers={"Accept": "application/json"}
-    )
+    request = urllib.request.Request(url.format(name=name), headers={"Accept": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_SECONDS, context=context) as r:
             return json.load(r)
@@ -140,20 +146,25 @@ def fetch_latest(name: str, context: ssl.SSLContext) -> dict | None:
         return None
 
 
-def check_latest(names: set[str], pins: dict[str, str], report: Report) -> None:
+def check_latest(
+    names: set[str], pins: dict[str, str], report: Report, url: str = PYPI_JSON
+) -> None:
     """For each name: if the locked version is the latest release, apply its vulnerabilities."""
     context = _ssl_context()
     ordered = sorted(names)
     with ThreadPoolExecutor(max_workers=16) as pool:
-        docs = list(pool.map(lambda n: fetch_latest(n, context), ordered))
+        docs = list(pool.map(lambda n: fetch_latest(n, context, url), ordered))
     for name, doc in zip(ordered, docs, strict=True):
         pinned = pins.get(name)
         if doc is None:
             report.unreachable.append(name)
+            report.not_auditable[name] = f"{name}=={pinned}: the index did not answer"
             continue
         latest = doc.get("info", {}).get("version")
         if pinned is None or latest != pinned:
-            report.not_auditable.append(f"{name}=={pinned} (latest is {latest})")
+            report.not_auditable[name] = (
+                f"{name}=={pinned}: no data for this version (the index's latest is {latest})"
+            )
             continue
         report.checked_latest.append(name)
         for vuln in doc.get("vulnerabilities") or []:
@@ -163,8 +174,68 @@ def check_latest(names: set[str], pins: dict[str, str], report: Report) -> None:
             report.vulnerable.append(f"{name}=={pinned}: {vuln.get('id')} (fixed in {fixed})")
 
 
+def load_allowlist(path: Path) -> dict[str, str]:
+    """Package name -> the documented reason it may pass unaudited. Raises ValueError for an
+    entry without a reason: an allow-list entry nobody can justify is not one."""
+    if not path.exists():
+        return {}
+    packages = tomllib.loads(path.read_text(encoding="utf-8")).get("packages", {})
+    allowed = {}
+    for name, entry in packages.items():
+        reason = str((entry or {}).get("reason", "")).strip()
+        if not reason:
+            raise ValueError(f"{path}: the entry for {name} gives no reason")
+        allowed[canonical(name)] = reason
+    return allowed
+
+
+def verdict(report: Report, pins: dict[str, str], allowlist: dict[str, str]) -> tuple[int, str]:
+    """The exit code and the summary: what was audited and how, what the allow-list let
+    through, what could not be audited, what is vulnerable."""
+    checked = len(report.audited_by_pip_audit) + len(report.checked_latest)
+    allowed = {n: why for n, why in report.not_auditable.items() if n in allowlist}
+    missing = {n: why for n, why in report.not_auditable.items() if n not in allowlist}
+    lines = [
+        f"audit of {len(pins)} locked packages:",
+        f"  {len(report.audited_by_pip_audit)} audited by pip-audit",
+        f"  {len(report.checked_latest)} audited via the index's latest-release vulnerability "
+        "data (the locked version is the latest)",
+        f"  {len(allowed)} NOT audited, allow-listed in {ALLOWLIST.name}:",
+        *(f"      {allowed[n]} -- allowed: {allowlist[n]}" for n in sorted(allowed)),
+        f"  {len(missing)} NOT audited and not allow-listed:",
+        *(f"      {missing[n]}" for n in sorted(missing)),
+        *(f"  NOTE: {problem}" for problem in report.problems),
+    ]
+    if report.unreachable:
+        lines.append(
+            f"  the index ({PYPI_JSON.format(name='<name>')}) did not answer for "
+            f"{len(report.unreachable)} packages"
+        )
+    if report.vulnerable:
+        lines.append(f"FAIL: {len(report.vulnerable)} known vulnerabilities:")
+        lines += [f"  {line}" for line in report.vulnerable]
+        return EXIT_VULNERABLE, "\n".join(lines)
+    if missing or checked == 0:
+        lines.append(
+            f"FAIL: {len(missing)} locked packages could not be audited. An audit that could "
+            "not look is not a pass: make the index reachable (EMERGIFY_AUDIT_PYPI_URL names "
+            f"it), or name each package with a reason in {ALLOWLIST}."
+        )
+        return EXIT_NOT_AUDITED, "\n".join(lines)
+    lines.append(
+        f"ok: no known vulnerability in the {checked} audited packages; "
+        f"{len(allowed)} allow-listed unaudited"
+    )
+    return EXIT_OK, "\n".join(lines)
+
+
 def main() -> int:
     started = time.monotonic()
+    try:
+        allowlist = load_allowlist(ALLOWLIST)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        print(f"FAIL: the allow-list is not usable: {exc}")
+        return EXIT_NOT_AUDITED
     report = Report()
     with tempfile.TemporaryDirectory() as tmp:
         requirements = Path(tmp) / "requirements.txt"
@@ -174,29 +245,10 @@ def main() -> int:
     skipped |= set(pins) - set(report.audited_by_pip_audit)
     if skipped:
         check_latest(skipped, pins, report)
-
-    print(f"audit of {len(pins)} locked packages ({time.monotonic() - started:.1f} s):")
-    print(f"  {len(report.audited_by_pip_audit)} audited by pip-audit")
-    print(f"  {len(report.checked_latest)} checked via PyPI's latest-release vulnerability data")
-    print(f"  {len(report.not_auditable)} not auditable here (locked version is not the latest")
-    print("    release, and this PyPI mirror does not serve per-version data)")
-    for line in report.not_auditable:
-        print(f"      {line}")
-    if report.unreachable:
-        print(f"  {len(report.unreachable)} could not be fetched (network or mirror unavailable)")
-    for problem in report.problems:
-        print(f"  NOTE: {problem}")
-    checked = len(report.audited_by_pip_audit) + len(report.checked_latest)
-    if report.vulnerable:
-        print(f"FAIL: {len(report.vulnerable)} known vulnerabilities:")
-        for line in report.vulnerable:
-            print(f"  {line}")
-        return 1
-    if checked == 0:
-        print("NOT AUDITED: PyPI (or its mirror) was unreachable; not failing the build for that")
-        return 0
-    print(f"ok: no known vulnerability in the {checked} packages that could be audited")
-    return 0
+    code, summary = verdict(report, pins, allowlist)
+    print(summary)
+    print(f"({time.monotonic() - started:.1f} s)")
+    return code
 
 
 if __name__ == "__main__":

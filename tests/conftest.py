@@ -11,9 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from testkit import drop_pg_database, new_pg_database
+from testkit import INTERNAL_TOKEN, drop_pg_database, new_pg_database
 
 from emergify_cli.broker import EmbeddedBroker, free_port
+
+# Every service refuses to start without an internal token and answers only requests that
+# carry it: the services tests build read this one (subprocesses inherit it). In-process test
+# clients call themselves "testserver" or "test"; tests of the Host check set their own names.
+os.environ["EMERGIFY_INTERNAL_TOKEN"] = INTERNAL_TOKEN
+os.environ["EMERGIFY_ALLOWED_HOSTS"] = "testserver,test"
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_CSV = REPO / "data" / "every_fresh_find.csv"

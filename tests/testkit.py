@@ -17,8 +17,23 @@ import httpx
 import psycopg
 
 from emergify_cli.waiting import wait_for
+from emergify_contracts.internal_auth import INTERNAL_TOKEN_HEADER
 
-__all__ = ["ServiceProcess", "answers_200", "drop_pg_database", "new_pg_database", "wait_for"]
+__all__ = [
+    "INTERNAL_HEADERS",
+    "INTERNAL_TOKEN",
+    "ServiceProcess",
+    "answers_200",
+    "drop_pg_database",
+    "new_pg_database",
+    "wait_for",
+]
+
+#: The internal credential of every service a test builds or starts (tests/conftest.py puts
+#: it in the environment, which services read and subprocesses inherit).
+INTERNAL_TOKEN = "test-internal-token-0123456789abcdef-0123"
+#: What a test sends when it calls an internal service directly, as the gateway does.
+INTERNAL_HEADERS = {INTERNAL_TOKEN_HEADER: INTERNAL_TOKEN}
 
 PG_ADMIN_DSN = os.environ.get(
     "EMERGIFY_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -38,10 +53,12 @@ def drop_pg_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def answers_200(url: str) -> bool:
-    """Whether ``url`` answers 200 now (False while nothing listens or it is not ready)."""
+def answers_200(url: str, headers: dict[str, str] | None = None) -> bool:
+    """Whether ``url`` answers 200 now (False while nothing listens or it is not ready); an
+    internal service's health needs the internal credential, which is sent by default."""
     with contextlib.suppress(httpx.HTTPError):
-        return httpx.get(url, timeout=2).status_code == 200
+        sent = INTERNAL_HEADERS if headers is None else headers
+        return httpx.get(url, timeout=2, headers=sent).status_code == 200
     return False
 
 

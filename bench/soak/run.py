@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from emergify_cli.stack import SERVICES, Stack, free_port_env
 from emergify_cli.synthetic_catalog import load_songs, synthetic_songs, write_kaggle_csv
 from emergify_cli.waiting import wait_for
+from emergify_contracts.internal_auth import internal_headers
 from emergify_contracts.tables import make_engine, songs, stream_batches
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,6 +107,7 @@ def fault_soak(songs_n: int, kills: int) -> dict[str, Any]:
                 r = httpx.post(
                     f"{stack.url('ingest')}/api/v1/songs/upload",
                     files={"file": (csv_path.name, f, "text/csv")},
+                    headers=internal_headers(stack.settings),
                     timeout=1800,
                 )
             answer["status"] = r.status_code
@@ -136,9 +138,11 @@ def fault_soak(songs_n: int, kills: int) -> dict[str, Any]:
         accepted_songs = body["accepted"]
         wait_for(lambda: count() >= len(accepted_ids), 1800, "every accepted song", 1.0)
         status_url = f"{stack.url('stream-processor')}/admin/status"
+        internal = internal_headers(stack.settings)
         wait_for(
             lambda: (
-                (s := httpx.get(status_url, timeout=30).json())["lag"] and s["lag"]["total"] == 0
+                (s := httpx.get(status_url, timeout=30, headers=internal).json())["lag"]
+                and s["lag"]["total"] == 0
             ),
             300,
             "lag 0",

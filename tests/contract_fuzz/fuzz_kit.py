@@ -38,7 +38,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from testkit import wait_for
+from testkit import INTERNAL_HEADERS, wait_for
 
 from emergify_cli.broker import free_port
 from emergify_contracts.tables import make_engine
@@ -104,9 +104,8 @@ def wait_healthy(
     """Start ``app``'s lifespan on schemathesis's loop and poll ``path`` (with ``headers``)
     until ``ready`` (by default: it answers 200)."""
     with schemathesis_asgi.get_client(app) as client:
-        wait_for(
-            lambda: ready(client.get(path, headers=headers)), deadline_s, f"{path} to be ready"
-        )
+        sent = {**INTERNAL_HEADERS, **(headers or {})}
+        wait_for(lambda: ready(client.get(path, headers=sent)), deadline_s, f"{path} to be ready")
 
 
 def takes_input(operation: Any) -> bool:
@@ -119,6 +118,9 @@ def _checker(
     statuses: Counter[int], headers: dict[str, str] | None, checks: tuple[Any, ...]
 ) -> Callable[[Any], None]:
     """Call a case, count its status in ``statuses`` and run ``checks`` on the response."""
+
+    # Internal services need the internal credential; the gateway drops it unused.
+    headers = {**INTERNAL_HEADERS, **(headers or {})}
 
     def check(case: Any) -> None:
         response = case.call(headers=headers)

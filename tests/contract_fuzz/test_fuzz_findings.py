@@ -14,6 +14,7 @@ import pytest
 from contract_fuzz.fuzz_kit import recommender_app, stop_lifespans, wait_healthy
 from schemathesis.python import asgi as schemathesis_asgi
 from servers import ServedApp, serving
+from testkit import INTERNAL_HEADERS
 
 from emergify_contracts.tables import create_tables, make_engine
 from emergify_gateway.config import Settings as GatewaySettings
@@ -39,7 +40,7 @@ def test_a_body_that_is_not_utf8_is_the_documented_422(recommender: ServedApp) -
     response = httpx.post(
         f"{recommender.url}/api/v1/recommendations",
         content=NOT_UTF8,
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **INTERNAL_HEADERS},
     )
     assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith(PROBLEM)

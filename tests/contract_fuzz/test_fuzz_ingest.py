@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import schemathesis
 from contract_fuzz.fuzz_kit import fuzz_operations, stop_lifespans, wait_healthy
+from testkit import INTERNAL_HEADERS
 
 from emergify_cli.broker import EmbeddedBroker
 from emergify_ingest.config import Settings
@@ -31,7 +32,7 @@ def ingest_schema(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFacto
     )
     app = create_app(settings)
     wait_healthy(app)
-    yield schemathesis.openapi.from_asgi("/openapi.json", app)
+    yield schemathesis.openapi.from_asgi("/openapi.json", app, headers=INTERNAL_HEADERS)
     stop_lifespans()
 
 

@@ -18,6 +18,7 @@ from contract_fuzz.fuzz_kit import (
     stop_lifespans,
     wait_healthy,
 )
+from testkit import INTERNAL_HEADERS
 
 from emergify_contracts.tables import create_tables, make_engine
 
@@ -44,7 +45,10 @@ def recommender_schema(
         engine.dispose()
     app = recommender_app(url)
     wait_healthy(app)
-    yield request.param, schemathesis.openapi.from_asgi("/openapi.json", app)
+    yield (
+        request.param,
+        schemathesis.openapi.from_asgi("/openapi.json", app, headers=INTERNAL_HEADERS),
+    )
     stop_lifespans()
 
 

@@ -29,6 +29,7 @@ from contract_fuzz.fuzz_kit import (
 )
 from schemathesis.python import asgi as schemathesis_asgi
 from servers import serving
+from testkit import INTERNAL_HEADERS
 
 from emergify_cli.broker import free_port
 from emergify_contracts.session import SESSION_COOKIE
@@ -50,12 +51,14 @@ class SignedIn:
 def sign_in(app: object) -> dict[str, str]:
     """Sign the demo listener in through the in-process app; the session cookie header."""
     with schemathesis_asgi.get_client(app) as client:  # type: ignore[arg-type]
-        login = client.get("/api/v1/spotify/login", allow_redirects=False)
+        login = client.get("/api/v1/spotify/login", allow_redirects=False, headers=INTERNAL_HEADERS)
         assert login.status_code == 302, login.text
         authorize = httpx.get(f"{login.headers['location']}&login_hint=demo")
         assert authorize.status_code == 303, authorize.text
         back = urlsplit(authorize.headers["location"])  # the callback, on this app
-        callback = client.get(f"{back.path}?{back.query}", allow_redirects=False)
+        callback = client.get(
+            f"{back.path}?{back.query}", allow_redirects=False, headers=INTERNAL_HEADERS
+        )
         assert callback.status_code == 302, callback.text
         session = client.cookies.get(SESSION_COOKIE)
     assert session, "the callback set no session cookie"
@@ -76,7 +79,10 @@ def signed_in(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SignedIn]:
         recommender = serve(recommender_app(catalog_url))
         app = spotify_app(folder, settings, recommender.url)
         wait_healthy(app)
-        yield SignedIn(schemathesis.openapi.from_asgi("/openapi.json", app), sign_in(app))
+        yield SignedIn(
+            schemathesis.openapi.from_asgi("/openapi.json", app, headers=INTERNAL_HEADERS),
+            sign_in(app),
+        )
         stop_lifespans()
 
 
@@ -130,7 +136,7 @@ def test_spotify_sandbox_api() -> None:
         f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}/callback"
     )
     app = create_sandbox(settings)
-    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app, headers=INTERNAL_HEADERS)
     try:
         fuzzed = fuzz_operations(
             schema, headers=sandbox_token(app, settings), checks=STAND_IN_CHECKS

@@ -30,6 +30,8 @@ from emergify_stream.model_registry import ModelRegistry
 
 ADMIN_KEY = "dashboard-test-admin-key-0123456789abcdef"
 READ_KEY = "dashboard-test-read-key-0123456789abcdef"
+#: The dashboard's own key (recs:read, known to the gateway as the dashboard's).
+DASHBOARD_KEY = "dashboard-test-own-key-0123456789abcdef"
 SESSION_SECRET = "dashboard-test-session-secret-0123456789abcdef"
 
 
@@ -42,6 +44,7 @@ class DashboardStack:
     catalog: dict[str, dict[str, Any]]
     admin_key: str = ADMIN_KEY
     read_key: str = READ_KEY
+    dashboard_key: str = DASHBOARD_KEY
 
     def sign_in(self, user: str = "demo") -> str:
         """Sign ``user`` in through the gateway like a browser; return the session cookie."""
@@ -86,6 +89,12 @@ def dashboard_stack(
             songs_topic=songs_topic,
             lake_uri=str(workdir / "lake"),
         ),
-        gateway_overrides={"read_api_keys": READ_KEY},
+        gateway_overrides={
+            "read_api_keys": READ_KEY,
+            "dashboard_api_key": DASHBOARD_KEY,
+            # The gateway allows dashboard uploads for signed-in listeners; each test turns the
+            # dashboard's own setting on or leaves it off (the default).
+            "dashboard_uploads": True,
+        },
     ) as stack:
         yield DashboardStack(gateway=stack.gateway, sandbox=stack.sandbox, catalog=catalog)

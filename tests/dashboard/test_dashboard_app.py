@@ -39,7 +39,7 @@ def dashboard_env(
     """Point the dashboard's settings at the test gateway (environment beats any .env)."""
     monkeypatch.chdir(tmp_path)  # no developer .env leaks in
     monkeypatch.setenv("EMERGIFY_GATEWAY_URL", dashboard_stack.gateway.url)
-    monkeypatch.setenv("EMERGIFY_DASHBOARD_API_KEY", dashboard_stack.admin_key)
+    monkeypatch.setenv("EMERGIFY_DASHBOARD_API_KEY", dashboard_stack.dashboard_key)
     monkeypatch.delenv("EMERGIFY_DASHBOARD_UPLOADS", raising=False)
     yield
 
@@ -79,18 +79,31 @@ def add_search_seeds(at: AppTest, query: str, how_many: int) -> list[str]:
     return [s["track_id"] for s in at.session_state[state.SEEDS]]
 
 
-def test_settings_fall_back_to_the_admin_key_and_default_url(
+def test_settings_never_fall_back_to_the_admin_key_and_uploads_are_off(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("EMERGIFY_DASHBOARD_API_KEY", raising=False)
-    monkeypatch.setenv("EMERGIFY_ADMIN_API_KEY", "admin-key")
+    monkeypatch.delenv("EMERGIFY_DASHBOARD_UPLOADS", raising=False)
+    monkeypatch.setenv("EMERGIFY_ADMIN_API_KEY", "admin-key-0123456789abcdef")
     settings = Settings()
-    assert settings.gateway_key() == "admin-key"
+    assert settings.gateway_key() is None
     assert settings.dashboard_url == "http://127.0.0.1:8501"
-    assert settings.dashboard_uploads is True
+    assert settings.dashboard_uploads is False
     monkeypatch.setenv("EMERGIFY_DASHBOARD_API_KEY", "read-key")
     assert Settings().gateway_key() == "read-key"
+
+
+def test_each_browser_session_has_its_own_viewer_id_for_the_gateway(
+    dashboard_stack, dashboard_env
+) -> None:
+    # The gateway keys the dashboard's rate limit on this id (tests/gateway/
+    # test_gateway_dashboard_key.py): one per session, stable across reruns.
+    first, second = new_app().run(), new_app().run()
+    viewer = first.session_state[state.VIEWER]
+    assert len(viewer) >= 16 and viewer != second.session_state[state.VIEWER]
+    first.run()
+    assert first.session_state[state.VIEWER] == viewer
 
 
 def test_anonymous_page_offers_sign_in_search_and_the_catalog_panel(
@@ -205,8 +218,12 @@ def test_an_invalid_session_cookie_shows_sign_in_again(dashboard_stack, dashboar
     assert "Your Spotify sign-in has expired; sign in again." in [i.value for i in at.info]
 
 
-def test_csv_upload_reports_accepted_and_rejected_rows(dashboard_stack, dashboard_env) -> None:
-    at = new_app().run()
+def test_csv_upload_reports_accepted_and_rejected_rows(
+    dashboard_stack, dashboard_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Uploads turned on, and a listener signed in: the gateway lets the dashboard upload.
+    monkeypatch.setenv("EMERGIFY_DASHBOARD_UPLOADS", "true")
+    at = new_app(dashboard_stack.sign_in()).run()
     at.file_uploader(key="upload_file").upload("mine.csv", GOOD_ROW.encode(), "text/csv")
     at.run()
     at.button(key="upload").click().run()
@@ -222,17 +239,22 @@ def test_csv_upload_reports_accepted_and_rejected_rows(dashboard_stack, dashboar
 def test_api_errors_are_readable_messages_not_tracebacks(
     dashboard_stack, dashboard_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A read-only key may browse but not upload: the gateway's 403 detail is shown.
-    monkeypatch.setenv("EMERGIFY_DASHBOARD_API_KEY", dashboard_stack.read_key)
+    # Uploads on, nobody signed in: the viewer must bring a key; a read-only one may browse
+    # but not upload, and the gateway's 403 detail is shown.
+    monkeypatch.setenv("EMERGIFY_DASHBOARD_UPLOADS", "true")
     at = new_app().run()
+    assert not at.get("file_uploader")
+    at.text_input(key="upload_key").input(dashboard_stack.read_key).run()
     at.file_uploader(key="upload_file").upload("mine.csv", GOOD_ROW.encode(), "text/csv")
     at.run()
     at.button(key="upload").click().run()
     assert not at.exception
     assert "Upload failed" in shown(at.error[0].value) and "read-only" in shown(at.error[0].value)
 
-    # Uploads turned off (a public deployment): no uploader at all.
-    monkeypatch.setenv("EMERGIFY_DASHBOARD_UPLOADS", "false")
+    # Uploads off (the default): no uploader at all, signed in or not.
+    monkeypatch.delenv("EMERGIFY_DASHBOARD_UPLOADS")
+    at = new_app(dashboard_stack.sign_in()).run()
+    assert not at.get("file_uploader")
     at = new_app().run()
     assert not at.get("file_uploader")
     assert "Uploads are turned off" in page_text(at)

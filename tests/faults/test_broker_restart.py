@@ -22,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 from catalog_fixtures import json_song, track_id
 from servers import ServedApp
-from testkit import wait_for
+from testkit import INTERNAL_HEADERS, wait_for
 
 from emergify_cli.broker import EmbeddedBroker, free_port
 from emergify_contracts.tables import make_engine, songs
@@ -100,7 +100,9 @@ def upload(ingest_url: str, songs_: list[dict], timeout: float = 60.0) -> list[i
     statuses: list[int] = []
 
     def accepted() -> bool:
-        status = httpx.post(f"{ingest_url}/api/v1/songs", json=songs_, timeout=30).status_code
+        status = httpx.post(
+            f"{ingest_url}/api/v1/songs", json=songs_, timeout=30, headers=INTERNAL_HEADERS
+        ).status_code
         statuses.append(status)
         assert status in (202, 503), statuses  # 503 until the broker is back
         return status == 202
@@ -127,11 +129,20 @@ def test_songs_accepted_around_a_broker_restart_all_reach_the_feature_table(
     def healthy() -> bool:
         assert proc.poll() is None, "the stream processor exited"
         with contextlib.suppress(httpx.HTTPError):
-            return httpx.get(f"{processor_url}/health", timeout=2).status_code == 200
+            return (
+                httpx.get(
+                    f"{processor_url}/health", timeout=2, headers=INTERNAL_HEADERS
+                ).status_code
+                == 200
+            )
         return False
 
     wait_for(healthy, 180, "the stream processor to be healthy")
-    wait_for(lambda: httpx.get(f"{ingest_url}/health").status_code == 200, 60, "ingest ready")
+    wait_for(
+        lambda: httpx.get(f"{ingest_url}/health", headers=INTERNAL_HEADERS).status_code == 200,
+        60,
+        "ingest ready",
+    )
 
     before, during, after = batch(0, 300), batch(300, 40), batch(340, 120)
     assert upload(ingest_url, before) == [202]
@@ -139,7 +150,9 @@ def test_songs_accepted_around_a_broker_restart_all_reach_the_feature_table(
 
     fresh_broker.stop()
     # Accepted while the broker is away: 503, but safe in the master dataset.
-    response = httpx.post(f"{ingest_url}/api/v1/songs", json=during, timeout=30)
+    response = httpx.post(
+        f"{ingest_url}/api/v1/songs", json=during, timeout=30, headers=INTERNAL_HEADERS
+    )
     assert response.status_code == 503, response.text
     assert response.json()["saved"] == 40
     wait_for(
@@ -160,6 +173,6 @@ def test_songs_accepted_around_a_broker_restart_all_reach_the_feature_table(
     )
     assert len(ids) == len(set(ids)) == 460
     assert healthy()
-    status = httpx.get(f"{processor_url}/admin/status", timeout=30).json()
+    status = httpx.get(f"{processor_url}/admin/status", timeout=30, headers=INTERNAL_HEADERS).json()
     assert status["songs"] == 460
     engine.dispose()

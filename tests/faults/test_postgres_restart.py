@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from catalog_fixtures import song_event
 from kafka_io import produce
-from testkit import ServiceProcess, wait_for
+from testkit import INTERNAL_HEADERS, ServiceProcess, wait_for
 
 from emergify_cli.broker import EmbeddedBroker, create_topics, free_port
 from emergify_contracts.tables import make_engine, songs, stream_batches
@@ -108,7 +108,7 @@ def test_postgres_restart_mid_stream_loses_nothing_and_services_recover(
     # 1. A catalog the recommender serves from memory.
     produce(broker.bootstrap, topic, events[:N_BEFORE])
     wait_for(lambda: count() == N_BEFORE, timeout=120, what="the first songs in the table")
-    api = httpx.Client(base_url=rec_url, timeout=REQUEST_TIMEOUT)
+    api = httpx.Client(base_url=rec_url, timeout=REQUEST_TIMEOUT, headers=INTERNAL_HEADERS)
     wait_for(
         lambda: api.get("/api/v1/catalog").json().get("songs") == N_BEFORE,
         timeout=60,
@@ -145,7 +145,12 @@ def test_postgres_restart_mid_stream_loses_nothing_and_services_recover(
     assert api.get(f"/api/v1/songs/{seed}").json()["name"] == "Fault song 0"
     # The stream processor noticed and is waiting, not dead.
     wait_for(
-        lambda: httpx.get(f"{stream_url}/health", timeout=REQUEST_TIMEOUT).status_code == 503,
+        lambda: (
+            httpx.get(
+                f"{stream_url}/health", timeout=REQUEST_TIMEOUT, headers=INTERNAL_HEADERS
+            ).status_code
+            == 503
+        ),
         timeout=30,
         what="the stream processor to report the database outage",
     )
@@ -158,7 +163,11 @@ def test_postgres_restart_mid_stream_loses_nothing_and_services_recover(
     processor.wait_healthy(stream_url, timeout=60)
     status = wait_for(
         lambda: (
-            (s := httpx.get(f"{stream_url}/admin/status", timeout=30).json())["lag"]
+            (
+                s := httpx.get(
+                    f"{stream_url}/admin/status", timeout=30, headers=INTERNAL_HEADERS
+                ).json()
+            )["lag"]
             and s["lag"]["total"] == 0
             and s
         ),

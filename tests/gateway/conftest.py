@@ -350,7 +350,7 @@ def gateway_settings(upstreams: dict[str, ServedApp], **overrides: Any) -> Setti
         "recommender_url": upstreams["recommender"].url,
         "spotify_gateway_url": upstreams["spotify-gateway"].url,
         "admin_api_key": ADMIN_KEY,
-        "read_api_keys": f"{READ_KEY}, another-read-key-xyz",
+        "read_api_keys": f"{READ_KEY}, another-read-key-xyz-0123456789",
         "openapi_cache_seconds": 0,
     }
     values.update(overrides)

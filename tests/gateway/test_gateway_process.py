@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 from fastapi.testclient import TestClient
-from testkit import wait_for
+from testkit import INTERNAL_TOKEN, wait_for
 
 from emergify_cli.broker import free_port
 from emergify_gateway.main import create_app
@@ -45,7 +45,8 @@ def test_serves_on_its_url_setting(tmp_path: Path, upstreams: dict[str, Any]) ->
         env=_env(
             tmp_path,
             gateway_url=f"http://127.0.0.1:{port}",
-            admin_api_key="process-test-key",
+            admin_api_key="process-test-key-0123456789abcdef",
+            internal_token=INTERNAL_TOKEN,
             ingest_url=upstreams["ingest"].url,
             stream_processor_url=upstreams["stream-processor"].url,
             recommender_url=upstreams["recommender"].url,
@@ -67,14 +68,16 @@ def test_serves_on_its_url_setting(tmp_path: Path, upstreams: dict[str, Any]) ->
         health = wait_for(answered, 30, "the gateway to answer")
         assert health.status_code == 200, health.text
         model = httpx.get(
-            f"http://127.0.0.1:{port}/api/v1/model", headers={"X-API-Key": "process-test-key"}
+            f"http://127.0.0.1:{port}/api/v1/model",
+            headers={"X-API-Key": "process-test-key-0123456789abcdef"},
         )
         assert model.status_code == 200
     finally:
         proc.terminate()
         output, _ = proc.communicate(timeout=30)
     assert '"event": "request"' in output  # one JSON access line per request
-    assert "process-test-key" not in output
+    assert "process-test-key-0123456789abcdef" not in output
+    assert INTERNAL_TOKEN not in output
 
 
 def test_unexpected_error_is_a_500_problem_with_the_request_id(

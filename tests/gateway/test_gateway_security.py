@@ -56,7 +56,9 @@ def test_write_with_admin_key_passes(gateway: TestClient, admin: dict[str, str])
 def test_reads_need_a_valid_key(gateway: TestClient, reader: dict[str, str]) -> None:
     assert gateway.get("/api/v1/catalog").status_code == 401
     assert gateway.get("/api/v1/catalog", headers=reader).status_code == 200
-    assert gateway.get("/api/v1/catalog", headers={"X-API-Key": "another-read-key-xyz"}).is_success
+    assert gateway.get(
+        "/api/v1/catalog", headers={"X-API-Key": "another-read-key-xyz-0123456789"}
+    ).is_success
     wrong = gateway.get("/api/v1/catalog", headers={"X-API-Key": "not-a-key"})
     assert wrong.status_code == 401
     assert 'error="invalid_token"' in wrong.headers["www-authenticate"]

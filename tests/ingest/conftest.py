@@ -9,7 +9,7 @@ from pathlib import Path
 import kafka_io
 import pytest
 from fastapi.testclient import TestClient
-from testkit import wait_for
+from testkit import INTERNAL_HEADERS, wait_for
 
 from emergify_cli.broker import EmbeddedBroker
 from emergify_ingest.config import Settings
@@ -41,7 +41,9 @@ def make_client(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
 
     def make(broker: EmbeddedBroker, ready: bool = True, **overrides: object) -> TestClient:
         settings = ingest_settings(broker.bootstrap, tmp_path / "lake", **overrides)
-        client = TestClient(create_app(settings), raise_server_exceptions=False)
+        client = TestClient(
+            create_app(settings), raise_server_exceptions=False, headers=INTERNAL_HEADERS
+        )
         client.__enter__()
         opened.append(client)
         if ready:

@@ -14,6 +14,7 @@ from testkit import wait_for
 
 from emergify_cli.stack import Stack
 from emergify_cli.synthetic_catalog import load_songs, synthetic_songs, write_kaggle_csv
+from emergify_contracts.internal_auth import internal_headers
 from emergify_contracts.model import PortableModel
 from emergify_contracts.song import AUDIO_FEATURES
 from emergify_contracts.tables import make_engine, model_versions
@@ -30,6 +31,24 @@ def test_writes_need_the_admin_key(stack: Stack) -> None:
         )
     assert r.status_code == 401
     assert r.headers["content-type"].startswith("application/problem+json")
+
+
+def test_the_services_behind_the_gateway_refuse_direct_calls(stack: Stack) -> None:
+    # The embedded stack as `make up` runs it: loopback is not a boundary.
+    calls = {
+        "ingest": ("POST", "/api/v1/songs"),
+        "stream-processor": ("POST", "/admin/retrain"),
+        "recommender": ("GET", "/api/v1/catalog"),
+        "spotify-gateway": ("GET", "/api/v1/spotify/login"),
+    }
+    for service, (method, path) in calls.items():
+        direct = httpx.request(method, stack.url(service) + path, json=[], timeout=30)
+        assert direct.status_code == 401, (service, direct.text)
+        assert direct.headers["content-type"] == "application/problem+json"
+        health = httpx.get(
+            stack.url(service) + "/health", headers=internal_headers(stack.settings), timeout=30
+        )
+        assert health.status_code == 200, (service, health.text)
 
 
 def test_sample_catalog_is_materialised_clustered_and_recommendable(

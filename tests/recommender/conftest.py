@@ -25,7 +25,7 @@ from catalog_fixtures import (
 from fastapi.testclient import TestClient
 from kafka_io import publish, publish_raw
 from sqlalchemy.engine import Engine
-from testkit import drop_pg_database, new_pg_database
+from testkit import INTERNAL_HEADERS, drop_pg_database, new_pg_database
 
 from emergify_cli.broker import EmbeddedBroker, create_topics
 from emergify_contracts.model import PortableModel
@@ -154,7 +154,7 @@ def app_client() -> Iterator[Callable[[Settings], TestClient]]:
     started: list[TestClient] = []
 
     def start(settings: Settings) -> TestClient:
-        client = TestClient(create_app(settings))
+        client = TestClient(create_app(settings), headers=INTERNAL_HEADERS)
         client.__enter__()
         started.append(client)
         return client

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from testkit import wait_for
+from testkit import INTERNAL_HEADERS, wait_for
 
 from emergify_cli.broker import free_port, wait_for_port
 from emergify_contracts.model import PortableModel
@@ -57,7 +57,7 @@ def served(
         db.insert_model(sample_model)
         settings = rec.recommender_settings(url, broker.bootstrap)
         rec.ensure_topics(settings)
-        with TestClient(create_app(settings)) as client:
+        with TestClient(create_app(settings), headers=INTERNAL_HEADERS) as client:
             yield Served(client=client, songs=sample_songs, model=sample_model)
     finally:
         db.engine.dispose()
@@ -329,7 +329,7 @@ def test_openapi_has_public_paths_tags_and_operation_ids(served: Served) -> None
 def test_an_empty_database_serves_an_empty_catalog(tmp_path: Path, rec: Any) -> None:
     # No tables at all: the stream processor has not created them yet.
     settings = rec.recommender_settings(f"sqlite:///{tmp_path / 'empty.db'}", "127.0.0.1:9")
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=INTERNAL_HEADERS) as client:
         health = client.get("/health")
         assert health.status_code == 200
         assert health.json()["songs"] == 0
@@ -346,7 +346,7 @@ def test_an_empty_database_serves_an_empty_catalog(tmp_path: Path, rec: Any) -> 
 def test_an_unreachable_database_is_503_until_it_answers(rec: Any) -> None:
     url = "postgresql+psycopg://postgres@127.0.0.1:5432/emergify_no_such_database"
     settings = rec.recommender_settings(url, "127.0.0.1:9")
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=INTERNAL_HEADERS) as client:
         health = client.get("/health")
         assert health.status_code == 503
         assert health.json()["status"] == "starting"
@@ -373,7 +373,9 @@ def test_python_dash_m_serves_on_the_configured_url(tmp_path: Path, rec: Any) ->
     try:
         wait_for_port("127.0.0.1", port, timeout=60)
         health = wait_for(
-            lambda: httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json(),
+            lambda: httpx.get(
+                f"http://127.0.0.1:{port}/health", timeout=5, headers=INTERNAL_HEADERS
+            ).json(),
             what="the recommender process to answer",
         )
         assert health["status"] == "ok" and health["songs"] == 0

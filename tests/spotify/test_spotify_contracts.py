@@ -14,6 +14,7 @@ import pytest
 from catalog_fixtures import SAMPLE_CSV
 from fastapi.testclient import TestClient
 from servers import serving
+from testkit import INTERNAL_HEADERS
 
 from emergify_contracts import session
 from emergify_gateway.config import Settings as GatewaySettings
@@ -50,8 +51,12 @@ def test_pkce_challenge_is_rfc7636_s256() -> None:
 def test_without_credentials_spotify_routes_are_503_and_health_is_200(
     tmp_path: Path, serve_app
 ) -> None:
-    settings = Settings(_env_file=None, database_url=f"sqlite:///{tmp_path / 's.db'}")  # type: ignore[call-arg]
-    with TestClient(create_app(settings)) as direct:
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=f"sqlite:///{tmp_path / 's.db'}",
+        spotify_sandbox=False,
+    )
+    with TestClient(create_app(settings), headers=INTERNAL_HEADERS) as direct:
         health = direct.get("/health")
         assert health.status_code == 200
         assert health.json()["spotify_configured"] is False

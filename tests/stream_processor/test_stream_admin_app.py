@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
+from testkit import INTERNAL_HEADERS
 
 from emergify_stream.config import Settings
 from emergify_stream.main import create_app
@@ -10,7 +11,7 @@ from emergify_stream.main import create_app
 
 def test_health_status_retrain_and_problems_before_spark_is_up(sqlite_url: str) -> None:
     settings = Settings(database_url=sqlite_url, kafka_bootstrap_servers="127.0.0.1:1")
-    with TestClient(create_app(settings, start_stream=False)) as client:
+    with TestClient(create_app(settings, start_stream=False), headers=INTERNAL_HEADERS) as client:
         health = client.get("/health")
         assert health.status_code == 503
         assert health.json() == {

@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from catalog_fixtures import song_event
 from kafka_io import produce
-from testkit import answers_200, wait_for
+from testkit import INTERNAL_HEADERS, answers_200, wait_for
 
 from emergify_cli.broker import EmbeddedBroker, create_topics, free_port
 from emergify_contracts.tables import make_engine, songs, stream_batches
@@ -92,7 +92,7 @@ def processor(
 def wait_healthy(base_url: str, proc: Processor, timeout: float = 180.0) -> None:
     def healthy() -> bool:
         assert proc.proc is not None and proc.proc.poll() is None, proc.log_path.read_text()[-3000:]
-        return answers_200(f"{base_url}/health")
+        return answers_200(f"{base_url}/health", headers=INTERNAL_HEADERS)
 
     wait_for(healthy, timeout, "the stream processor to be healthy")
 
@@ -134,12 +134,12 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
     proc.start()
     wait_healthy(base_url, proc)
     wait_for(lambda: count() >= N_SONGS, 300, f"{N_SONGS} songs after the restart", 0.5)
+
+    def admin_status() -> dict:
+        return httpx.get(f"{base_url}/admin/status", timeout=30, headers=INTERNAL_HEADERS).json()
+
     status = wait_for(
-        lambda: (
-            (s := httpx.get(f"{base_url}/admin/status", timeout=30).json())["lag"] is not None
-            and s["lag"]["total"] == 0
-            and s
-        ),
+        lambda: (s := admin_status())["lag"] is not None and s["lag"]["total"] == 0 and s,
         120,
         "lag 0",
         0.5,

@@ -318,6 +318,15 @@ def rebuild(
         raise typer.Exit(code)
 
 
+def spotify_mode() -> tuple[bool, str]:
+    """Whether the offline demo's sandbox runs, and the line `emergify up` prints about it:
+    the sandbox only when no real Spotify app is configured (or it is forced on)."""
+    from emergify_spotify.config import Settings as SpotifySettings
+
+    spotify = SpotifySettings()
+    return bool(spotify.spotify_sandbox), spotify.describe_spotify()
+
+
 @app.command()
 def up(
     load_sample: Annotated[bool, typer.Option(help="load data/every_fresh_find.csv")] = True,
@@ -330,9 +339,8 @@ def up(
     settings = _settings()
     if embedded_broker:
         _reset_stream_checkpoint()
-    from emergify_spotify.config import Settings as SpotifySettings
-
-    sandbox = SpotifySettings().spotify_sandbox
+    sandbox, spotify_line = spotify_mode()
+    console.print(f"Spotify: {spotify_line}")
     stack = Stack(
         env={},
         workdir=ROOT,
@@ -361,6 +369,11 @@ def up(
         if sandbox:
             console.print(
                 f"Spotify         offline demo: sandbox at {stack.url('spotify-sandbox')} "
+                f"(sign in: {settings.gateway_url}/api/v1/spotify/login)"
+            )
+        else:
+            console.print(
+                f"Spotify         {spotify_line} "
                 f"(sign in: {settings.gateway_url}/api/v1/spotify/login)"
             )
         console.print(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import httpx
 
 from emergify_cli.broker import EmbeddedBroker, create_topics, free_port
 from emergify_cli.waiting import wait_for
+from emergify_contracts.internal_auth import internal_headers
 from emergify_contracts.settings import EmergifySettings
 
 
@@ -141,7 +143,9 @@ class Stack:
             if proc is not None and proc.poll() is not None:
                 raise RuntimeError(f"{spec.name} exited with code {proc.returncode}; see its log")
             try:
-                return httpx.get(url, timeout=2).status_code == 200
+                # Internal services answer /health only to holders of the internal token.
+                r = httpx.get(url, timeout=2, headers=internal_headers(self.settings))
+                return r.status_code == 200
             except httpx.HTTPError:
                 return False
 
@@ -199,11 +203,16 @@ def port_of(url: str) -> int:
 
 def free_port_env() -> dict[str, str]:
     """``EMERGIFY_*`` addresses for every service and the broker on free loopback ports, so
-    a test or benchmark stack never collides with `make up` or another run."""
+    a test or benchmark stack never collides with `make up` or another run, and fresh
+    internal token and dashboard key."""
     urls = {
         spec.url_setting.upper(): f"http://127.0.0.1:{free_port()}"
         for spec in (*SERVICES, SPOTIFY_SANDBOX)
     }
     env = {f"EMERGIFY_{name}": url for name, url in urls.items()}
     env["EMERGIFY_KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{free_port()}"
+    # A stack of its own gets credentials of its own: the internal token (services refuse to
+    # start without one) and the dashboard's read-only key (it never falls back to the admin's).
+    env["EMERGIFY_INTERNAL_TOKEN"] = secrets.token_urlsafe(32)
+    env["EMERGIFY_DASHBOARD_API_KEY"] = secrets.token_urlsafe(32)
     return env

@@ -69,6 +69,17 @@ class EmergifySettings(BaseSettings):
     admin_api_key: SecretStr | None = Field(
         None, description="Key for writes (uploads, retrain) and reads through the gateway."
     )
+    internal_token: SecretStr | None = Field(
+        None,
+        description="Shared secret every internal service requires (header "
+        "X-Emergify-Internal-Token); `make up` generates it into .env. Internal services refuse "
+        "to start without it.",
+    )
+    allowed_hosts: str = Field(
+        "",
+        description="Extra Host names a service answers, comma-separated (its own URL's host and "
+        "the loopback names always count); `*` turns the check off.",
+    )
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"
 

@@ -50,6 +50,15 @@ class Settings(SessionSettings):
         SecretStr(""),
         description="Comma-separated keys with scope recs:read (optional; prefer the key file).",
     )
+    dashboard_api_key: SecretStr | None = Field(
+        None,
+        description="The dashboard's own key (scope recs:read; `emergify up` generates it). Only "
+        "with it does the gateway trust the dashboard's per-viewer header (X-Emergify-Viewer).",
+    )
+    dashboard_uploads: bool = Field(
+        False,
+        description="Let the dashboard's key upload songs on behalf of a signed-in listener.",
+    )
     api_keys_file: Path = Field(
         Path("var/api-keys.json"),
         description="Scoped API keys, stored hashed (`emergify keys`); re-read when it changes.",
@@ -100,6 +109,13 @@ class Settings(SessionSettings):
         if self.admin_api_key is None:
             return None
         key = self.admin_api_key.get_secret_value().strip()
+        return key if key and key != ADMIN_KEY_PLACEHOLDER else None
+
+    def dashboard_key(self) -> str | None:
+        """The dashboard's key, or None when it is unset, empty or the placeholder."""
+        if self.dashboard_api_key is None:
+            return None
+        key = self.dashboard_api_key.get_secret_value().strip()
         return key if key and key != ADMIN_KEY_PLACEHOLDER else None
 
     def read_keys(self) -> list[str]:

@@ -12,6 +12,11 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
+from emergify_contracts.internal_auth import (
+    InternalAuthNotConfiguredError,
+    guard_public_service,
+    internal_token,
+)
 from emergify_contracts.problems import install_problem_handlers, operation_id
 from emergify_gateway.api import DOCS_ASSETS, add_proxy_routes, router
 from emergify_gateway.config import Settings, get_settings
@@ -27,7 +32,7 @@ from emergify_gateway.request_context import (
     problem_context,
 )
 from emergify_gateway.routes import ROUTES, body_limit
-from emergify_gateway.security import API_KEY_HEADER, KeyRing
+from emergify_gateway.security import API_KEY_HEADER, AuthNotConfiguredError, KeyRing
 from emergify_gateway.security_headers import SecurityHeadersMiddleware
 
 log = structlog.get_logger()
@@ -48,11 +53,16 @@ def swagger_ui_assets() -> Path:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The gateway app. Raises :class:`~emergify_gateway.security.AuthNotConfiguredError`
-    when no admin key is configured and ``allow_no_auth`` is off."""
+    when no admin key is configured and ``allow_no_auth`` is off, or no internal token is."""
     settings = settings or get_settings()
+    keys = KeyRing.from_settings(settings)
+    try:
+        internal_token(settings)  # every upstream refuses the gateway without it
+    except InternalAuthNotConfiguredError as exc:
+        raise AuthNotConfiguredError(str(exc)) from None
     gateway = Gateway(
         settings=settings,
-        keys=KeyRing.from_settings(settings),
+        keys=keys,
         limiter=TokenBucketLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
     )
 
@@ -119,6 +129,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
     )
     app.add_middleware(RequestContextMiddleware)
+    # DNS rebinding: a page under another name that resolves to our address is refused.
+    guard_public_service(app, settings, settings.gateway_url)
     # Outermost of all: the headers reach every response, the last-resort 500 included.
     app.add_middleware(SecurityHeadersMiddleware, force_hsts=settings.force_hsts)
     return app

@@ -17,11 +17,12 @@ from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
+from emergify_contracts.internal_auth import INTERNAL_TOKEN_HEADER, internal_headers
 from emergify_contracts.problems import ProblemError
 from emergify_gateway.config import Settings
 from emergify_gateway.request_context import REQUEST_ID_HEADER
 from emergify_gateway.routes import Route, service_urls
-from emergify_gateway.security import API_KEY_HEADER, PRINCIPAL_HEADER, Principal
+from emergify_gateway.security import API_KEY_HEADER, PRINCIPAL_HEADER, VIEWER_HEADER, Principal
 
 # RFC 9110 §7.6.1: meaningful for one connection only, never forwarded.
 HOP_BY_HOP = frozenset(
@@ -48,6 +49,9 @@ _NOT_FORWARDED = HOP_BY_HOP | {
     "x-forwarded-for",
     "x-forwarded-host",
     "x-forwarded-proto",
+    # Only the gateway's own credential reaches an upstream, never a caller's.
+    INTERNAL_TOKEN_HEADER.lower(),
+    VIEWER_HEADER.lower(),
 }
 _NOT_RETURNED = HOP_BY_HOP | {REQUEST_ID_HEADER.lower()}
 _RETRYABLE_METHODS = frozenset({"GET", "HEAD"})
@@ -81,6 +85,8 @@ def new_http_client(settings: Settings) -> httpx.AsyncClient:
             keepalive_expiry=UPSTREAM_KEEPALIVE_SECONDS,
         ),
         follow_redirects=False,
+        # Every upstream (proxying, health, OpenAPI) is an internal service.
+        headers=internal_headers(settings),
         trust_env=False,  # Upstreams are addressed directly, never through an HTTP proxy.
         # The client is shared by every caller: it must never keep an upstream's Set-Cookie
         # and replay it for someone else (a listener's session leaking to an API-key caller).

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 from starlette.requests import Request
 
 from emergify_contracts import session
+from emergify_contracts.internal_auth import VIEWER_HEADER
 from emergify_contracts.problems import ProblemError
 from emergify_gateway.config import Settings
 from emergify_gateway.keystore import KeyStore
@@ -29,6 +31,11 @@ PRINCIPAL_HEADER = "X-Emergify-Principal"
 _CHALLENGE = 'Bearer realm="emergify"'
 
 
+#: Shortest admin or read key the gateway accepts from settings (24 url-safe characters hold
+#: 144 random bits; `emergify up` generates 43).
+MIN_API_KEY_LENGTH = 24
+
+
 class AuthNotConfiguredError(RuntimeError):
     """The gateway has no admin key and was not told to run without one."""
 
@@ -37,7 +44,7 @@ class AuthNotConfiguredError(RuntimeError):
 class Principal:
     """An authenticated caller."""
 
-    kind: Literal["admin", "reader", "key", "session", "anonymous"]
+    kind: Literal["admin", "reader", "dashboard", "key", "session", "anonymous"]
     key_id: str  # safe to log: "admin", "reader-<hash prefix>", a key file id, ...
     scopes: frozenset[Access]
     # Requests per minute for this caller; None: the gateway's default, 0: not limited.
@@ -47,6 +54,8 @@ class Principal:
         """Whether this caller holds the scope ``needed`` (``admin`` implies every scope)."""
         return grants(self.scopes, needed)
 
+
+_VIEWER_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 ADMIN_SCOPES = frozenset({Access.ADMIN})
 READ_SCOPES = frozenset({Access.READ})
@@ -63,9 +72,15 @@ class KeyRing:
         session_secrets: list[str] | None = None,
         store: KeyStore | None = None,
         admin_rate_per_minute: int | None = None,
+        *,
+        dashboard_key: str | None = None,
+        dashboard_uploads: bool = False,
     ) -> None:
         self.store = store
         self.admin_rate_per_minute = admin_rate_per_minute
+        # The dashboard's own key: recs:read, and the one caller whose per-viewer header counts.
+        self._dashboard = dashboard_key.encode() if dashboard_key else None
+        self.dashboard_uploads = dashboard_uploads
         self._admin = admin_key.encode() if admin_key else None
         # Verifies the spotify-gateway's session cookies; None: sessions are not accepted.
         self.session_secrets = session_secrets or []
@@ -81,11 +96,32 @@ class KeyRing:
     def from_settings(cls, settings: Settings) -> KeyRing:
         """The key ring of ``settings``; refuses a gateway without an admin key."""
         admin = settings.admin_key()
+        dashboard = settings.dashboard_key()
+        if dashboard is not None and admin is not None and dashboard == admin:
+            raise AuthNotConfiguredError(
+                "EMERGIFY_DASHBOARD_API_KEY must not be the admin key: the dashboard gets its "
+                "own read-only key (`emergify up` generates one)"
+            )
         if admin is None and not settings.allow_no_auth:
             raise AuthNotConfiguredError(
                 "EMERGIFY_ADMIN_API_KEY is not set, so nobody could upload songs or retrain the "
                 "model. Set it (in .env or the environment; `emergify up` generates one), or set "
                 "EMERGIFY_ALLOW_NO_AUTH=true to run an open gateway for local experiments."
+            )
+        too_short = [
+            name
+            for name, keys in (
+                ("EMERGIFY_ADMIN_API_KEY", [admin] if admin else []),
+                ("EMERGIFY_READ_API_KEYS", settings.read_keys()),
+                ("EMERGIFY_DASHBOARD_API_KEY", [dashboard] if dashboard else []),
+            )
+            if any(len(key) < MIN_API_KEY_LENGTH for key in keys)
+        ]
+        if too_short:
+            raise AuthNotConfiguredError(
+                f"{' and '.join(too_short)} must be at least {MIN_API_KEY_LENGTH} characters "
+                "each (a short key can be guessed); generate one with "
+                'python -c "import secrets; print(secrets.token_urlsafe(32))"'
             )
         ring = cls(
             admin,
@@ -94,6 +130,8 @@ class KeyRing:
             settings.session_secrets(),
             KeyStore(settings.api_keys_file),
             settings.admin_rate_limit_per_minute,
+            dashboard_key=dashboard,
+            dashboard_uploads=settings.dashboard_uploads,
         )
         ring.revoked_sessions = RevokedSessions(settings.revoked_sessions_file)
         return ring
@@ -107,6 +145,8 @@ class KeyRing:
         found: Principal | None = None
         if self._admin is not None and hmac.compare_digest(presented, self._admin):
             found = Principal("admin", "admin", ADMIN_SCOPES, self.admin_rate_per_minute)
+        if self._dashboard is not None and hmac.compare_digest(presented, self._dashboard):
+            found = found or Principal("dashboard", "dashboard", READ_SCOPES)
         for reader, key_id in self._readers:
             if hmac.compare_digest(presented, reader) and found is None:
                 found = Principal("reader", key_id, READ_SCOPES)
@@ -161,6 +201,21 @@ def sign_out(request: Request, keys: KeyRing) -> None:
     keys.revoked_sessions.revoke(found[0], expiry)
 
 
+def dashboard_viewer(request: Request, keys: KeyRing) -> Principal:
+    """The dashboard's caller, refined by what only the dashboard's key may claim.
+
+    Its ``X-Emergify-Viewer`` (a random id per browser session) gives every viewer a rate-limit
+    bucket of its own; from any other caller the header is ignored. It may upload only when
+    ``EMERGIFY_DASHBOARD_UPLOADS`` is on and a listener is signed in (a valid session cookie).
+    """
+    viewer = request.headers.get(VIEWER_HEADER, "")
+    key_id = f"dashboard/{viewer}" if _VIEWER_ID.fullmatch(viewer) else "dashboard"
+    scopes = READ_SCOPES
+    if keys.dashboard_uploads and session_principal(request, keys) is not None:
+        scopes = frozenset({Access.READ, Access.WRITE})
+    return Principal("dashboard", key_id, scopes)
+
+
 def resolve_principal(request: Request, keys: KeyRing) -> Principal | None:
     """Who is calling: a key holder, a signed-in listener, everyone (open gateway) or nobody.
 
@@ -177,6 +232,8 @@ def resolve_principal(request: Request, keys: KeyRing) -> Principal | None:
                 "check it, or ask an admin for a key (`emergify keys create`)",
                 headers={"WWW-Authenticate": f'{_CHALLENGE}, error="invalid_token"'},
             )
+        if principal is not None and principal.kind == "dashboard":
+            return dashboard_viewer(request, keys)
         if principal is not None:
             return principal
     if keys.open:

@@ -17,9 +17,8 @@ class Settings(EmergifySettings):
 
     dashboard_api_key: SecretStr | None = Field(
         None,
-        description="Key the dashboard sends to the gateway. Unset: the admin key, so the "
-        "local stack works. A public deployment should give it a read-only key "
-        "(EMERGIFY_READ_API_KEYS) and set EMERGIFY_DASHBOARD_UPLOADS=false.",
+        description="The dashboard's own key (scope recs:read), which the gateway also knows; "
+        "`emergify up` generates it. Never the admin key: the dashboard does not fall back to it.",
     )
     dashboard_public_gateway_url: str | None = Field(
         None,
@@ -28,7 +27,9 @@ class Settings(EmergifySettings):
         "in-network name). It must share the dashboard's host so the session cookie reaches both.",
     )
     dashboard_uploads: bool = Field(
-        True, description="Show the CSV upload (needs a key that may write, i.e. the admin key)."
+        False,
+        description="Offer the CSV upload: to a signed-in listener (the gateway must have the "
+        "same setting on) or to a viewer who types a catalog:write key. Off by default.",
     )
     dashboard_timeout_seconds: float = Field(
         30.0, gt=0, description="Timeout of the dashboard's gateway calls."
@@ -44,12 +45,11 @@ class Settings(EmergifySettings):
     )
 
     def gateway_key(self) -> str | None:
-        """The key for gateway calls: ``dashboard_api_key``, else ``admin_api_key``."""
-        for secret in (self.dashboard_api_key, self.admin_api_key):
-            if secret is not None:
-                key = secret.get_secret_value().strip()
-                if key and key != _PLACEHOLDER:
-                    return key
+        """The key for gateway calls: ``dashboard_api_key`` alone (never the admin key)."""
+        if self.dashboard_api_key is not None:
+            key = self.dashboard_api_key.get_secret_value().strip()
+            if key and key != _PLACEHOLDER:
+                return key
         return None
 
 

@@ -14,9 +14,11 @@ from typing import Any
 
 import httpx
 
+from emergify_contracts.internal_auth import VIEWER_HEADER
 from emergify_contracts.session import SESSION_COOKIE
 
 SPOTIFY_PREFIX = "/api/v1/spotify"
+UPLOAD_PATH = "/api/v1/songs/upload"
 
 
 class ApiError(Exception):
@@ -80,6 +82,7 @@ class GatewayClient:
         timeout: float = 30.0,
         upload_timeout: float = 300.0,
         public_url: str | None = None,
+        viewer_id: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.public_url = (public_url or base_url).rstrip("/")
@@ -88,6 +91,10 @@ class GatewayClient:
         headers = {"Accept": "application/json"}
         if api_key:
             headers["X-API-Key"] = api_key
+        if viewer_id:
+            # Gives this browser session its own rate-limit bucket at the gateway (which trusts
+            # the header only with the dashboard's key).
+            headers[VIEWER_HEADER] = viewer_id
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
 
     def close(self) -> None:
@@ -106,8 +113,9 @@ class GatewayClient:
         self, method: str, path: str, expect: tuple[int, ...] = (200,), **kwargs: Any
     ) -> Any:
         headers = dict(kwargs.pop("headers", None) or {})
-        if path.startswith(SPOTIFY_PREFIX) and self.session_cookie:
-            # Only the session cookie goes out, and only to the Spotify routes.
+        if (path.startswith(SPOTIFY_PREFIX) or path == UPLOAD_PATH) and self.session_cookie:
+            # Only the session cookie goes out, and only to the Spotify routes and the upload
+            # (where the gateway lets the dashboard upload for a signed-in listener).
             headers["Cookie"] = f"{SESSION_COOKIE}={self.session_cookie}"
         try:
             response = self._http.request(method, path, headers=headers, **kwargs)
@@ -243,13 +251,18 @@ class GatewayClient:
         filename: str,
         data: bytes,
         on_progress: Callable[[int, int], None] | None = None,
+        write_key: str | None = None,
     ) -> dict[str, Any]:
-        """Upload a CSV (multipart field ``file``); ``{upload_id, accepted, rejected}``."""
+        """Upload a CSV (multipart field ``file``); ``{upload_id, accepted, rejected}``.
+
+        ``write_key``: the viewer's own catalog:write key, sent instead of the dashboard's.
+        """
         reader = _CountingReader(data, on_progress or (lambda done, total: None))
         return self._request(
             "POST",
-            "/api/v1/songs/upload",
+            UPLOAD_PATH,
             expect=(200, 202),
             files={"file": (filename, reader, "text/csv")},
             timeout=self._upload_timeout,
+            headers={"X-API-Key": write_key} if write_key else None,
         )

@@ -5,9 +5,12 @@
 
 from __future__ import annotations
 
+import secrets
+
 import streamlit as st
 import structlog
 
+from emergify_dashboard import state
 from emergify_dashboard.config import Settings
 from emergify_dashboard.gateway_client import GatewayClient
 from emergify_dashboard.listener_session import session_cookie
@@ -22,8 +25,16 @@ from emergify_dashboard.views.recommendations import (
 )
 
 
+def viewer_id() -> str:
+    """A random id for this browser session, kept across reruns: the gateway's rate-limit
+    bucket for this viewer (so viewers never share the dashboard's one bucket)."""
+    if state.VIEWER not in st.session_state:
+        st.session_state[state.VIEWER] = secrets.token_urlsafe(18)
+    return st.session_state[state.VIEWER]
+
+
 def make_client(settings: Settings) -> GatewayClient:
-    """A gateway client with the dashboard's key and this browser's Spotify session."""
+    """A gateway client with the dashboard's key, this viewer's id and Spotify session."""
     return GatewayClient(
         settings.gateway_url,
         settings.gateway_key(),
@@ -31,6 +42,7 @@ def make_client(settings: Settings) -> GatewayClient:
         timeout=settings.dashboard_timeout_seconds,
         upload_timeout=settings.dashboard_upload_timeout_seconds,
         public_url=settings.dashboard_public_gateway_url,
+        viewer_id=viewer_id(),
     )
 
 
@@ -56,7 +68,7 @@ def render(settings: Settings) -> None:
             if results:
                 render_save(client, signed_in, favourites, results)
         with catalog:
-            render_catalog(client, settings)
+            render_catalog(client, settings, signed_in)
 
 
 def main() -> None:

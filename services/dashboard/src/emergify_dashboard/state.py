@@ -10,6 +10,8 @@ RESULTS = "results"
 PLAYLIST = "playlist"
 #: The listener's profile, latest added song and top artists, cached per session cookie.
 LISTENER = "listener"
+#: This browser session's viewer id (its own rate-limit bucket at the gateway).
+VIEWER = "viewer_id"
 #: The last CSV upload's answer: ``{upload_id, accepted, rejected}``.
 UPLOAD = "upload_result"
 #: The Spotify session cookie when ``st.context.cookies`` has none: AppTest cannot send

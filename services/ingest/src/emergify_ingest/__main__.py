@@ -7,6 +7,7 @@ from urllib.parse import urlparse
 
 import uvicorn
 
+from emergify_contracts.internal_auth import InternalAuthNotConfiguredError
 from emergify_contracts.logs import configure_logging
 from emergify_ingest.config import get_settings
 from emergify_ingest.main import create_app
@@ -18,7 +19,7 @@ def main() -> None:
     configure_logging("ingest", settings.log_level, settings.log_format)
     try:
         app = create_app(settings)
-    except ValueError as exc:
+    except (ValueError, InternalAuthNotConfiguredError) as exc:
         sys.exit(f"ingest cannot start: {exc}")
     url = urlparse(settings.ingest_url)
     uvicorn.run(app, host=url.hostname or "127.0.0.1", port=url.port or 8001, log_config=None)

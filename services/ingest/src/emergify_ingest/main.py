@@ -10,6 +10,7 @@ import structlog
 from anyio import to_thread
 from fastapi import FastAPI
 
+from emergify_contracts.internal_auth import guard_internal_service
 from emergify_contracts.problems import install_problem_handlers, operation_id
 from emergify_ingest.api import router
 from emergify_ingest.config import Settings, get_settings
@@ -62,4 +63,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ingestor = Ingestor(settings, dataset, publisher)
     install_problem_handlers(app, service="ingest service")
     app.include_router(router)
+    guard_internal_service(app, settings, settings.ingest_url)
     return app

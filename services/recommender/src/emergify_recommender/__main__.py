@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from urllib.parse import urlsplit
 
 import uvicorn
 
+from emergify_contracts.internal_auth import InternalAuthNotConfiguredError
 from emergify_contracts.logs import configure_logging
 from emergify_recommender.config import get_settings
 from emergify_recommender.main import create_app
@@ -17,8 +19,12 @@ def main() -> None:
     settings = get_settings()
     configure_logging("recommender", settings.log_level, settings.log_format)
     url = urlsplit(settings.recommender_url)
+    try:
+        app = create_app(settings)
+    except InternalAuthNotConfiguredError as exc:
+        sys.exit(f"recommender refuses to start: {exc}")
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.bind_host or url.hostname or "127.0.0.1",
         port=url.port or 8003,
         log_config=None,  # keep our structlog handler

@@ -15,6 +15,7 @@ import httpx
 import structlog
 from fastapi import FastAPI
 
+from emergify_contracts.internal_auth import guard_internal_service, internal_headers
 from emergify_contracts.problems import (
     ProblemError,
     database_unavailable_problem,
@@ -47,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         catalog = Catalog(engine)
         feed = ChangeFeed(settings, catalog)
         app.state.catalog, app.state.change_feed = catalog, feed
-        app.state.http = httpx.AsyncClient()
+        app.state.http = httpx.AsyncClient(headers=internal_headers(settings))
         try:
             await catalog.reload("start")
         except Exception as exc:
@@ -89,4 +90,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         },
     )
     app.include_router(api_router)
+    guard_internal_service(app, settings, settings.recommender_url)
     return app

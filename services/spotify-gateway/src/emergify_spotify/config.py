@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from cryptography.fernet import Fernet
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from emergify_contracts.session import PLACEHOLDER, SessionSettings
 from emergify_spotify.sandbox.config import SandboxSettings
@@ -34,10 +34,11 @@ class Settings(SessionSettings):
     spotify_api_url: str = Field(
         "https://api.spotify.com/v1", description="Spotify Web API base (or the sandbox's /v1)."
     )
-    spotify_sandbox: bool = Field(
-        False,
+    spotify_sandbox: bool | None = Field(
+        None,
         description="Offline demo: talk to the Spotify sandbox at EMERGIFY_SPOTIFY_SANDBOX_URL "
-        "with its demo app credentials, whatever the other spotify_* settings say.",
+        "with its demo app credentials, whatever the other spotify_* settings say. Unset: the "
+        "sandbox only when no real Spotify app (client id and secret) is configured.",
     )
     token_encryption_key: SecretStr | None = Field(
         None,
@@ -64,6 +65,8 @@ class Settings(SessionSettings):
         200, ge=1, description="Most liked songs /me/favourite looks through."
     )
     oauth_state_ttl_seconds: int = Field(600, gt=0, description="How long a sign-in may take.")
+    # Whether a real app was configured before sandbox mode replaced the credentials.
+    _explicit_client_id: bool = PrivateAttr(False)
 
     @field_validator("token_encryption_key")
     @classmethod
@@ -83,6 +86,10 @@ class Settings(SessionSettings):
 
     @model_validator(mode="after")
     def _sandbox_mode(self) -> Settings:
+        self._explicit_client_id = self.real_app_configured
+        if self.spotify_sandbox is None:
+            # A configured real app wins; the demo is only the fallback for nothing configured.
+            self.spotify_sandbox = not self.real_app_configured
         if self.spotify_sandbox:
             sandbox = SandboxSettings()
             base = sandbox.spotify_sandbox_url.rstrip("/")
@@ -91,6 +98,26 @@ class Settings(SessionSettings):
             self.spotify_accounts_url = base
             self.spotify_api_url = f"{base}/v1"
         return self
+
+    @property
+    def real_app_configured(self) -> bool:
+        """Whether a Spotify app's client id and secret are set (sandbox mode aside)."""
+        secret = self.spotify_client_secret.get_secret_value() if self.spotify_client_secret else ""
+        return bool(self.spotify_client_id and secret.strip())
+
+    def describe_spotify(self) -> str:
+        """One line saying which Spotify is in use and why, for `emergify up`."""
+        if self.spotify_sandbox:
+            return "offline demo (sandbox)" + (
+                ": EMERGIFY_SPOTIFY_SANDBOX=true overrides your EMERGIFY_SPOTIFY_CLIENT_ID"
+                if self._explicit_client_id
+                else ""
+            )
+        if self.real_app_configured:
+            return f"real Spotify ({self.spotify_accounts_url}), client id {self.spotify_client_id}"
+        return (
+            "not configured: set EMERGIFY_SPOTIFY_CLIENT_ID and _SECRET (Spotify routes answer 503)"
+        )
 
     def missing_settings(self) -> list[str]:
         """The settings without which Spotify sign-in cannot work, by environment name."""

@@ -14,6 +14,7 @@ import structlog
 from fastapi import FastAPI
 
 import emergify_contracts.spotify_tables  # noqa: F401 - registers the tables on the metadata
+from emergify_contracts.internal_auth import guard_internal_service, internal_headers
 from emergify_contracts.problems import install_problem_handlers, operation_id
 from emergify_contracts.tables import create_tables, make_engine
 from emergify_spotify.api import auth, health, listener, playlists
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("spotify not configured; its routes answer 503", missing=missing)
         services.recommender = httpx.Client(
             base_url=settings.recommender_url,
+            headers=internal_headers(settings),
             timeout=settings.recommender_timeout_seconds,
             trust_env=False,
             # Under the recommender's keep-alive (uvicorn: 5 s), so an idle connection is
@@ -65,4 +67,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app, service="spotify-gateway")
     for module in (health, auth, listener, playlists):
         app.include_router(module.router)
+    guard_internal_service(app, settings, settings.spotify_gateway_url)
     return app

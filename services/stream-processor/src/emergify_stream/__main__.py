@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from urllib.parse import urlparse
 
 import uvicorn
 
+from emergify_contracts.internal_auth import InternalAuthNotConfiguredError
 from emergify_contracts.logs import configure_logging
 from emergify_stream.config import get_settings
 from emergify_stream.main import create_app
@@ -16,8 +18,12 @@ def main() -> None:
     settings = get_settings()
     configure_logging("stream-processor", settings.log_level, settings.log_format)
     url = urlparse(settings.stream_processor_url)
+    try:
+        app = create_app(settings)
+    except InternalAuthNotConfiguredError as exc:
+        sys.exit(f"stream-processor refuses to start: {exc}")
     uvicorn.run(
-        create_app(settings),
+        app,
         host=url.hostname or "127.0.0.1",
         port=url.port or 8002,
         log_config=None,

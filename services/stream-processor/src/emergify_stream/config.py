@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from emergify_contracts.settings import EmergifySettings
 
@@ -17,6 +18,12 @@ class Settings(EmergifySettings):
         "2g",
         description="JVM heap of the Spark driver (in local mode, also the executors'): the "
         "batch layer caches the catalog there (1M songs need more than Spark's 1g default).",
+    )
+    spark_auth_secret: SecretStr | None = Field(
+        None,
+        description="Shared secret of a Spark standalone cluster (spark.authenticate): the "
+        "master and workers must run with the same one. Unset: no authentication (local mode "
+        "has no cluster to authenticate to).",
     )
     spark_kafka_format: str = Field(
         "emergify_kafka",
@@ -117,6 +124,15 @@ class Settings(EmergifySettings):
     )
     auto_retrain: bool = Field(True, description="Train after micro-batches when the rules say so.")
     ensure_topics: bool = Field(True, description="Create the topics at start-up if missing.")
+
+    def spark_conf(self) -> dict[str, Any]:
+        """Spark settings of the driver by their full names (memory; authentication with the
+        cluster when a secret is set)."""
+        conf: dict[str, Any] = {"spark.driver.memory": self.spark_driver_memory}
+        if self.spark_auth_secret is not None and self.spark_auth_secret.get_secret_value():
+            conf["spark.authenticate"] = "true"
+            conf["spark.authenticate.secret"] = self.spark_auth_secret.get_secret_value()
+        return conf
 
     @property
     def feedback_checkpoint(self) -> str:

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from emergify_contracts.internal_auth import guard_internal_service
 from emergify_contracts.problems import (
     database_unavailable_problem,
     install_problem_handlers,
@@ -49,4 +50,5 @@ def create_app(settings: Settings | None = None, start_stream: bool = True) -> F
     )
     app.include_router(health.router)
     app.include_router(admin.router)
+    guard_internal_service(app, settings, settings.stream_processor_url)
     return app

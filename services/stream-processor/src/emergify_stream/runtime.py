@@ -134,7 +134,7 @@ class StreamRuntime:
             self.spark = build_spark_session(
                 self.settings.spark_master,
                 "emergify-stream-processor",
-                **{"spark.driver.memory": self.settings.spark_driver_memory},
+                **self.settings.spark_conf(),
             )
             if self._stopping.is_set():
                 return

@@ -73,12 +73,25 @@ def render_status(client: GatewayClient) -> None:
     )
 
 
-def render_upload(client: GatewayClient, settings: Settings) -> None:
-    """Upload a CSV (Exportify or Kaggle layout) with a progress bar and per-row errors."""
+def render_upload(client: GatewayClient, settings: Settings, signed_in: bool = False) -> None:
+    """Upload a CSV (Exportify or Kaggle layout) with a progress bar and per-row errors.
+
+    Only when the setting turns uploads on, and then for a signed-in listener (the gateway
+    checks the session) or with the viewer's own catalog:write key.
+    """
     st.markdown("**Add songs (CSV upload)**")
     if not settings.dashboard_uploads:
         st.caption("Uploads are turned off on this dashboard (EMERGIFY_DASHBOARD_UPLOADS).")
         return
+    write_key = None
+    if not signed_in:
+        write_key = st.text_input(
+            "Sign in with Spotify to upload, or enter an API key with scope catalog:write",
+            type="password",
+            key="upload_key",
+        ).strip()
+        if not write_key:
+            return
     upload = st.file_uploader(
         "A CSV in the Exportify or Kaggle layout",
         type=["csv"],
@@ -95,7 +108,9 @@ def render_upload(client: GatewayClient, settings: Settings) -> None:
             )
 
         try:
-            answer = client.upload_csv(upload.name, upload.getvalue(), on_progress)
+            answer = client.upload_csv(
+                upload.name, upload.getvalue(), on_progress, write_key=write_key or None
+            )
         except ApiError as exc:
             progress.empty()
             st.error(f"Upload failed. {md_text(exc)}")
@@ -114,9 +129,9 @@ def render_upload(client: GatewayClient, settings: Settings) -> None:
         st.caption("Accepted songs become recommendable within seconds (the speed layer).")
 
 
-def render_catalog(client: GatewayClient, settings: Settings) -> None:
+def render_catalog(client: GatewayClient, settings: Settings, signed_in: bool = False) -> None:
     """The whole catalog panel."""
     st.subheader("The catalog")
     render_status(client)
     st.divider()
-    render_upload(client, settings)
+    render_upload(client, settings, signed_in)

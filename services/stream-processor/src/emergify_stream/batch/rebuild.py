@@ -205,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     spark = build_spark_session(
         settings.spark_master,
         "emergify-rebuild",
-        **{"spark.driver.memory": settings.spark_driver_memory},
+        **settings.spark_conf(),
     )
     try:
         report = rebuild(spark, settings, publisher, train=not args.no_train)
