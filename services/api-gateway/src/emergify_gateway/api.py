@@ -18,7 +18,7 @@ from emergify_gateway.keystore import KeyNotFoundError, KeyRecord, KeyStore
 from emergify_gateway.openapi import KEY_REQUIRED, problem_openapi_response
 from emergify_gateway.rate_limit import parse_rate
 from emergify_gateway.routes import Access, Route, parse_scope
-from emergify_gateway.security import presented_key, sign_out
+from emergify_gateway.security import caller_identity, presented_key, sign_out
 from emergify_gateway.security_headers import docs_content_security_policy
 
 router = APIRouter()
@@ -275,6 +275,8 @@ def proxy_endpoint(route: Route) -> Callable[[Request, Gateway], Awaitable[Respo
         if route.signs_out:
             sign_out(request, gateway.keys)
         assert gateway.proxy is not None
-        return await gateway.proxy.forward(request, route, principal)
+        return await gateway.proxy.forward(
+            request, route, principal, caller_identity(request, gateway.keys, principal)
+        )
 
     return endpoint

@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
 from emergify_contracts.internal_auth import INTERNAL_TOKEN_HEADER, internal_headers
+from emergify_contracts.listener import CALLER_HEADER
 from emergify_contracts.problems import ProblemError
 from emergify_gateway.config import Settings
 from emergify_gateway.request_context import REQUEST_ID_HEADER
@@ -52,6 +53,8 @@ _NOT_FORWARDED = HOP_BY_HOP | {
     # Only the gateway's own credential reaches an upstream, never a caller's.
     INTERNAL_TOKEN_HEADER.lower(),
     VIEWER_HEADER.lower(),
+    # Who a request acts for is the gateway's word alone.
+    CALLER_HEADER.lower(),
 }
 _NOT_RETURNED = HOP_BY_HOP | {REQUEST_ID_HEADER.lower()}
 _RETRYABLE_METHODS = frozenset({"GET", "HEAD"})
@@ -110,7 +113,11 @@ class Proxy:
         self.urls = service_urls(settings)
 
     async def forward(
-        self, request: Request, route: Route, principal: Principal | None
+        self,
+        request: Request,
+        route: Route,
+        principal: Principal | None,
+        caller: str | None = None,
     ) -> Response:
         """Send ``request`` to ``route``'s service; stream the answer back."""
         limit = self.settings.max_upload_bytes if route.upload else self.settings.max_json_bytes
@@ -125,7 +132,7 @@ class Proxy:
         upstream_request = self.client.build_request(
             request.method,
             self._upstream_url(request, route),
-            headers=self._upstream_headers(request, principal),
+            headers=self._upstream_headers(request, principal, caller),
             content=content,
             timeout=self._timeout(route),
         )
@@ -198,7 +205,7 @@ class Proxy:
         return base.copy_with(raw_path=raw)
 
     def _upstream_headers(
-        self, request: Request, principal: Principal | None
+        self, request: Request, principal: Principal | None, caller: str | None = None
     ) -> list[tuple[str, str]]:
         dropped = _NOT_FORWARDED | _connection_tokens(request.headers.get("connection", ""))
         # Whitespace around a value is not part of it (RFC 9110 §5.5), and the upstream
@@ -212,6 +219,8 @@ class Proxy:
             headers.append(("X-Forwarded-Host", host))
         if principal is not None:
             headers.append((PRINCIPAL_HEADER, principal.key_id))
+        if caller is not None:
+            headers.append((CALLER_HEADER, caller))
         return headers
 
     def _body(self, request: Request, limit: int) -> AsyncIterator[bytes] | None:

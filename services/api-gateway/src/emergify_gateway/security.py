@@ -263,3 +263,16 @@ def require(needed: Access, principal: Principal | None, method: str, path: str)
             f"{needed.value}`)",
             missing_scope=needed.value,
         )
+
+
+def caller_identity(request: Request, keys: KeyRing, principal: Principal | None) -> str | None:
+    """Who a request acts for, as the services behind the gateway are told
+    (:data:`emergify_contracts.listener.CALLER_HEADER`): a signed-in listener
+    (``session:<Spotify user id>``, also when the dashboard forwards their session), else the
+    key (``key:<key id>``); None for anonymous callers."""
+    found = session_cookie(request, keys)
+    if found is not None:
+        return f"session:{found[1]}"
+    if principal is not None and principal.kind not in ("anonymous", "session"):
+        return f"key:{principal.key_id}"
+    return None
