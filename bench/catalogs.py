@@ -22,7 +22,7 @@ import numpy as np
 
 from emergify_contracts.model import PortableModel
 from emergify_contracts.song import AUDIO_FEATURES, RowError, Song, detect_layout, row_to_song
-from emergify_recommender.index import SongRecord
+from emergify_recommender.records import SongRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_CSV = ROOT / "data" / "every_fresh_find.csv"

@@ -39,8 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from catalogs import fit_model, k_for, synthetic_catalog
 
-from emergify_recommender.index import LoadedModel, build_index
-from emergify_recommender.ranking import brute_force, rank
+from emergify_recommender.build import build_index
+from emergify_recommender.model import LoadedModel
+from emergify_recommender.ranking import rank
 
 K = 30
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -41,13 +41,16 @@ def status(field):
 
 from emergify_recommender.main import create_app
 import emergify_recommender.api.main  # noqa: F401  (every route module)
+from emergify_recommender import nearest
+nearest.warm()  # as the service does at start-up
 create_app()
 gc.collect()
 before = status("VmRSS")
 import numpy as np
 from catalogs import Catalog, real_songs
 from emergify_contracts.model import PortableModel
-from emergify_recommender.index import LoadedModel, build_index
+from emergify_recommender.build import build_index
+from emergify_recommender.model import LoadedModel
 saved = np.load(sys.argv[3])
 cat = Catalog(
     features=saved["features"], ids=saved["ids"], base=saved["base"],

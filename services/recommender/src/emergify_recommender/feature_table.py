@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from emergify_contracts.tables import model_versions, songs, stream_batches
-from emergify_recommender.index import SongRecord, as_utc
+from emergify_recommender.records import SongRecord, as_utc
 
 # Everything but the table's own bookkeeping of Kafka positions and the stored cluster
 # (recomputed from the model on load: the column may be from an older model).

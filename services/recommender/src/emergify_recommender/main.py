@@ -22,6 +22,7 @@ from emergify_contracts.problems import (
     operation_id,
 )
 from emergify_contracts.tables import UNREACHABLE_ERRORS, make_engine
+from emergify_recommender import nearest
 from emergify_recommender.api.main import api_router
 from emergify_recommender.catalog import Catalog, CatalogNotReady
 from emergify_recommender.change_feed import ChangeFeed
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         feed = ChangeFeed(settings, catalog)
         app.state.catalog, app.state.change_feed = catalog, feed
         app.state.http = httpx.AsyncClient()
+        await asyncio.to_thread(nearest.warm)
         try:
             await catalog.reload("start")
         except Exception as exc:
