@@ -22,11 +22,13 @@ import numpy as np
 
 from emergify_recommender.columns import FeatureMatrix
 
-#: Songs per cell, at most. Small cells prune finely, but every query bounds every cell,
-#: so :func:`leaf_for` keeps the count of cells near ``_CELLS_TARGET`` (tuned with
+#: Songs per cell, at most. Small cells prune finely; every query bounds every group of
+#: cells, so :func:`leaf_for` keeps the count of cells near ``_CELLS_TARGET`` (tuned with
 #: bench/ranking_speed.py).
-MIN_LEAF, MAX_LEAF = 32, 512
+MIN_LEAF, MAX_LEAF = 32, 256
 _CELLS_TARGET = 8_192
+#: Cells per group (the coarse boxes bounded first).
+GROUP = 8
 
 
 def leaf_for(n: int) -> int:
@@ -71,8 +73,15 @@ class Cells:
     lo_t: np.ndarray  # features x cells, the same (contiguous per feature for the kernel)
     hi_t: np.ndarray
     min_popularity: np.ndarray  # cells, int16: the lowest popularity in the cell
+    by_popularity: np.ndarray  # cells, bool: its songs are in ascending popularity (so the
+    # songs under a popularity cap are a prefix); a replaced song can break it
     value_max: np.ndarray  # features, float64: largest |value| stored (bounds the error
     # of the kernel's float32 estimates)
+    groups: np.ndarray  # groups + 1, int64: group g holds cells groups[g]:groups[g+1]
+    group_lo_t: np.ndarray  # features x groups: the union of its cells' boxes
+    group_hi_t: np.ndarray
+    group_min_popularity: np.ndarray  # groups, int16
+    widest: int  # the most songs in one cell
     leaf: int = MAX_LEAF  # songs per cell at most (new songs are cut the same way)
 
     @property
@@ -110,6 +119,11 @@ class Cells:
             self.lo_t,
             self.hi_t,
             self.min_popularity,
+            self.by_popularity,
+            self.groups,
+            self.group_lo_t,
+            self.group_hi_t,
+            self.group_min_popularity,
         )
         return sum(a.nbytes for a in arrays) + self.features.nbytes
 
@@ -153,6 +167,7 @@ def _cells(
     lo: np.ndarray,
     hi: np.ndarray,
     value_max: np.ndarray,
+    by_popularity: np.ndarray,
     leaf: int,
 ) -> Cells:
     where = np.empty(perm.size, dtype=perm.dtype)
@@ -162,6 +177,18 @@ def _cells(
         min_pop[starts[1:] == starts[:-1]] = np.iinfo(np.int16).max  # empty cells
     else:
         min_pop = np.empty(0, dtype=np.int16)
+    n_cells = starts.size - 1
+    # Consecutive cells are neighbours in the KD order: GROUP of them make one coarse box,
+    # so a query bounds n / (leaf * GROUP) boxes up front and a cell only when its group
+    # is visited.
+    groups = np.append(np.arange(0, n_cells, GROUP, dtype=np.int64), n_cells)
+    if n_cells:
+        group_lo = np.minimum.reduceat(lo, groups[:-1], axis=0)
+        group_hi = np.maximum.reduceat(hi, groups[:-1], axis=0)
+        group_min_pop = np.minimum.reduceat(min_pop, groups[:-1]).astype(np.int16)
+    else:
+        group_lo = group_hi = np.empty((0, lo.shape[1]))
+        group_min_pop = np.empty(0, dtype=np.int16)
     return Cells(
         perm=_readonly(perm),
         where=_readonly(where),
@@ -173,7 +200,13 @@ def _cells(
         lo_t=_readonly(np.ascontiguousarray(lo.T)),
         hi_t=_readonly(np.ascontiguousarray(hi.T)),
         min_popularity=_readonly(min_pop),
+        by_popularity=_readonly(by_popularity),
         value_max=_readonly(np.asarray(value_max, dtype=np.float64)),
+        groups=_readonly(groups),
+        group_lo_t=_readonly(np.ascontiguousarray(group_lo.T)),
+        group_hi_t=_readonly(np.ascontiguousarray(group_hi.T)),
+        group_min_popularity=_readonly(group_min_pop),
+        widest=int(np.diff(starts).max()) if n_cells else 0,
         leaf=leaf,
     )
 
@@ -181,6 +214,10 @@ def _cells(
 def _popularity16(popularity: np.ndarray) -> np.ndarray:
     # The kernel compares int16; popularity is 0-100 (or -1), wider values are clamped.
     return np.clip(popularity, -1, np.iinfo(np.int16).max - 1).astype(np.int16)
+
+
+def _by_popularity(leaves: list[np.ndarray], popularity: np.ndarray) -> list[np.ndarray]:
+    return [leaf[np.argsort(popularity[leaf], kind="stable")] for leaf in leaves]
 
 
 def _abs_max(raw: np.ndarray) -> np.ndarray:
@@ -201,9 +238,19 @@ def build_cells(
     leaves: list[np.ndarray] = []
     if n:
         _split(z, np.arange(n), leaf, leaves)
-    perm, raw_t, starts, lo, hi = _assemble(leaves, z, raw, n)
-    pop = _popularity16(np.asarray(popularity)[perm])
-    return _cells(perm, FeatureMatrix.pack(raw_t), pop, starts, lo, hi, _abs_max(raw), leaf)
+    popularity = _popularity16(np.asarray(popularity))
+    perm, raw_t, starts, lo, hi = _assemble(_by_popularity(leaves, popularity), z, raw, n)
+    return _cells(
+        perm,
+        FeatureMatrix.pack(raw_t),
+        popularity[perm],
+        starts,
+        lo,
+        hi,
+        _abs_max(raw),
+        np.ones(starts.size - 1, dtype=bool),
+        leaf,
+    )
 
 
 def updated_cells(
@@ -224,6 +271,7 @@ def updated_cells(
     pos = cells.where[replaced_rows]
     added = np.empty((replaced_raw.shape[1], 0))
     popularity = cells.popularity
+    by_popularity = cells.by_popularity
     if replaced_rows.size:
         owner = np.searchsorted(cells.starts, pos, side="right") - 1
         lo, hi = lo.copy(), hi.copy()
@@ -231,18 +279,24 @@ def updated_cells(
         np.maximum.at(hi, owner, replaced_z)
         popularity = popularity.copy()
         popularity[pos] = _popularity16(replaced_popularity)
+        by_popularity = by_popularity.copy()
+        by_popularity[owner] = False
     perm, starts = cells.perm, cells.starts
     if new_rows.size:
         leaves: list[np.ndarray] = []
         _split(new_z, np.arange(new_rows.size), cells.leaf, leaves)
         n_total = perm.size + new_rows.size
-        p_new, raw_new, s_new, lo_new, hi_new = _assemble(leaves, new_z, new_raw, n_total)
+        new_pop = _popularity16(new_popularity)
+        p_new, raw_new, s_new, lo_new, hi_new = _assemble(
+            _by_popularity(leaves, new_pop), new_z, new_raw, n_total
+        )
         dtype = _index_dtype(n_total)
         perm = np.concatenate([perm.astype(dtype), new_rows[p_new].astype(dtype)])
         added = raw_new
         starts = np.concatenate([starts, starts[-1] + s_new[1:]])
         lo, hi = np.concatenate([lo, lo_new]), np.concatenate([hi, hi_new])
-        popularity = np.concatenate([popularity, _popularity16(new_popularity[p_new])])
+        popularity = np.concatenate([popularity, new_pop[p_new]])
+        by_popularity = np.concatenate([by_popularity, np.ones(s_new.size - 1, dtype=bool)])
     features = cells.features
     if pos.size or added.shape[1]:
         features = features.updated(pos, replaced_raw.T, added)
@@ -250,4 +304,4 @@ def updated_cells(
         cells.value_max,
         np.maximum(_abs_max(replaced_raw), _abs_max(added.T)),
     )
-    return _cells(perm, features, popularity, starts, lo, hi, value_max, cells.leaf)
+    return _cells(perm, features, popularity, starts, lo, hi, value_max, by_popularity, cells.leaf)

@@ -26,6 +26,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from emergify_recommender.cells import Cells, build_cells
+
 #: Unit roundoff of float32; the estimate's error is a small multiple of it (see _slack).
 _U32 = float(np.finfo(np.float32).eps) / 2
 #: "No popularity cap": above every stored popularity (int16).
@@ -92,6 +94,66 @@ def _top_up(hd: np.ndarray, hr: np.ndarray, hp: np.ndarray, hn: np.ndarray, i: i
 
 
 @nb.njit(cache=True, nogil=True)
+def _estimate(
+    values: np.ndarray,
+    s0: int,
+    length: int,
+    a32: np.ndarray,
+    b32: np.ndarray,
+    q: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """float32 estimates of the distances of positions ``s0:s0+length`` to ``q``
+    (weights folded into ``a``, ``b`` and ``q``); the slices let LLVM vectorize."""
+    for j in range(length):
+        out[j] = 0.0
+    for f in range(values.shape[0]):
+        a = a32[f]
+        b = b32[f]
+        qf = q[f]
+        row = values[f, s0 : s0 + length]
+        for j in range(length):
+            out[j] += abs(np.float32(row[j]) * a + b - qf)
+
+
+@nb.njit(cache=True, nogil=True)
+def _box_bound(
+    lo_t: np.ndarray, hi_t: np.ndarray, c: int, weights: np.ndarray, queries: np.ndarray
+) -> float:
+    """The lower bound of one box (min over queries), same operations as :func:`_bounds`."""
+    best = np.inf
+    for qi in range(queries.shape[0]):
+        total = 0.0
+        for f in range(lo_t.shape[0]):
+            q = queries[qi, f]
+            total += weights[f] * max(0.0, lo_t[f, c] - q, q - hi_t[f, c])
+        best = min(best, total)
+    return best
+
+
+@nb.njit(cache=True, nogil=True)
+def _bounds(
+    lo_t: np.ndarray, hi_t: np.ndarray, weights: np.ndarray, queries: np.ndarray
+) -> np.ndarray:
+    """Lower bounds of every box (columns of ``lo_t``/``hi_t``), vectorized over boxes."""
+    n_boxes = lo_t.shape[1]
+    bounds = np.full(n_boxes, np.inf)
+    acc = np.empty(n_boxes)
+    for qi in range(queries.shape[0]):
+        acc[:] = 0.0
+        for f in range(lo_t.shape[0]):
+            q = queries[qi, f]
+            w = weights[f]
+            lo = lo_t[f]
+            hi = hi_t[f]
+            for c in range(n_boxes):
+                acc[c] += w * max(0.0, lo[c] - q, q - hi[c])
+        for c in range(n_boxes):
+            bounds[c] = min(bounds[c], acc[c])
+    return bounds
+
+
+@nb.njit(cache=True, nogil=True)
 def _search(
     values: np.ndarray,  # d x n stored values in cell order (int32 decimal codes or float64)
     divisors: np.ndarray,  # d, float64: x = values / divisors (ones for float64 values)
@@ -105,59 +167,46 @@ def _search(
     hi_t: np.ndarray,
     popularity: np.ndarray,  # n, int16, cell order (-1 unknown)
     cell_min_pop: np.ndarray,  # cells, int16
+    by_pop: np.ndarray,  # cells, bool: songs in ascending popularity
+    groups: np.ndarray,  # groups + 1, int64: group g holds cells groups[g]:groups[g+1]
+    group_lo_t: np.ndarray,  # d x groups: the union of its cells' boxes
+    group_hi_t: np.ndarray,
+    group_min_pop: np.ndarray,  # groups, int16
+    widest: int,  # the most songs in one cell
     max_pop: int,
     queries: np.ndarray,  # nq x d, float64, standardized
     m: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     d = values.shape[0]
     nq = queries.shape[0]
-    n_cells = starts.size - 1
+    n_groups = groups.size - 1
 
-    # 1. Lower bounds, vectorized over cells, min over queries.
-    bounds = np.full(n_cells, np.inf)
-    acc = np.empty(n_cells)
-    for qi in range(nq):
-        acc[:] = 0.0
-        for f in range(d):
-            q = queries[qi, f]
-            w = weights[f]
-            lo = lo_t[f]
-            hi = hi_t[f]
-            for c in range(n_cells):
-                gap = max(0.0, lo[c] - q, q - hi[c])
-                acc[c] += w * gap
-        for c in range(n_cells):
-            if acc[c] < bounds[c]:
-                bounds[c] = acc[c]
-    # 2. A min-heap of the cells that can hold a candidate.
-    keys = np.empty(n_cells)
-    ids = np.empty(n_cells, dtype=np.int64)
+    # 1. Lower bounds of the groups; 2. a min-heap of those that can hold a candidate.
+    bounds = _bounds(group_lo_t, group_hi_t, weights, queries)
+    keys = np.empty(n_groups)
+    ids = np.empty(n_groups, dtype=np.int64)
     size = 0
-    widest = 0
-    for c in range(n_cells):
-        if cell_min_pop[c] <= max_pop and starts[c + 1] > starts[c]:
-            keys[size] = bounds[c]
-            ids[size] = c
+    for g in range(n_groups):
+        if group_min_pop[g] <= max_pop and groups[g + 1] > groups[g]:
+            keys[size] = bounds[g]
+            ids[size] = g
             size += 1
-            widest = max(widest, starts[c + 1] - starts[c])
     for i in range(size // 2 - 1, -1, -1):
         _cell_heap_down(keys, ids, i, size)
-
-    # The float32 estimate z ~ x * a + b and its error bound (per query: |q| enters).
+    # The float32 estimate w z ~ x * a + b (weights >= 0 folded in) and its error bound
+    # (per query: |q| enters).
     a32 = np.empty(d, dtype=np.float32)
     b32 = np.empty(d, dtype=np.float32)
-    w32 = np.empty(d, dtype=np.float32)
     q32 = np.empty((nq, d), dtype=np.float32)
     magnitude = 0.0
     for f in range(d):
-        a32[f] = np.float32(1.0 / (divisors[f] * scales[f]))
-        b32[f] = np.float32(-means[f] / scales[f])
-        w32[f] = np.float32(weights[f])
+        a32[f] = np.float32(weights[f] / (divisors[f] * scales[f]))
+        b32[f] = np.float32(-weights[f] * means[f] / scales[f])
     q_max = 0.0
     for qi in range(nq):
         s = 0.0
         for f in range(d):
-            q32[qi, f] = np.float32(queries[qi, f])
+            q32[qi, f] = np.float32(weights[f] * queries[qi, f])
             s += weights[f] * abs(queries[qi, f])
         q_max = max(q_max, s)
     for f in range(d):
@@ -171,98 +220,95 @@ def _search(
     hp = np.empty(m, dtype=np.int64)
     hn = np.empty(m, dtype=np.int64)
     count = 0
-    est = np.empty((nq, max(widest, 1)), dtype=np.float32)
-    best = np.empty(max(widest, 1), dtype=np.float32)
+    best = np.empty(widest, dtype=np.float32)
+    other = np.empty(widest, dtype=np.float32)
     while size > 0:
         if count == m and keys[0] > hd[0]:
             break
-        cell = ids[0]
+        group = ids[0]
         size -= 1
         keys[0] = keys[size]
         ids[0] = ids[size]
         _cell_heap_down(keys, ids, 0, size)
-        s0 = starts[cell]
-        length = starts[cell + 1] - s0
-        # 3a. Estimates for the whole cell (vector loops).
-        for qi in range(nq):
-            e = est[qi]
-            e[:length] = 0.0
-            for f in range(d):
-                a = a32[f]
-                b = b32[f]
-                w = w32[f]
-                q = q32[qi, f]
-                row = values[f]
+        for cell in range(groups[group], groups[group + 1]):
+            if cell_min_pop[cell] > max_pop:
+                continue
+            if count == m and _box_bound(lo_t, hi_t, cell, weights, queries) > hd[0]:
+                continue
+            s0 = starts[cell]
+            length = starts[cell + 1] - s0
+            if by_pop[cell]:  # the songs under the cap are a prefix: only those
+                under = 0
+                while under < length and popularity[s0 + under] <= max_pop:
+                    under += 1
+                length = under
+            # 3a. Estimates for the whole cell (vector loops).
+            _estimate(values, s0, length, a32, b32, q32[0], best)
+            for qi in range(1, nq):
+                _estimate(values, s0, length, a32, b32, q32[qi], other)
                 for j in range(length):
-                    e[j] += w * abs(np.float32(row[s0 + j]) * a + b - q)
-        best[:length] = est[0, :length]
-        for qi in range(1, nq):
+                    best[j] = min(best[j], other[j])
+            # 3b. Exact distances for the songs that may enter the top m.
             for j in range(length):
-                if est[qi, j] < best[j]:
-                    best[j] = est[qi, j]
-        # 3b. Exact distances for the songs that may enter the top m.
-        for j in range(length):
-            p = s0 + j
-            if popularity[p] > max_pop:
-                continue
-            if count == m and best[j] - slack > hd[0]:
-                continue
-            dist = np.inf
-            near = 0
-            for qi in range(nq):
-                total = 0.0
-                for f in range(d):
-                    z = (values[f, p] / divisors[f] - means[f]) / scales[f]
-                    total += weights[f] * abs(z - queries[qi, f])
-                if total < dist:
-                    dist = total
-                    near = qi
-            r = np.int64(perm[p])
-            if count < m:
-                hd[count], hr[count], hp[count], hn[count] = dist, r, p, near
-                _top_up(hd, hr, hp, hn, count)
-                count += 1
-            elif _worse(hd[0], hr[0], dist, r):
-                hd[0], hr[0], hp[0], hn[0] = dist, r, p, near
-                _top_down(hd, hr, hp, hn, count)
+                p = s0 + j
+                if popularity[p] > max_pop:
+                    continue
+                if count == m and best[j] - slack > hd[0]:
+                    continue
+                dist = np.inf
+                near = 0
+                for qi in range(nq):
+                    total = 0.0
+                    for f in range(d):
+                        z = (values[f, p] / divisors[f] - means[f]) / scales[f]
+                        total += weights[f] * abs(z - queries[qi, f])
+                    if total < dist:
+                        dist = total
+                        near = qi
+                r = np.int64(perm[p])
+                if count < m:
+                    hd[count], hr[count], hp[count], hn[count] = dist, r, p, near
+                    _top_up(hd, hr, hp, hn, count)
+                    count += 1
+                elif _worse(hd[0], hr[0], dist, r):
+                    hd[0], hr[0], hp[0], hn[0] = dist, r, p, near
+                    _top_down(hd, hr, hp, hn, count)
     return hp[:count], hr[:count], hd[:count], hn[:count]
 
 
 def search(
-    values: np.ndarray,
-    divisors: np.ndarray,
+    cells: Cells,
     means: np.ndarray,
     scales: np.ndarray,
     weights: np.ndarray,
-    value_max: np.ndarray,
-    perm: np.ndarray,
-    starts: np.ndarray,
-    lo_t: np.ndarray,
-    hi_t: np.ndarray,
-    popularity: np.ndarray,
-    cell_min_pop: np.ndarray,
     queries: np.ndarray,
     m: int,
     max_popularity: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The ``m`` songs nearest to ``queries`` whose popularity is at most ``max_popularity``
-    (None: no cap), sorted by (distance, row): their cell positions, rows, distances and
-    nearest query. Fewer when fewer pass."""
+    """The ``m`` songs of ``cells`` nearest to ``queries`` (rows, standardized) whose
+    popularity is at most ``max_popularity`` (None: no cap), sorted by (distance, row):
+    their cell positions, rows, distances and nearest query. Fewer when fewer pass."""
     cap = NO_CAP if max_popularity is None else int(min(max_popularity, NO_CAP))
     queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float64)
     pos, rows, dist, near = _search(
-        values,
-        divisors,
-        means,
-        scales,
-        weights,
-        value_max,
-        perm,
-        starts,
-        lo_t,
-        hi_t,
-        popularity,
-        cell_min_pop,
+        cells.features.values,
+        cells.divisors,
+        np.ascontiguousarray(means, dtype=np.float64),
+        np.ascontiguousarray(scales, dtype=np.float64),
+        np.ascontiguousarray(weights, dtype=np.float64),
+        cells.value_max,
+        cells.perm,
+        cells.starts,
+        cells.lo_t,
+        cells.hi_t,
+        cells.popularity,
+        cells.min_popularity,
+        cells.by_popularity,
+        cells.groups,
+        cells.group_lo_t,
+        cells.group_hi_t,
+        cells.group_min_popularity,
+        max(cells.widest, 1),
         cap,
         queries,
         max(int(m), 1),
@@ -275,20 +321,7 @@ def warm() -> None:
     """Compile (or load from the on-disk cache) the kernel for both stored value types, so
     the first request does not wait for it."""
     d, n = 2, 4
-    for values in (np.arange(d * n, dtype=np.int32).reshape(d, n), np.ones((d, n))):
-        search(
-            values,
-            np.ones(d),
-            np.zeros(d),
-            np.ones(d),
-            np.ones(d),
-            np.full(d, float(d * n)),
-            np.arange(n, dtype=np.int32),
-            np.array([0, n], dtype=np.int64),
-            np.zeros((d, 1)),
-            np.full((d, 1), float(d * n)),
-            np.zeros(n, dtype=np.int16),
-            np.zeros(1, dtype=np.int16),
-            np.zeros((1, d)),
-            2,
-        )
+    raw = np.arange(d * n, dtype=np.float64).reshape(n, d)
+    for values in (raw, raw + 0.123456789012):  # short decimals (int32 codes), and not
+        cells = build_cells(values, values, np.zeros(n, dtype=np.int16), leaf=2)
+        search(cells, np.zeros(d), np.ones(d), np.ones(d), values[:1], 2)

@@ -160,27 +160,13 @@ def nearest_under_rules(
     if count <= 0 or len(index) == 0:
         return []
     queries = np.atleast_2d(np.asarray(queries, dtype=np.float64))
-    cells = index.cells
     blocked = {int(r) for r in (*exclude, *seeds)}
     rules = _Rules(index, seeds, max_per_artist, blocked)
-    m = count * 2 + len(blocked) + 16
+    # Room for what the greedy rules may drop; rarely, a second run with more.
+    m = count + count // 2 + len(blocked) + 8
     while True:
         _, rows, dist, nearest = search(
-            cells.features.values,
-            cells.divisors,
-            index.means,
-            index.scales,
-            index.weights,
-            cells.value_max,
-            cells.perm,
-            cells.starts,
-            cells.lo_t,
-            cells.hi_t,
-            cells.popularity,
-            cells.min_popularity,
-            queries,
-            m,
-            max_popularity,
+            index.cells, index.means, index.scales, index.weights, queries, m, max_popularity
         )
         kept = rules.apply(rows, count)
         if len(kept) == count or rows.size < m:
