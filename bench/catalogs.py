@@ -13,8 +13,9 @@ The real 4,470 songs of ``data/every_fresh_find.csv`` come first; the rest follo
 - ``mixture``: a Gaussian mixture (full covariances) fitted to the real features.
 
 Values are clipped to the valid ranges and rounded to 6 decimals. Names and artists are
-the real row's, with a suffix, so text columns cost what real ones do. A model (StandardScaler -> PCA -> KMeans) is fitted in
-NumPy + scikit-learn the way the batch layer fits it.
+the real row's, with a suffix, so text columns cost what real ones do. A model
+(StandardScaler -> PCA -> KMeans) is fitted in NumPy + scikit-learn the way the batch
+layer fits it.
 """
 
 from __future__ import annotations
