@@ -185,7 +185,6 @@ def run_catalog(n: int, shape: str, n_queries: int, n_checks: int) -> list[dict]
 
     got, *timing = timed(faiss_query, queries)
     add("faiss IndexFlat L1, 1 thread", got, timing, "float32")
-    del flat
 
     nn = NearestNeighbors(n_neighbors=K + 1, metric="manhattan").fit(z32)
     chosen = getattr(nn, "_fit_method", "auto")
@@ -196,7 +195,6 @@ def run_catalog(n: int, shape: str, n_queries: int, n_checks: int) -> list[dict]
 
     got, *timing = timed(sk_query, queries)
     add(f"sklearn NearestNeighbors (auto -> {chosen})", got, timing)
-    del nn
 
     t = time.perf_counter()
     ann = annoy.AnnoyIndex(z32.shape[1], "manhattan")
