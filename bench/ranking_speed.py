@@ -225,6 +225,7 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=SHAPES)
     parser.add_argument("--queries", type=int, default=None)
     parser.add_argument("--checks", type=int, default=50, help="equality checks per row")
+    parser.add_argument("--out", default=None, help="results file name in bench/results/")
     args = parser.parse_args()
     sizes = args.sizes or ([20_000] if args.quick else [1_000_000])
     n_queries = args.queries or (200 if args.quick else 500)
@@ -246,7 +247,7 @@ def main() -> None:
             f"| {r['recall_at_30']:.4f} | {r['load_average']:.1f} | {r['note']} |"
         )
     RESULTS.mkdir(exist_ok=True)
-    name = "ranking_speed.json" if not args.quick else "ranking_speed_quick.json"
+    name = args.out or ("ranking_speed.json" if not args.quick else "ranking_speed_quick.json")
     (RESULTS / name).write_text(json.dumps({"k": K, "rows": rows}, indent=2))
 
 

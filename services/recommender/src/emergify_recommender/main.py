@@ -49,7 +49,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         feed = ChangeFeed(settings, catalog)
         app.state.catalog, app.state.change_feed = catalog, feed
         app.state.http = httpx.AsyncClient()
-        await asyncio.to_thread(nearest.warm)
+        # Compiling (or loading) the ranking kernel overlaps the first load; both end before
+        # the app serves, so the first request is not slow.
+        warming = asyncio.create_task(asyncio.to_thread(nearest.warm), name="kernel-warm")
         try:
             await catalog.reload("start")
         except Exception as exc:
@@ -58,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "initial catalog load failed; retrying in the background",
                 error=f"{type(exc).__name__}: {exc}",
             )
+        await warming
         tasks = [
             asyncio.create_task(feed.run(), name="change-feed"),
             asyncio.create_task(
