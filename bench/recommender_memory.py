@@ -85,6 +85,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="RSS of the recommender holding 1M songs")
     parser.add_argument("--quick", action="store_true", help="100k songs instead of 1M")
     parser.add_argument("--songs", type=int, default=None)
+    parser.add_argument("--shape", default="bootstrap5", help="catalog shape (bench/catalogs.py)")
     args = parser.parse_args()
     n = args.songs or (100_000 if args.quick else 1_000_000)
     sys.path.insert(0, str(HERE))
@@ -92,7 +93,7 @@ def main() -> None:
 
     # The catalog and model are made here, so the measured process never imports
     # scikit-learn (the recommender does not).
-    cat = synthetic_catalog(n)
+    cat = synthetic_catalog(n, shape=args.shape)
     model = fit_model(cat.features, k_for(n))
     with tempfile.TemporaryDirectory() as tmp:
         arrays, model_json = Path(tmp) / "catalog.npz", Path(tmp) / "model.json"
@@ -109,6 +110,7 @@ def main() -> None:
         )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["target_mb"] = TARGET_MB
+    result["shape"] = args.shape
     print(
         "| songs | RSS before index (MB) | RSS holding index (MB) | delta (MB) | peak (MB) "
         "| index columns (MB) | build (s) | target (MB) |"

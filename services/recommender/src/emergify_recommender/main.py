@@ -49,9 +49,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         feed = ChangeFeed(settings, catalog)
         app.state.catalog, app.state.change_feed = catalog, feed
         app.state.http = httpx.AsyncClient()
-        # Compiling (or loading) the ranking kernel overlaps the first load; both end before
-        # the app serves, so the first request is not slow.
-        warming = asyncio.create_task(asyncio.to_thread(nearest.warm), name="kernel-warm")
+        # Compiling (or loading from its disk cache) the ranking kernel runs beside the first
+        # load, so the first request does not pay for it and start-up does not wait on it.
+        app.state.kernel_warm = asyncio.create_task(
+            asyncio.to_thread(nearest.warm), name="kernel-warm"
+        )
         try:
             await catalog.reload("start")
         except Exception as exc:
@@ -60,7 +62,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "initial catalog load failed; retrying in the background",
                 error=f"{type(exc).__name__}: {exc}",
             )
-        await warming
         tasks = [
             asyncio.create_task(feed.run(), name="change-feed"),
             asyncio.create_task(

@@ -161,6 +161,7 @@ def nearest_under_rules(
         return []
     queries = np.atleast_2d(np.asarray(queries, dtype=np.float64))
     blocked = {int(r) for r in (*exclude, *seeds)}
+    blocked_rows = np.fromiter(blocked, dtype=np.int64, count=len(blocked))
     rules = _Rules(index, seeds, max_per_artist, blocked)
     # Room for what the greedy rules may drop; rarely, a second run with more.
     m = count + count // 2 + len(blocked) + 8
@@ -168,8 +169,12 @@ def nearest_under_rules(
         _, rows, dist, nearest = search(
             index.cells, index.means, index.scales, index.weights, queries, m, max_popularity
         )
+        found = rows.size
+        if blocked_rows.size:  # never answers: dropped up front, so the rules' fast path holds
+            keep = ~np.isin(rows, blocked_rows)
+            rows, dist, nearest = rows[keep], dist[keep], nearest[keep]
         kept = rules.apply(rows, count)
-        if len(kept) == count or rows.size < m:
+        if len(kept) == count or found < m:
             break
         m *= 4
     return [
