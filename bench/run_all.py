@@ -10,6 +10,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
     "quality.py",
     "ranking_speed.py",
+    "ranking_kernel.py",
     "recommender_memory.py",
     "batch_retrain.py",
     "pipeline_figures.py",
