@@ -93,7 +93,9 @@ def recall(got: list[np.ndarray], truth: list[np.ndarray]) -> float:
     )
 
 
-def run_catalog(n: int, shape: str, n_queries: int, n_checks: int) -> list[dict]:
+def run_catalog(
+    n: int, shape: str, n_queries: int, n_checks: int, libraries: bool = True
+) -> list[dict]:
     import annoy
     import faiss
     from sklearn.neighbors import NearestNeighbors
@@ -185,6 +187,8 @@ def run_catalog(n: int, shape: str, n_queries: int, n_checks: int) -> list[dict]
 
     got, *timing = timed(faiss_query, queries)
     add("faiss IndexFlat L1, 1 thread", got, timing, "float32")
+    if not libraries:
+        return rows
 
     nn = NearestNeighbors(n_neighbors=K + 1, metric="manhattan").fit(z32)
     chosen = getattr(nn, "_fit_method", "auto")
@@ -226,6 +230,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=None)
     parser.add_argument("--checks", type=int, default=50, help="equality checks per row")
     parser.add_argument("--out", default=None, help="results file name in bench/results/")
+    parser.add_argument(
+        "--no-libraries", action="store_true", help="Emergify and FAISS only (no sklearn, Annoy)"
+    )
     args = parser.parse_args()
     sizes = args.sizes or ([20_000] if args.quick else [1_000_000])
     n_queries = args.queries or (200 if args.quick else 500)
@@ -233,7 +240,7 @@ def main() -> None:
     rows: list[dict] = []
     for n in sizes:
         for shape in args.shapes:
-            rows += run_catalog(n, shape, n_queries, args.checks)
+            rows += run_catalog(n, shape, n_queries, args.checks, not args.no_libraries)
     print()
     print(
         "| songs | shape | method | p50 ms | p99 ms | CPU p50 ms | CPU p99 ms | recall@30 "
