@@ -177,14 +177,15 @@ def nearest_under_rules(
         if len(kept) == count or found < m:
             break
         m *= 4
+    at = np.asarray(kept, dtype=np.int64)
+    picked = rows[at]
+    # Whole columns to Python at once: per-item NumPy scalar access costs more than the search.
+    clusters = index.clusters[picked].tolist() if index.model else [None] * at.size
     return [
-        Ranked(
-            row=int(rows[i]),
-            distance=float(dist[i]),
-            cluster=index.cluster_of_row(int(rows[i])),
-            seed=int(nearest[i]),
+        Ranked(row=row, distance=distance, cluster=cluster, seed=seed)
+        for row, distance, cluster, seed in zip(
+            picked.tolist(), dist[at].tolist(), clusters, nearest[at].tolist(), strict=True
         )
-        for i in kept
     ]
 
 
