@@ -48,11 +48,14 @@ def _seed_rows(index: SongIndex, ids: list[str]) -> list[int]:
     return [row for row in rows.values() if row is not None]
 
 
-def recommend(index: SongIndex, body: RecommendationRequest) -> RecommendationResponse:
+def recommend(
+    index: SongIndex, body: RecommendationRequest, default_max_popularity: int | None = None
+) -> RecommendationResponse:
     """The songs nearest to the seeds (Manhattan distance on standardized features; with
     several seeds, to the nearest seed), exactly as a brute force would rank them, under
-    the playlist rules; optionally diversified by artist. A seed missing from the catalog
-    is a 404 problem."""
+    the playlist rules; optionally diversified by artist. ``default_max_popularity`` (the
+    emerging threshold setting) applies when the request names none; a request may lift it
+    (100) or lower it. A seed missing from the catalog is a 404 problem."""
     if body.seeds is not None:
         seeds = _seed_rows(index, body.seeds)
         queries = query_vector(index, seeds)
@@ -69,7 +72,9 @@ def recommend(index: SongIndex, body: RecommendationRequest) -> RecommendationRe
         queries,
         [c for c in clusters if c is not None] or None,
         body.limit,
-        max_popularity=body.max_popularity,
+        max_popularity=(
+            default_max_popularity if body.max_popularity is None else body.max_popularity
+        ),
         max_per_artist=body.max_per_artist,
         exclude=exclude,
         seeds=seeds,

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from emergify_contracts.problems import problem_responses
 from emergify_recommender import recommendation
-from emergify_recommender.api.deps import CurrentIndex
+from emergify_recommender.api.deps import AppSettings, CurrentIndex
 from emergify_recommender.api.schemas import RecommendationRequest, RecommendationResponse
 
 router = APIRouter(tags=["recommendations"])
@@ -28,8 +28,12 @@ router = APIRouter(tags=["recommendations"])
         },
     ),
 )
-def recommend(body: RecommendationRequest, index: CurrentIndex) -> RecommendationResponse:
+def recommend(
+    body: RecommendationRequest, index: CurrentIndex, settings: AppSettings
+) -> RecommendationResponse:
     """The songs nearest to the seeds (Manhattan distance on standardized features; with
     several seeds, to the nearest seed), exactly as a brute force would rank them, under
     the playlist rules; optionally diversified by artist."""
-    return recommendation.recommend(index, body)
+    return recommendation.recommend(
+        index, body, default_max_popularity=settings.emerging_max_popularity
+    )
