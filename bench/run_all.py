@@ -11,6 +11,7 @@ BENCHMARKS = [
     "evaluation.py",
     "quality.py",
     "ranking_speed.py",
+    "ranking_kernel.py",
     "recommender_memory.py",
     "batch_retrain.py",
     "pipeline_figures.py",
