@@ -136,7 +136,7 @@ def _clusters(z: np.ndarray, model: LoadedModel | None) -> np.ndarray:
     dtype = np.int16 if model is None or model.k <= np.iinfo(np.int16).max else np.int32
     if model is None:
         return np.full(z.shape[0], -1, dtype=dtype)
-    return model.assign(model.project(z)).astype(dtype)
+    return model.nearest_centroid(model.project(z)).astype(dtype)
 
 
 def _chunks(records: Iterable[SongRecord]) -> Iterator[list[SongRecord]]:

@@ -190,7 +190,7 @@ class SongIndex:
         """Cluster of one standardized vector: its nearest centroid (None before a model)."""
         if self.model is None:
             return None
-        return int(self.model.assign(self.model.project(z.reshape(1, -1)))[0])
+        return int(self.model.nearest_centroid(self.model.project(z.reshape(1, -1)))[0])
 
     @property
     def nbytes(self) -> int:

@@ -9,25 +9,20 @@ from typing import Any
 
 import numpy as np
 
-from emergify_contracts.model import PortableModel
+from emergify_contracts.model import FEATURE_ORDER, PortableModel
 from emergify_contracts.song import AUDIO_FEATURES
-
-_ASSIGN_CHUNK = 16_384
-
-
-def _readonly(array: np.ndarray) -> np.ndarray:
-    array.flags.writeable = False
-    return array
 
 
 @dataclass(frozen=True, eq=False)
 class LoadedModel:
-    """A :class:`PortableModel` as arrays, in :data:`AUDIO_FEATURES` order."""
+    """A :class:`PortableModel` as the serving layer holds it: the maths is the portable
+    model's own (standardize -> project -> nearest centroid, one feature order), shared with
+    the stream processor; this adds the model's metrics and read-only array views."""
 
     portable: PortableModel
     metrics: Mapping[str, Any]
     means: np.ndarray
-    scales: np.ndarray
+    scales: np.ndarray  # zeros replaced by 1, as the portable model does
     components: np.ndarray  # features x pcs
     centroids: np.ndarray  # k x pcs
 
@@ -35,29 +30,19 @@ class LoadedModel:
     def from_portable(
         cls, portable: PortableModel, metrics: Mapping[str, Any] | None = None
     ) -> LoadedModel:
-        """Check the artifact's shapes and reorder its features to ours if needed."""
-        missing = [f for f in AUDIO_FEATURES if f not in portable.features]
-        if missing:
-            raise ValueError(f"model v{portable.version} lacks features: {', '.join(missing)}")
-        order = [portable.features.index(f) for f in AUDIO_FEATURES]
-        means = np.asarray(portable.means, dtype=np.float64)[order]
-        scales = np.asarray(portable.scales, dtype=np.float64)[order]
-        components = np.asarray(portable.components, dtype=np.float64)
-        centroids = np.asarray(portable.centroids, dtype=np.float64)
-        if components.ndim != 2 or components.shape[0] != len(portable.features):
-            raise ValueError(f"model v{portable.version}: components must be features x pcs")
-        components = components[order]
-        if centroids.ndim != 2 or centroids.shape[1] != components.shape[1] or not len(centroids):
+        """Check the artifact (the portable model raises ValueError naming what is wrong)."""
+        if tuple(FEATURE_ORDER) != tuple(AUDIO_FEATURES):
+            raise ValueError("the portable model's feature order is not the serving layer's")
+        arrays = portable.arrays()
+        if not len(arrays.centroids):
             raise ValueError(f"model v{portable.version}: centroids must be k x pcs, k >= 1")
-        # A constant feature has scale 0; Spark's StandardScaler then outputs 0, as does x/1.
-        scales = np.where(scales > 0, scales, 1.0)
         return cls(
             portable=portable,
             metrics=MappingProxyType(dict(metrics or {})),
-            means=_readonly(means),
-            scales=_readonly(scales),
-            components=_readonly(components),
-            centroids=_readonly(centroids),
+            means=arrays.means,
+            scales=arrays.scales,
+            components=arrays.components,
+            centroids=arrays.centroids,
         )
 
     @property
@@ -69,15 +54,9 @@ class LoadedModel:
         return int(self.centroids.shape[0])
 
     def project(self, z: np.ndarray) -> np.ndarray:
-        """PCA coordinates of standardized vectors (``z @ components``)."""
-        return z @ self.components
+        """PCA coordinates of standardized vectors."""
+        return self.portable.project(z)
 
-    def assign(self, pcs: np.ndarray) -> np.ndarray:
-        """Nearest centroid (Euclidean, as KMeans assigns) of each row of ``pcs``."""
-        out = np.empty(pcs.shape[0], dtype=np.int64)
-        # In chunks: rows x k x pcs temporaries for a million rows would cost gigabytes.
-        for start in range(0, pcs.shape[0], _ASSIGN_CHUNK):
-            part = pcs[start : start + _ASSIGN_CHUNK]
-            d2 = ((part[:, None, :] - self.centroids[None, :, :]) ** 2).sum(axis=2)
-            out[start : start + part.shape[0]] = d2.argmin(axis=1)
-        return out
+    def nearest_centroid(self, pcs: np.ndarray) -> np.ndarray:
+        """Cluster id of each row of PCA coordinates (as KMeans assigns)."""
+        return self.portable.nearest_centroid(pcs)
