@@ -127,12 +127,13 @@ def test_a_song_goes_from_upload_to_recommendation_across_hosts(
             "EMERGIFY_DASHBOARD_URL": f"http://{addr['api-gateway']}:8501",
         }
     )
+    log: list[str] = []
     stack = Stack(
         env=env,
         workdir=tmp_path / "stack",
         services=tuple(s for s in SERVICES if s.name in SERVICE_HOSTS),
         embedded_broker=False,
-        sink=lambda line: None,
+        sink=log.append,
         netns={name: hosts.ns[name] for name in SERVICE_HOSTS},
     )
     try:
@@ -142,6 +143,7 @@ def test_a_song_goes_from_upload_to_recommendation_across_hosts(
     finally:
         stack.stop()
         cluster.stop()
+        (tmp_path / "stack.log").write_text("\n".join(log))
 
 
 def run_upload_to_recommendation(
