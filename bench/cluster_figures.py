@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -40,6 +41,9 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from batch_retrain import fill_feature_table, lake_tables, write_lake  # noqa: E402
 
+# The stream processor's internal credential (ignored where services do not check one).
+TOKEN = secrets.token_urlsafe(32)
+INTERNAL = {"X-Emergify-Internal-Token": TOKEN}
 WORKER_MEMORY = "2g"
 EXECUTOR_MEMORY = "1536m"
 
@@ -124,6 +128,7 @@ def stream_latency(master: str, work: Path, bootstrap: str, probes: int) -> dict
         "EMERGIFY_AUTO_RETRAIN": "false",
         "EMERGIFY_TRIGGER_INTERVAL_SECONDS": "0.5",
         "EMERGIFY_LOG_LEVEL": "WARNING",
+        "EMERGIFY_INTERNAL_TOKEN": TOKEN,
     }
     create_topics(bootstrap, [topic], 3)
     log = (work / f"processor-{tag}.log").open("ab")
@@ -142,7 +147,7 @@ def stream_latency(master: str, work: Path, bootstrap: str, probes: int) -> dict
             if proc.poll() is not None:
                 raise RuntimeError(f"the stream processor exited; see {log.name}")
             try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                if httpx.get(f"{url}/health", timeout=2, headers=INTERNAL).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
@@ -167,7 +172,7 @@ def stream_latency(master: str, work: Path, bootstrap: str, probes: int) -> dict
                     raise TimeoutError(f"probe {i} never reached the feature table")
                 time.sleep(0.02)
             time.sleep(0.3)  # spread probes over the trigger's phase
-        status = httpx.get(f"{url}/admin/status", timeout=30).json()
+        status = httpx.get(f"{url}/admin/status", timeout=30, headers=INTERNAL).json()
     finally:
         proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):

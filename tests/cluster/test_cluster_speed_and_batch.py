@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -30,6 +31,10 @@ from emergify_contracts.tables import make_engine, model_versions, songs, stream
 from emergify_stream.model_registry import assign_clusters
 
 N_SONGS = 6_000
+# The credential internal services require of their callers (the header is ignored where
+# the service does not check it).
+INTERNAL_TOKEN = secrets.token_urlsafe(32)
+INTERNAL = {"X-Emergify-Internal-Token": INTERNAL_TOKEN}
 APP_NAME = "emergify-stream-processor"
 
 
@@ -88,6 +93,7 @@ def processor_env(
         "EMERGIFY_K_MAX": "6",
         "EMERGIFY_K_MAX_CAP": "6",
         "EMERGIFY_LOG_LEVEL": "INFO",
+        "EMERGIFY_INTERNAL_TOKEN": INTERNAL_TOKEN,
     }
     create_topics(broker.bootstrap, [env["EMERGIFY_SONGS_TOPIC"]], 3)
     return env
@@ -107,7 +113,7 @@ def wait_healthy(base_url: str, proc: Processor, timeout: float = 240.0) -> None
     while time.monotonic() < deadline:
         assert proc.proc.poll() is None, proc.log_tail()
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+            if httpx.get(f"{base_url}/health", timeout=2, headers=INTERNAL).status_code == 200:
                 return
         time.sleep(0.5)
     raise AssertionError("the stream processor never became healthy:\n" + proc.log_tail())
@@ -174,11 +180,11 @@ def test_worker_sigkill_mid_stream_keeps_exactly_once_and_retrain_publishes_the_
             f"only {count()} of {N_SONGS} songs after the worker died\n" + processor.log_tail()
         )
         time.sleep(0.5)
-    status = httpx.get(f"{base_url}/admin/status", timeout=30).json()
+    status = httpx.get(f"{base_url}/admin/status", timeout=30, headers=INTERNAL).json()
     while status["lag"] is None or status["lag"]["total"] > 0:
         assert time.monotonic() < deadline, f"lag never reached 0: {status}"
         time.sleep(0.5)
-        status = httpx.get(f"{base_url}/admin/status", timeout=30).json()
+        status = httpx.get(f"{base_url}/admin/status", timeout=30, headers=INTERNAL).json()
     assert processor.proc.poll() is None  # the driver survived the lost executor
     assert spark_cluster.alive_workers() == 1
 
@@ -190,7 +196,7 @@ def test_worker_sigkill_mid_stream_keeps_exactly_once_and_retrain_publishes_the_
     assert batch_rows == N_SONGS  # every song written by exactly one committed batch
 
     # The batch layer on the surviving executor: the same model contract as in local mode.
-    r = httpx.post(f"{base_url}/admin/retrain", timeout=30)
+    r = httpx.post(f"{base_url}/admin/retrain", timeout=30, headers=INTERNAL)
     assert r.status_code == 202, r.text
     deadline = time.monotonic() + 400
     while True:

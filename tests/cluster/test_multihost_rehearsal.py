@@ -120,6 +120,8 @@ def test_a_song_goes_from_upload_to_recommendation_across_hosts(
             "EMERGIFY_SPARK_EXECUTOR_MEMORY": "512m",
             "EMERGIFY_SPARK_EXECUTOR_PYTHON": sys.executable,
             "EMERGIFY_ADMIN_API_KEY": admin_key,
+            # The services' shared internal credential (where they require one).
+            "EMERGIFY_INTERNAL_TOKEN": secrets.token_urlsafe(32),
             "EMERGIFY_LOG_LEVEL": "WARNING",
             "EMERGIFY_K_MAX": "6",
             "EMERGIFY_K_MAX_CAP": "6",

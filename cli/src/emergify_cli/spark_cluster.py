@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from emergify_cli.broker import free_port
 from emergify_contracts.settings import EmergifySettings
@@ -38,6 +38,11 @@ class SparkClusterSettings(EmergifySettings):
     spark_cluster_worker_cores: int = Field(1, ge=1)
     spark_cluster_worker_memory: str = Field(
         "1g", description="Memory each worker offers its executors (the executor heap fits in it)."
+    )
+    spark_auth_secret: SecretStr | None = Field(
+        None,
+        description="spark.authenticate secret: the same variable the stream processor (the "
+        "driver) reads, so daemons and driver agree. Unset: no authentication.",
     )
 
 
@@ -128,6 +133,11 @@ class SparkCluster:
             workers=settings.spark_cluster_workers,
             worker_cores=settings.spark_cluster_worker_cores,
             worker_memory=settings.spark_cluster_worker_memory,
+            auth_secret=(
+                settings.spark_auth_secret.get_secret_value()
+                if settings.spark_auth_secret
+                else None
+            ),
         )
 
     def start(self, timeout: float = 120.0) -> SparkCluster:

@@ -119,7 +119,7 @@ class Stack:
         overrides = {
             k.removeprefix("EMERGIFY_").lower(): v
             for k, v in self.env.items()
-            if k.startswith("EMERGIFY_SPARK_CLUSTER")
+            if k.startswith(("EMERGIFY_SPARK_CLUSTER", "EMERGIFY_SPARK_AUTH_SECRET"))
         }
         settings = SparkClusterSettings(_env_file=self.workdir / ".env", **overrides)  # type: ignore[call-arg]
         if not settings.spark_cluster:
