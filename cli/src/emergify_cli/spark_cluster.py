@@ -237,4 +237,21 @@ class SparkCluster:
                 os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(10)
+        # Executors and their Python workers are reaped by init, not by us: wait until every
+        # group is empty, so a caller that returns from stop() leaves no JVM behind.
+        groups = [p.pid for p in self.procs]
+        deadline = time.monotonic() + timeout
+        while any(_group_alive(g) for g in groups) and time.monotonic() < deadline:
+            for g in groups:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(g, signal.SIGKILL)
+            time.sleep(0.1)
         self.procs.clear()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
