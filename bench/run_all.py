@@ -12,6 +12,7 @@ BENCHMARKS = [
     "ranking_speed.py",
     "recommender_memory.py",
     "batch_retrain.py",
+    "cluster_figures.py",
     "pipeline_figures.py",
 ]
 

@@ -59,8 +59,8 @@ class SparkCluster:
     """A master and ``workers`` workers, each with ``worker_cores`` cores and
     ``worker_memory`` for executors, bound to ``host``.
 
-    ``netns`` (one per daemon, or empty) runs each daemon under ``ip netns exec`` for the
-    multi-host rehearsal; ``hosts`` then gives each daemon's own address.
+    ``netns`` (one per daemon, master first, or empty) runs each daemon under ``ip netns
+    exec`` for the multi-host rehearsal; ``worker_hosts`` then gives each worker's address.
     ``auth_secret`` turns on ``spark.authenticate`` for the daemons; the driver must use the
     same secret.
     """
