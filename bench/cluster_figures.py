@@ -6,7 +6,7 @@
 1. Batch retrain: the same master dataset (bench/batch_retrain.py's synthetic catalog and
    lake layout) is retrained by ``run_batch_layer`` once on ``local[2]`` and once on a
    standalone master with two workers (one core each; executors in their own JVMs), each in a
-   fresh SparkSession. Spark's start-up is reported apart.
+   child process of its own (a fresh driver JVM). Spark's start-up is reported apart.
 2. Micro-batch latency: the stream processor (``python -m emergify_stream``) runs against the
    cluster and then against local[2]; songs are produced one at a time to the embedded broker
    and the time from the broker's ack to the song's row in the feature table is taken per
@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import json
 import os
+import pickle
 import secrets
 import shutil
 import statistics
@@ -48,8 +49,29 @@ WORKER_MEMORY = "2g"
 EXECUTOR_MEMORY = "1536m"
 
 
+def retrain_in_fresh_jvm(master: str, work: Path, bootstrap: str) -> dict:
+    """``retrain`` in a child process, so each mode pays its own JVM start and neither
+    inherits the other's warm (JIT-compiled) driver."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--retrain-on",
+            master,
+            "--work",
+            str(work),
+            "--bootstrap",
+            bootstrap,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def retrain(master: str, work: Path, bootstrap: str) -> dict:
-    """One batch-layer run in a fresh SparkSession on ``master``; seconds per stage."""
+    """One batch-layer run in a new SparkSession on ``master``; seconds per stage."""
     from emergify_contracts.tables import create_tables, make_engine
     from emergify_stream.config import Settings
     from emergify_stream.model_registry import ModelRegistry
@@ -57,19 +79,20 @@ def retrain(master: str, work: Path, bootstrap: str) -> dict:
     from emergify_stream.publisher import EventPublisher
     from emergify_stream.spark import build_spark_session
 
-    db = work / f"emergify-{master.split(':')[0].strip('[]0123456789')}.db"
+    tag = "cluster" if master.startswith("spark") else "local"
+    db = work / f"emergify-{tag}.db"
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         database_url=f"sqlite:///{db}",
         lake_uri=str(work / "lake"),
-        models_dir=str(work / "models" / master.replace("/", "_")),
+        models_dir=str(work / "models" / tag),
         kafka_bootstrap_servers=bootstrap,
         spark_master=master,
         spark_executor_memory=EXECUTOR_MEMORY,
     )
     engine = make_engine(settings.database_url)
     create_tables(engine)
-    fill_feature_table(engine, LATEST)
+    fill_feature_table(engine, pickle.loads((work / "latest.pickle").read_bytes()))
     t = time.perf_counter()
     spark = build_spark_session(
         master,
@@ -195,9 +218,6 @@ def stream_latency(master: str, work: Path, bootstrap: str, probes: int) -> dict
     }
 
 
-LATEST: dict = {}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100,000 songs, 20 probes")
@@ -205,7 +225,13 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=None)
     parser.add_argument("--skip-retrain", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--retrain-on", help=argparse.SUPPRESS)  # the child process's job
+    parser.add_argument("--work", help=argparse.SUPPRESS)
+    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.retrain_on:
+        print(json.dumps(retrain(args.retrain_on, Path(args.work), args.bootstrap)))
+        return
     n = args.songs or (100_000 if args.quick else 1_000_000)
     probes = args.probes or (20 if args.quick else 60)
     load_at_start = os.getloadavg()
@@ -226,10 +252,11 @@ def main() -> None:
             tables, latest = lake_tables(n, 20, resend=0.01)
             write_lake(work / "lake", tables)
             del tables
-            LATEST.update(latest)
+            (work / "latest.pickle").write_bytes(pickle.dumps(latest))
+            del latest
             out["retrain"] = [
-                retrain("local[2]", work, broker.bootstrap),
-                retrain(cluster.master_url, work, broker.bootstrap),
+                retrain_in_fresh_jvm("local[2]", work, broker.bootstrap),
+                retrain_in_fresh_jvm(cluster.master_url, work, broker.bootstrap),
             ]
             for r in out["retrain"]:
                 print(
