@@ -178,9 +178,21 @@ def stream_latency(master: str, work: Path, bootstrap: str, probes: int) -> dict
                 raise TimeoutError("the stream processor never became healthy")
             time.sleep(0.5)
         # Warm-up: the first micro-batches compile code and start Python workers.
-        produce(bootstrap, topic, [song_event(i, label="Warm") for i in range(200)])
+        produce(bootstrap, topic, [song_event(i, salt=1_000_003) for i in range(200)])
+        deadline = time.monotonic() + 300
+        while True:  # until the warm-up songs are in the table
+            try:
+                with engine.connect() as conn:
+                    done = conn.execute(sa.select(sa.func.count()).select_from(songs)).scalar_one()
+            except sa.exc.DBAPIError:  # no table before the first micro-batch
+                done = 0
+            if done >= 200:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError("the warm-up songs never reached the feature table")
+            time.sleep(0.2)
         for i in range(probes):
-            key, value = song_event(i, label=f"Probe{tag}")
+            key, value = song_event(i, salt=2_000_003)  # ids apart from the warm-up's
             produce(bootstrap, topic, [(key, value)], linger_ms=0)
             acked = time.perf_counter()
             while True:
