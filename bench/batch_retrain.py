@@ -8,7 +8,7 @@ Setup (not timed): a synthetic catalog (bench/catalogs.py: bootstrap of the real
 (``{lake}/songs/date=.../{upload_id}-{chunk:05d}.parquet``, ``--files`` files, zstd), plus
 1% of the songs re-sent with new features in a later upload, so the latest-version window
 has work to do; the same catalog (latest versions) in a SQLite feature table; an embedded
-broker with the topics. Timed: ``emergify_stream.model_training.run_batch_layer`` — read
+broker with the topics. Timed: ``emergify_stream.batch.model_training.run_batch_layer`` — read
 the lake with Spark and keep the latest version per track id (Spark SQL window), fit
 VectorAssembler -> StandardScaler -> PCA -> KMeans with k chosen by silhouette over the
 default k range, save the PipelineModel, register it and re-assign every song's cluster in
@@ -167,9 +167,9 @@ def main() -> None:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from emergify_cli.broker import EmbeddedBroker, create_topics, free_port
     from emergify_contracts.tables import create_tables, make_engine
+    from emergify_stream.batch.model_training import run_batch_layer
     from emergify_stream.config import Settings
     from emergify_stream.model_registry import ModelRegistry
-    from emergify_stream.model_training import run_batch_layer
     from emergify_stream.publisher import EventPublisher
     from emergify_stream.spark import build_spark_session
 

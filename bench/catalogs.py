@@ -1,7 +1,7 @@
 """Synthetic catalogs for the benchmarks, drawn from the real data's feature distributions.
 
 Vectorized twin of :func:`emergify_cli.synthetic_catalog.synthetic_songs` (which builds a
-pydantic ``Song`` per row: minutes for 1M songs): each synthetic song bootstraps a real
+pydantic ``Song`` per row, far too slow for 1M songs): each synthetic song bootstraps a real
 song of ``data/every_fresh_find.csv`` (so correlations between features survive), adds
 Gaussian noise of ``noise`` x each feature's standard deviation, clips to the valid ranges
 and rounds to 6 decimals. Names and artists are the real row's, with a suffix, so text

@@ -1,4 +1,4 @@
-"""Issue-2 figures, measured on the embedded stack (SQLite, embedded broker, local Spark).
+"""Pipeline figures, measured on the embedded stack (SQLite, embedded broker, local Spark).
 
 - upload -> published throughput (the 202 comes after the master-dataset write and the
   broker's acks=all) for the 4,470-song sample and a 100k-song synthetic file;
@@ -31,6 +31,7 @@ import sqlalchemy as sa
 
 from emergify_cli.stack import Stack, free_port_env
 from emergify_cli.synthetic_catalog import load_songs, synthetic_songs, write_kaggle_csv
+from emergify_cli.waiting import wait_for
 
 PARTS = ("upload", "latency", "freshness", "100k")
 REPO = Path(__file__).resolve().parents[1]
@@ -43,13 +44,11 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def wait_for(check, timeout: float) -> float:  # type: ignore[no-untyped-def]
+def seconds_until(check, timeout: float) -> float:  # type: ignore[no-untyped-def]
+    """Seconds until ``check`` holds, polled finely enough for the freshness figures."""
     start = time.perf_counter()
-    while time.perf_counter() - start < timeout:
-        if check():
-            return time.perf_counter() - start
-        time.sleep(0.05)
-    raise TimeoutError("benchmark condition not reached")
+    wait_for(check, timeout, "the benchmark's condition", interval=0.05)
+    return time.perf_counter() - start
 
 
 def upload(api: httpx.Client, path: Path) -> tuple[dict, float]:
@@ -88,7 +87,7 @@ def freshness(api: httpx.Client, real: list, workdir: Path, uploads: int) -> dic
         r.raise_for_status()
         t0, wall0 = time.perf_counter(), time.time()
         last = batch[-1]["track_id"]
-        wait_for(lambda last=last: api.get(f"/api/v1/songs/{last}").status_code == 200, 120)
+        seconds_until(lambda last=last: api.get(f"/api/v1/songs/{last}").status_code == 200, 120)
         fresh.append(time.perf_counter() - t0)
         committed = committed_at(db, last)
         if committed is not None:
@@ -150,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
                 "seconds": round(t, 3),
                 "songs_per_s": round(answer["accepted"] / t),
             }
-        wait_for(
+        seconds_until(
             lambda: (
                 (c := api.get("/api/v1/catalog").json())["songs"] == len(real)
                 and c["model_version"] is not None
@@ -201,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
                 "seconds": round(t, 2),
                 "songs_per_s": round(answer["accepted"] / t),
             }
-            t_all = wait_for(
+            t_all = seconds_until(
                 lambda: api.get("/api/v1/catalog").json()["songs"] >= before + 100_000, 900
             )
             figures["100k_materialised_after_202_s"] = round(t_all, 1)

@@ -8,12 +8,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
+    "evaluation.py",
     "quality.py",
     "ranking_speed.py",
     "recommender_memory.py",
     "batch_retrain.py",
     "cluster_figures.py",
     "pipeline_figures.py",
+    "ingest_throughput.py",
 ]
 
 if __name__ == "__main__":

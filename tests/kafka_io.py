@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, TopicPartition
 from pydantic import BaseModel
 
 
@@ -61,23 +61,32 @@ async def _consume(
     bootstrap: str, topic: str, expected: int, deadline_s: float
 ) -> list[ConsumerRecord]:
     consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
+        bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
     )
     await consumer.start()
     records: list[ConsumerRecord] = []
     try:
+        await consumer.topics()  # metadata, so that the topic's partitions are known
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        assert partitions, f"topic {topic} does not exist"
+        consumer.assign(partitions)
+
+        async def at_log_end() -> bool:
+            # Read up to the high watermark of the Fetch responses (correct on the embedded
+            # broker too), so that a surplus record is counted, not hoped absent.
+            for tp in partitions:
+                mark = consumer.highwater(tp)
+                if mark is None or await consumer.position(tp) < mark:
+                    return False
+            return True
+
         deadline = time.monotonic() + deadline_s
-        while len(records) < expected and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            if len(records) >= expected and await at_log_end():
+                break
             batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
             for batch in batches.values():
                 records.extend(batch)
-        # One more poll: anything beyond `expected` would show up here.
-        for batch in (await consumer.getmany(timeout_ms=1_000)).values():
-            records.extend(batch)
     finally:
         await consumer.stop()
     return records
@@ -88,7 +97,7 @@ def consume(
 ) -> list[ConsumerRecord]:
     """Every record of ``topic``, read from the start.
 
-    Waits until at least ``expected`` records arrived (or ``deadline_s`` passed), then polls
-    once more so that surplus records would be seen too.
+    Reads until at least ``expected`` records arrived and every partition is read to its high
+    watermark (or ``deadline_s`` passed), so that surplus records are in the answer too.
     """
     return asyncio.run(_consume(bootstrap, topic, expected, deadline_s))

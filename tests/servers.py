@@ -6,12 +6,12 @@ Importable as ``servers`` (pytest puts tests/ on the path).
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import uvicorn
+from testkit import wait_for
 
 from emergify_cli.broker import free_port
 
@@ -39,11 +39,12 @@ class ServedApp:
     def start(self) -> ServedApp:
         """Start serving; return once uvicorn accepts connections (fail after 30 s)."""
         self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"server on port {self.port} did not start")
-            time.sleep(0.02)
+
+        def started() -> bool:
+            assert self.thread.is_alive(), f"the server on port {self.port} stopped"
+            return self.server.started
+
+        wait_for(started, 30, f"the server on port {self.port} to start", interval=0.02)
         return self
 
     def stop(self) -> None:

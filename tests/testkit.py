@@ -1,4 +1,7 @@
-"""Helpers the test folders share (importable as ``testkit``; pytest puts tests/ on the path)."""
+"""Helpers the test folders share (importable as ``testkit``; pytest puts tests/ on the path).
+
+How to wait, and what not to sleep for: docs/testing.md.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +10,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psycopg
+
+from emergify_cli.waiting import wait_for
+
+__all__ = ["ServiceProcess", "answers_200", "drop_pg_database", "new_pg_database", "wait_for"]
 
 PG_ADMIN_DSN = os.environ.get(
     "EMERGIFY_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -34,21 +38,11 @@ def drop_pg_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def wait_for(
-    check: Callable[[], Any], timeout: float = 30.0, what: str = "condition", interval: float = 0.5
-) -> Any:
-    """Poll ``check`` every ``interval`` seconds until it returns something truthy; return that.
-
-    Fails naming ``what`` (and the last value) once ``timeout`` seconds have passed.
-    """
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+def answers_200(url: str) -> bool:
+    """Whether ``url`` answers 200 now (False while nothing listens or it is not ready)."""
+    with contextlib.suppress(httpx.HTTPError):
+        return httpx.get(url, timeout=2).status_code == 200
+    return False
 
 
 class ServiceProcess:
@@ -105,12 +99,10 @@ class ServiceProcess:
         self.kill()
 
     def wait_healthy(self, base_url: str, timeout: float = 180.0) -> None:
-        """Poll ``base_url``/health until it answers 200; fail early if the process exits."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """Wait until ``base_url``/health answers 200; fail at once if the process exits."""
+
+        def healthy() -> bool:
             assert self.alive(), f"{self.module} exited:\n{self.log_tail()}"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.3)
-        raise AssertionError(f"{self.module} never became healthy:\n{self.log_tail()}")
+            return answers_200(f"{base_url}/health")
+
+        wait_for(healthy, timeout, f"{self.module} to be healthy", interval=0.3)

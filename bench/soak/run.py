@@ -1,4 +1,4 @@
-"""`make soak`: the long fault and load runs of issue 6, with their figures.
+"""`make soak`: the long fault and load runs, with their figures.
 
 - **faults**: a synthetic upload (100k songs) through ingest while the stream processor is
   SIGKILLed ``--kills`` times (restarted after each); then the feature table must equal the
@@ -35,6 +35,7 @@ import sqlalchemy as sa
 
 from emergify_cli.stack import SERVICES, Stack, free_port_env
 from emergify_cli.synthetic_catalog import load_songs, synthetic_songs, write_kaggle_csv
+from emergify_cli.waiting import wait_for
 from emergify_contracts.tables import make_engine, songs, stream_batches
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,15 +48,6 @@ RSS_TARGET_PCT = 10.0
 
 def log(message: str) -> None:
     print(f"[soak {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def wait_for(check: Any, timeout: float, what: str, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"soak: timed out after {timeout:.0f}s waiting for {what}")
 
 
 def base_env(workdir: Path, key: str) -> dict[str, str]:

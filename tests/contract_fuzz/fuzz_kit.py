@@ -9,7 +9,6 @@ recommender over the sample catalog, the spotify-gateway in front of the sandbox
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +38,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from testkit import wait_for
 
 from emergify_cli.broker import free_port
 from emergify_contracts.tables import make_engine
@@ -99,15 +99,14 @@ def wait_healthy(
     path: str = "/health",
     deadline_s: float = 60.0,
     ready: Callable[[Any], bool] = lambda response: response.status_code == 200,
+    headers: dict[str, str] | None = None,
 ) -> None:
-    """Start ``app``'s lifespan on schemathesis's loop and poll ``path`` until ``ready``
-    (by default: it answers 200)."""
+    """Start ``app``'s lifespan on schemathesis's loop and poll ``path`` (with ``headers``)
+    until ``ready`` (by default: it answers 200)."""
     with schemathesis_asgi.get_client(app) as client:
-        deadline = time.monotonic() + deadline_s
-        while not ready(response := client.get(path)):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{path} never became ready: {response.text}")
-            time.sleep(0.1)
+        wait_for(
+            lambda: ready(client.get(path, headers=headers)), deadline_s, f"{path} to be ready"
+        )
 
 
 def takes_input(operation: Any) -> bool:

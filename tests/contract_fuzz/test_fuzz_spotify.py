@@ -32,11 +32,11 @@ from servers import serving
 
 from emergify_cli.broker import free_port
 from emergify_contracts.session import SESSION_COOKIE
-from emergify_spotify.sandbox.app import KNOWN_SCOPES
 from emergify_spotify.sandbox.app import create_app as create_sandbox
 from emergify_spotify.sandbox.config import SandboxSettings
+from emergify_spotify.sandbox.oauth import KNOWN_SCOPES
 
-LOGOUT = "GET /api/v1/spotify/logout"
+LOGOUT = "POST /api/v1/spotify/logout"
 
 
 @dataclass

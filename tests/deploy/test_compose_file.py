@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import tomllib
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -12,6 +13,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
+DOCKERFILE = (REPO / "Dockerfile").read_text()
+ROOT_PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
 # compose service -> (settings module, URL setting that names its port)
 OURS = {
@@ -46,21 +49,67 @@ def test_the_scale_out_parts_are_all_there() -> None:
     assert SERVICES["postgres"]["image"].startswith("postgres:")
 
 
-def test_every_image_we_build_has_a_dockerfile_that_runs_a_real_module() -> None:
-    for name, (module, _) in OURS.items():
-        build = SERVICES[name].get("build")
-        image = SERVICES[name]["image"]
-        if build is None:  # built by another compose service
-            assert any(s.get("image") == image and s.get("build") for s in SERVICES.values()), name
-            continue
-        dockerfile = REPO / build["dockerfile"]
-        text = dockerfile.read_text()
-        assert f'CMD ["python", "-m", "{module}"]' in text, dockerfile
-        src = next(REPO.glob(f"services/*/src/{module}"))
-        assert (src / "__main__.py").exists(), f"{module} has no __main__"
-        for copied in re.findall(r"^COPY (\S+) ", text, flags=re.M):
-            if not copied.startswith("--"):
-                assert (REPO / copied).exists(), f"{dockerfile} copies missing {copied}"
+def _build_args(name: str) -> dict[str, str]:
+    """The build arguments of the compose service that builds `name`'s image."""
+    image = SERVICES[name]["image"]
+    builders = [s for s in SERVICES.values() if s.get("image") == image and s.get("build")]
+    assert len(builders) == 1, f"{name}: {len(builders)} services build {image}"
+    build = builders[0]["build"]
+    assert build["context"] == "." and build["dockerfile"] == "Dockerfile", name
+    return {key: str(value) for key, value in build["args"].items()}
+
+
+def _workspace_members() -> dict[str, Path]:
+    """Workspace package name -> its folder."""
+    members = {}
+    for pattern in ROOT_PYPROJECT["tool"]["uv"]["workspace"]["members"]:
+        for folder in REPO.glob(pattern):
+            project = tomllib.loads((folder / "pyproject.toml").read_text())["project"]
+            members[project["name"]] = folder
+    return members
+
+
+def test_every_service_builds_from_the_one_dockerfile_and_runs_a_real_module() -> None:
+    assert not list(REPO.glob("services/*/Dockerfile")), "a per-service Dockerfile is back"
+    declared = set(re.findall(r"^ARG (\w+)", DOCKERFILE, flags=re.M))
+    members = _workspace_members()
+    for name, (module, url_setting) in OURS.items():
+        args = _build_args(name)
+        assert set(args) <= declared, f"{name} passes arguments the Dockerfile lacks"
+        assert args["MODULE"] == module, name
+        package_dir = members[args["PACKAGE"]]
+        assert (package_dir / "src" / module / "__main__.py").exists(), f"{module} has no __main__"
+        config = importlib.import_module(f"{module}.config")
+        assert int(args["PORT"]) == urlparse(config.Settings.model_fields[url_setting].default).port
+    assert _build_args("stream-processor")["APT_PACKAGES"].startswith("openjdk-17")
+
+
+def _copied(text: str) -> list[str]:
+    """The repository paths the COPY instructions of `text` copy (not COPY --from)."""
+    sources = []
+    for line in re.findall(r"^COPY (?!--)(.+)$", text, flags=re.M):
+        sources += line.split()[:-1]
+    return sources
+
+
+def test_the_dockerfile_installs_dependencies_before_copying_the_source() -> None:
+    for copied in _copied(DOCKERFILE):
+        assert (REPO / copied).exists(), f"the Dockerfile copies missing {copied}"
+    syncs = [m.start() for m in re.finditer(r"^RUN uv sync --frozen", DOCKERFILE, flags=re.M)]
+    assert len(syncs) == 2
+    first_sync = DOCKERFILE[: syncs[0]]
+    assert "--no-install-workspace" in DOCKERFILE[syncs[0] :].splitlines()[0]
+    before = _copied(first_sync)
+    # Before the first sync: the lock and every member's pyproject (uv needs all of them to
+    # read the workspace), and nothing else of ours.
+    assert {"uv.lock", "pyproject.toml"} <= set(before)
+    member_files = {
+        str(p.relative_to(REPO) / "pyproject.toml") for p in _workspace_members().values()
+    }
+    assert member_files <= set(before)
+    assert all(c in {"uv.lock", ".python-version"} or c.endswith("pyproject.toml") for c in before)
+    assert 'exec python -m \\"$SERVICE_MODULE\\"' in DOCKERFILE
+    assert "SERVICE_MODULE=${MODULE}" in DOCKERFILE
 
 
 def test_ports_match_the_settings_defaults() -> None:

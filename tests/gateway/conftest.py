@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import servers
@@ -229,7 +229,7 @@ def recommender_app() -> FastAPI:
 
 
 class RetrainAccepted(BaseModel):
-    status: str = Field(description="started")
+    status: Literal["started", "queued"] = Field(description="started, or queued behind a run")
 
 
 def stream_processor_app() -> FastAPI:
@@ -279,6 +279,12 @@ def spotify_app() -> FastAPI:
         # request would: the gateway must keep the browser on the gateway.
         response = RedirectResponse(f"{request.base_url}api/v1/spotify/me", status_code=307)
         response.set_cookie("emergify_session", f"{code}-{state}", httponly=True)
+        return response
+
+    @app.post("/api/v1/spotify/logout", status_code=303, tags=["spotify"], response_model=None)
+    async def logout() -> Response:
+        response = RedirectResponse("http://127.0.0.1:8501/?spotify=signed_out", status_code=303)
+        response.delete_cookie("emergify_session")
         return response
 
     @app.get("/api/v1/spotify/me", response_model=Profile, tags=["spotify"])

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi.testclient import TestClient
+from testkit import wait_for
 
 from emergify_cli.broker import free_port
 from emergify_gateway.main import create_app
@@ -56,16 +57,14 @@ def test_serves_on_its_url_setting(tmp_path: Path, upstreams: dict[str, Any]) ->
         text=True,
     )
     try:
-        health = None
-        for _ in range(300):
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None:
-                    break
-                time.sleep(0.1)
-        assert health is not None, "the gateway never answered"
+
+        def answered() -> httpx.Response | None:
+            assert proc.poll() is None, "the gateway exited"
+            with contextlib.suppress(httpx.TransportError):
+                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+            return None
+
+        health = wait_for(answered, 30, "the gateway to answer")
         assert health.status_code == 200, health.text
         model = httpx.get(
             f"http://127.0.0.1:{port}/api/v1/model", headers={"X-API-Key": "process-test-key"}

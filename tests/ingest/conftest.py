@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import kafka_io
 import pytest
 from fastapi.testclient import TestClient
+from testkit import wait_for
 
 from emergify_cli.broker import EmbeddedBroker
 from emergify_ingest.config import Settings
@@ -34,18 +34,6 @@ def ingest_settings(bootstrap: str, lake: Path, **overrides: object) -> Settings
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-def wait_ready(client: TestClient, deadline_s: float = 60.0) -> None:
-    """Poll /health until the service is ready (the producer connects in the background)."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        response = client.get("/health")
-        if response.status_code == 200:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"ingest never became ready: {response.json()}")
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def make_client(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
     """Start ingest apps (lifespan included) on a given broker; all are stopped after the test."""
@@ -57,7 +45,7 @@ def make_client(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
         client.__enter__()
         opened.append(client)
         if ready:
-            wait_ready(client)
+            wait_for(lambda: client.get("/health").status_code == 200, 60, "ingest ready", 0.1)
         return client
 
     yield make

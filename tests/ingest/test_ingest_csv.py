@@ -161,7 +161,7 @@ def test_bad_rows_are_listed_with_reasons(client: TestClient) -> None:
     assert rejected[4]["track_id"] == "not-an-id"
     assert "not a 22-character base62 Spotify id" in rejected[4]["errors"][0]
     assert rejected[5]["errors"] == [
-        "name: String should have at least 1 character",
+        "name is required",
         "loudness is required",
     ]
     assert "danceability is required" in rejected[6]["errors"]

@@ -74,7 +74,7 @@ def test_list_with_bad_items(client: TestClient) -> None:
     assert by_row[7]["errors"] == [
         "track_id 2ERNqTqQJKm10LH6etp0IE already appears in row 1 of this upload"
     ]
-    assert by_row[8]["errors"] == ["popularity: Input should be less than or equal to 100"]
+    assert by_row[8]["errors"] == ["popularity 101 is outside [0, 100]"]
     lake = read_master_dataset(client.app.state.settings.lake_uri)
     assert sorted(lake.column("row").to_pylist()) == [1, 9]
 
@@ -112,6 +112,35 @@ def test_limits(broker, make_client) -> None:
     big = [song(ids[0], name="x" * 5_000)]
     assert "4000 bytes" in assert_problem(client.post(URL, json=big), 413)["detail"]
     assert client.post(URL, json=[song(i) for i in ids[:2]]).status_code == 202
+
+
+def test_max_rows_is_checked_while_parsing(broker, make_client) -> None:
+    """Parsing stops at the first song past max_rows: what follows is never read, so a list
+    that breaks off after the limit is refused for its length, not for its syntax."""
+    import json
+
+    client = make_client(broker, max_rows=2)
+    ids = ["2ERNqTqQJKm10LH6etp0IE", "4OTzYYMAUUV30VRCZSbmJ2", "0CM3khntl1m4Un7q1E0KJS"]
+    head = ", ".join(json.dumps(song(i)) for i in ids)
+    body = f"[{head}, {{this is never parsed".encode()
+    headers = {"content-type": "application/json"}
+    problem = assert_problem(client.post(URL, content=body, headers=headers), 413)
+    assert problem["max_rows"] == 2
+    assert "more than 2 songs" in problem["detail"]
+    # Within the limit the whole document must still be valid JSON.
+    broken = f"[{json.dumps(song(ids[0]))}, {{oops".encode()
+    assert (
+        "not valid JSON"
+        in assert_problem(client.post(URL, content=broken, headers=headers), 422)["detail"]
+    )
+    trailing = f"[{json.dumps(song(ids[0]))}] junk".encode()
+    assert assert_problem(client.post(URL, content=trailing, headers=headers), 422)
+    assert (
+        client.post(
+            URL, content=f"[{head.rsplit(', {', 1)[0]}]".encode(), headers=headers
+        ).status_code
+        == 202
+    )
 
 
 def test_vendor_json_media_type_is_accepted(client: TestClient) -> None:

@@ -25,7 +25,7 @@ from catalog_fixtures import (
 from fastapi.testclient import TestClient
 from kafka_io import publish, publish_raw
 from sqlalchemy.engine import Engine
-from testkit import drop_pg_database, new_pg_database, wait_for
+from testkit import drop_pg_database, new_pg_database
 
 from emergify_cli.broker import EmbeddedBroker, create_topics
 from emergify_contracts.model import PortableModel
@@ -148,11 +148,6 @@ def ensure_topics(settings: Settings) -> None:
     create_topics(settings.kafka_bootstrap_servers, settings.topics(), partitions=3)
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    """``testkit.wait_for`` polling every 50 ms: what these tests await lands within moments."""
-    return wait_for(check, timeout, what, interval=0.05)
-
-
 @pytest.fixture
 def app_client() -> Iterator[Callable[[Settings], TestClient]]:
     """Start apps with their lifespan; every one is stopped after the test."""
@@ -180,7 +175,6 @@ class Helpers:
     ensure_topics: Callable[[Settings], None] = ensure_topics
     publish: Callable[..., None] = publish
     publish_raw: Callable[..., None] = publish_raw
-    wait_until: Callable[..., Any] = wait_until
     open_catalog_db: Callable[[str], CatalogDb] = open_catalog_db
     new_pg_database: Callable[[], tuple[str, str]] = new_rec_database
     drop_pg_database: Callable[[str], None] = drop_pg_database

@@ -16,9 +16,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from testkit import wait_for
 
 from emergify_cli.broker import free_port, wait_for_port
 from emergify_contracts.model import PortableModel
+from emergify_contracts.settings import EmergifySettings
 from emergify_contracts.song import AUDIO_FEATURES, Song
 from emergify_recommender.main import create_app
 
@@ -138,6 +140,25 @@ def test_recommendations_honour_the_playlist_rules(served: Served) -> None:
     artists = Counter(a.casefold() for item in body["items"] for a in item["artists"])
     assert max(artists.values()) == 1
     assert not {item["track_id"] for item in body["items"]} & set(excluded)
+
+
+def test_the_emerging_threshold_setting_is_the_default_and_a_request_can_lift_it(
+    served: Served,
+) -> None:
+    threshold = EmergifySettings(_env_file=None).emerging_max_popularity
+    popular = max(served.songs, key=lambda s: s.popularity or 0)
+    assert (popular.popularity or 0) > threshold  # the sample has songs above it
+    features = {f: getattr(popular, f) for f in AUDIO_FEATURES}
+    ask = {"seed_features": features, "limit": 100, "max_per_artist": 50}
+
+    default = served.client.post("/api/v1/recommendations", json=ask).json()
+    lifted = served.client.post(
+        "/api/v1/recommendations", json={**ask, "max_popularity": 100}
+    ).json()
+
+    assert all((i["popularity"] or 0) <= threshold for i in default["items"])
+    assert popular.track_id not in {i["track_id"] for i in default["items"]}
+    assert popular.track_id in {i["track_id"] for i in lifted["items"]}
 
 
 def test_recommendations_for_a_feature_vector(served: Served) -> None:
@@ -351,7 +372,7 @@ def test_python_dash_m_serves_on_the_configured_url(tmp_path: Path, rec: Any) ->
     )
     try:
         wait_for_port("127.0.0.1", port, timeout=60)
-        health = rec.wait_until(
+        health = wait_for(
             lambda: httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json(),
             what="the recommender process to answer",
         )

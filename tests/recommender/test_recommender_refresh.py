@@ -3,12 +3,12 @@ broker, model events, the database poll when Kafka is absent, and a late broker.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from testkit import wait_for
 
 from emergify_cli.broker import EmbeddedBroker
 from emergify_contracts.events import CatalogChange, ModelPublished
@@ -41,7 +41,7 @@ def test_a_catalog_change_makes_new_songs_recommendable_without_a_restart(
     settings = rec.recommender_settings(catalog_db.url, broker.bootstrap)
     rec.ensure_topics(settings)
     client = app_client(settings)
-    rec.wait_until(lambda: feed_connected(client), what="the change feed to connect")
+    wait_for(lambda: feed_connected(client), what="the change feed to connect")
     assert client.get("/health").json()["songs"] == len(old)
 
     catalog_db.insert_songs([rec.song_row(s, 2) for s in new])
@@ -59,7 +59,7 @@ def test_a_catalog_change_makes_new_songs_recommendable_without_a_restart(
         ),
     )
 
-    rec.wait_until(lambda: song_visible(client, new[-1].track_id), what="the new songs")
+    wait_for(lambda: song_visible(client, new[-1].track_id), what="the new songs")
     assert client.get("/health").json()["songs"] == len(sample_songs)
     assert client.get(f"/api/v1/songs/{changed.track_id}").json()["popularity"] == 3
     newcomer = new[10]
@@ -85,7 +85,7 @@ def test_a_new_model_event_swaps_the_model_while_requests_keep_succeeding(
     settings = rec.recommender_settings(catalog_db.url, broker.bootstrap)
     rec.ensure_topics(settings)
     client = app_client(settings)
-    rec.wait_until(lambda: feed_connected(client), what="the change feed to connect")
+    wait_for(lambda: feed_connected(client), what="the change feed to connect")
     seed = sample_songs[0].track_id
 
     v2 = rec.fit_portable_model(rec.feature_matrix(sample_songs), k=5, version=2, seed=11)
@@ -109,7 +109,7 @@ def test_a_new_model_event_swaps_the_model_while_requests_keep_succeeding(
         answered.append(body["model_version"])
         return body["model_version"] == 2
 
-    rec.wait_until(recommend_on_v2, what="model v2 to be served")
+    wait_for(recommend_on_v2, what="model v2 to be served")
     assert set(answered) <= {1, 2}
     model = client.get("/api/v1/model").json()
     assert (model["version"], model["k"]) == (2, 5)
@@ -137,13 +137,13 @@ def test_without_kafka_the_poll_keeps_the_catalog_fresh(
     assert health["change_feed"] != "connected"
 
     db.insert_songs([rec.song_row(s, 2) for s in sample_songs[3000:]])
-    rec.wait_until(
+    wait_for(
         lambda: client.get("/health").json()["songs"] == len(sample_songs),
         what="the poll to load the new songs",
     )
 
     db.insert_model(sample_model)
-    rec.wait_until(
+    wait_for(
         lambda: client.get("/health").json()["model_version"] == 1, what="the poll to load model v1"
     )
     song = client.get(f"/api/v1/songs/{sample_songs[-1].track_id}").json()
@@ -166,7 +166,7 @@ def test_a_broker_that_appears_late_is_picked_up(
 
     absent_broker.start()
     rec.ensure_topics(settings)
-    rec.wait_until(lambda: feed_connected(client), what="the change feed to connect")
+    wait_for(lambda: feed_connected(client), what="the change feed to connect")
     db.insert_songs([rec.song_row(sample_songs[100], 2)])
     rec.publish(
         absent_broker.bootstrap,
@@ -175,7 +175,7 @@ def test_a_broker_that_appears_late_is_picked_up(
         CatalogChange(table_version=2, upserted_ids=[sample_songs[100].track_id], songs=101),
     )
 
-    rec.wait_until(
+    wait_for(
         lambda: song_visible(client, sample_songs[100].track_id),
         what="the song announced on the late broker",
     )
@@ -196,7 +196,7 @@ def test_a_malformed_event_is_skipped_and_the_feed_keeps_going(
     settings = rec.recommender_settings(sqlite_url, broker.bootstrap)
     rec.ensure_topics(settings)
     client = app_client(settings)
-    rec.wait_until(lambda: feed_connected(client), what="the change feed to connect")
+    wait_for(lambda: feed_connected(client), what="the change feed to connect")
 
     rec.publish_raw(broker.bootstrap, settings.catalog_changes_topic, payload)
     db.insert_songs([rec.song_row(sample_songs[50], 2)])
@@ -207,7 +207,7 @@ def test_a_malformed_event_is_skipped_and_the_feed_keeps_going(
         CatalogChange(table_version=2, upserted_ids=[sample_songs[50].track_id], songs=51),
     )
 
-    rec.wait_until(
+    wait_for(
         lambda: song_visible(client, sample_songs[50].track_id),
         what="the event after the malformed one",
     )
@@ -227,7 +227,7 @@ def test_the_change_feed_survives_a_broker_restart(
     settings = rec.recommender_settings(sqlite_url, fresh_broker.bootstrap)
     rec.ensure_topics(settings)
     client = app_client(settings)
-    rec.wait_until(lambda: feed_connected(client), what="the change feed to connect")
+    wait_for(lambda: feed_connected(client), what="the change feed to connect")
 
     # The embedded broker keeps topics in memory: a restart starts from nothing.
     fresh_broker.stop()
@@ -242,11 +242,7 @@ def test_the_change_feed_survives_a_broker_restart(
         # not replayed (it starts at the end), so announce again, as the next micro-batch
         # would, until one gets through.
         rec.publish(fresh_broker.bootstrap, settings.catalog_changes_topic, "2", event)
-        for _ in range(20):
-            if song_visible(client, sample_songs[100].track_id):
-                return True
-            time.sleep(0.05)
-        return False
+        return song_visible(client, sample_songs[100].track_id)
 
-    rec.wait_until(announce_then_look, timeout=60, what="the song after the broker restart")
+    wait_for(announce_then_look, timeout=60, what="the song after the broker restart")
     db.engine.dispose()

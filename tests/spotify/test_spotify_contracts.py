@@ -156,9 +156,9 @@ def test_sandbox_token_checks_the_verifier_and_codes_work_once(sandbox: TestClie
     assert bad_secret.json()["error"] == "invalid_client"
 
 
-def test_sandbox_playlist_limits_and_removed_endpoints(sandbox: TestClient) -> None:
+def _bearer(sandbox: TestClient, **extra: str) -> dict[str, str]:
     verifier = "p" * 64
-    code = _code(sandbox, verifier)
+    code = _code(sandbox, verifier, **extra)
     tokens = sandbox.post(
         "/api/token",
         data={
@@ -169,7 +169,11 @@ def test_sandbox_playlist_limits_and_removed_endpoints(sandbox: TestClient) -> N
         },
         headers=_basic(),
     ).json()
-    auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+def test_sandbox_playlist_limits_and_removed_endpoints(sandbox: TestClient) -> None:
+    auth = _bearer(sandbox)
     created = sandbox.post("/v1/me/playlists", json={"name": "x", "public": False}, headers=auth)
     assert (
         created.status_code == 201 and "items" in created.json() and "tracks" not in created.json()
@@ -205,3 +209,53 @@ def test_sandbox_playlist_limits_and_removed_endpoints(sandbox: TestClient) -> N
     assert sandbox.get("/v1/me", headers={"Authorization": "Bearer nope"}).json() == {
         "error": {"status": 401, "message": "Invalid access token"}
     }
+
+
+def test_sandbox_top_tracks_by_time_range(sandbox: TestClient) -> None:
+    without_scope = sandbox.get("/v1/me/top/tracks", headers=_bearer(sandbox))
+    assert without_scope.status_code == 403
+    auth = _bearer(sandbox, scope="user-top-read")
+    ranges = {}
+    for time_range in ("short_term", "medium_term", "long_term"):
+        page = sandbox.get(
+            "/v1/me/top/tracks", params={"time_range": time_range, "limit": 50}, headers=auth
+        )
+        assert page.status_code == 200
+        items = page.json()["items"]
+        assert items and all(t["type"] == "track" and "popularity" not in t for t in items)
+        ranges[time_range] = [t["id"] for t in items]
+    assert len({tuple(ids) for ids in ranges.values()}) == 3  # three different answers
+    bad = sandbox.get("/v1/me/top/tracks", params={"time_range": "forever"}, headers=auth)
+    assert bad.status_code == 400 and bad.json()["error"]["message"] == "Invalid time range"
+    too_many = sandbox.get("/v1/me/top/tracks", params={"limit": 51}, headers=auth)
+    assert too_many.status_code == 400
+
+
+def test_sandbox_lists_own_playlists_and_removes_items(sandbox: TestClient) -> None:
+    assert sandbox.get("/v1/me/playlists", headers=_bearer(sandbox)).status_code == 403
+    auth = _bearer(sandbox, scope="playlist-read-private playlist-modify-private")
+    mine = sandbox.get("/v1/me/playlists", headers=auth).json()
+    road_trip = next(p for p in mine["items"] if p["name"] == "Road trip")
+    assert road_trip["items"]["total"] == 12 and "tracks" not in road_trip
+    pid = road_trip["id"]
+    items = sandbox.get(f"/v1/playlists/{pid}/items", headers=auth).json()["items"]
+    first, second = items[0]["item"]["uri"], items[1]["item"]["uri"]
+    # The body spotipy 2.26 sends for playlist_remove_all_occurrences_of_items.
+    removed = sandbox.request(
+        "DELETE",
+        f"/v1/playlists/{pid}/items",
+        json={"items": [{"uri": first}, {"uri": second}]},
+        headers=auth,
+    )
+    assert removed.status_code == 200 and removed.json()["snapshot_id"]
+    after = sandbox.get(f"/v1/playlists/{pid}/items", headers=auth).json()
+    assert after["total"] == 10
+    assert {first, second}.isdisjoint(i["item"]["uri"] for i in after["items"])
+    old_body = sandbox.request(
+        "DELETE", f"/v1/playlists/{pid}/items", json={"tracks": [{"uri": first}]}, headers=auth
+    )
+    assert old_body.status_code == 400  # the pre-2026 field name is refused
+    old_path = sandbox.request(
+        "DELETE", f"/v1/playlists/{pid}/tracks", json={"items": [{"uri": first}]}, headers=auth
+    )
+    assert old_path.status_code == 403

@@ -44,6 +44,7 @@ def test_login_redirect_carries_pkce_s256_and_state(stack: Stack) -> None:
     assert set(params["scope"].split()) == {
         "user-library-read",
         "user-top-read",
+        "playlist-read-private",
         "playlist-modify-private",
         "playlist-modify-public",
     }
@@ -321,9 +322,18 @@ def test_two_listeners_at_once(stack: Stack, signed_in: SignedIn) -> None:
     assert latest["in_catalog"] is False  # demo2 liked a song the catalog lacks last
     assert first.get("/api/v1/spotify/me/latest-added").json()["song"]["in_catalog"] is True
 
-    signed_out = first.get("/api/v1/spotify/logout")
+    # A GET (a link, an <img>, a prefetch) does not sign anyone out.
+    assert first.get("/api/v1/spotify/logout").status_code == 405
+    assert first.get("/api/v1/spotify/me").json()["id"] == "demo"
+    old_cookie = first.cookies[SESSION_COOKIE]
+    signed_out = first.post("/api/v1/spotify/logout")
     assert signed_out.status_code == 303
     assert signed_out.headers["location"] == f"{DASHBOARD}?spotify=signed_out"
     assert SESSION_COOKIE not in first.cookies
     assert first.get("/api/v1/spotify/me").status_code == 401
     assert second.get("/api/v1/spotify/me").json()["id"] == "demo2"
+    # The signed-out cookie, kept by someone who copied it, no longer opens the gateway.
+    with stack.browser() as replay:
+        replay.cookies.set(SESSION_COOKIE, old_cookie)
+        assert replay.get("/api/v1/catalog").status_code == 401
+        assert replay.get("/api/v1/spotify/me").status_code == 401

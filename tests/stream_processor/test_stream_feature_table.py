@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from emergify_contracts.model import PortableModel
 from emergify_contracts.song import AUDIO_FEATURES
 from emergify_contracts.tables import create_tables, make_engine, songs, stream_batches
-from emergify_stream.feature_table import BATCH_COLUMNS, FeatureTableSink
-from emergify_stream.model_registry import ModelRegistry, assign_clusters
+from emergify_stream.model_registry import ModelRegistry
+from emergify_stream.speed.feature_table import BATCH_COLUMNS, FeatureTableSink
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -119,7 +119,7 @@ def test_songs_get_the_current_models_cluster(database_url: str) -> None:
     sink.write("q", 1, frame([song_row(i) for i in range(20, 30)]))
     rows = table(engine)
     features = np.array([[rows[t][f] for f in AUDIO_FEATURES] for t in sorted(rows)])
-    expected = assign_clusters(model, features)
+    expected = model.assign(features)
     assert [rows[t]["cluster"] for t in sorted(rows)] == expected.tolist()
     assert {r["model_version"] for r in rows.values()} == {1}
     assert registry.current().version == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -10,9 +11,10 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 from pyspark.errors import StreamingQueryException
+from testkit import wait_for
 
 from emergify_cli.broker import EmbeddedBroker, create_topics
-from emergify_stream.kafka_source import (
+from emergify_stream.speed.kafka_source import (
     DataLossError,
     KafkaOptions,
     end_offsets,
@@ -50,17 +52,28 @@ def start_query(spark, bootstrap: str, topic: str, checkpoint: Path, **options: 
 
 
 def wait_rows(query, rows: list, n: int, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while len(rows) < n:
+    """Wait until ``rows`` holds ``n`` records and the query has settled on them: no trigger
+    running, and its last batch ended, in every partition, right after the last record
+    delivered. A record read twice is then already in ``rows`` (offsets, not a pause)."""
+
+    def read_n() -> bool:
         if query.exception() is not None:
             raise AssertionError(f"query failed: {query.exception()}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"read {len(rows)} of {n} records")
-        time.sleep(0.2)
-    # Let the query go idle, so that a record read twice would have shown up.
-    while query.status["isDataAvailable"] or query.status["isTriggerActive"]:
-        time.sleep(0.2)
-    time.sleep(1.0)
+        return len(rows) >= n
+
+    wait_for(read_n, timeout, f"{n} records", interval=0.2)
+
+    def settled() -> bool:
+        progress = query.lastProgress
+        if progress is None or query.status["isTriggerActive"]:
+            return False
+        end = progress["sources"][0]["endOffset"]
+        end = json.loads(end) if isinstance(end, str) else end
+        ends = {int(p): o for parts in end.values() for p, o in parts.items()}
+        last = {partition: offset for partition, offset, _, _ in list(rows)}
+        return all(ends.get(p) == offset + 1 for p, offset in last.items())
+
+    wait_for(settled, timeout, "the query to settle on the records it delivered", 0.2)
 
 
 def records(prefix: str, n: int) -> list[tuple[bytes, bytes]]:

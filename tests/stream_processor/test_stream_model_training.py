@@ -14,10 +14,15 @@ from pyspark.ml import PipelineModel
 from emergify_contracts.model import PortableModel
 from emergify_contracts.song import AUDIO_FEATURES
 from emergify_contracts.tables import create_tables, make_engine, model_versions, songs
+from emergify_stream.batch.model_training import (
+    ModelTrainer,
+    catalog_frame,
+    fit_model,
+    load_catalog,
+)
 from emergify_stream.config import Settings
-from emergify_stream.feature_table import BATCH_COLUMNS, FeatureTableSink
-from emergify_stream.model_registry import ModelRegistry, assign_clusters, reassign_clusters
-from emergify_stream.model_training import ModelTrainer, catalog_frame, fit_model, load_catalog
+from emergify_stream.model_registry import ModelRegistry, reassign_clusters
+from emergify_stream.speed.feature_table import BATCH_COLUMNS, FeatureTableSink
 
 from .test_stream_feature_table import frame, song_row, table
 from .test_stream_speed_layer import load_songs
@@ -57,7 +62,6 @@ def test_training_picks_k_by_silhouette_and_portable_model_matches_spark(
 
     assert trainer.should_retrain(len(batch))
     assert trainer.start("test") == "started"
-    assert trainer.start("again") == "already-running"
     trainer.wait(600)
     assert trainer.last_error is None
     model = trainer.last_model
@@ -85,7 +89,7 @@ def test_training_picks_k_by_silhouette_and_portable_model_matches_spark(
         .toPandas()
         .set_index("track_id")["cluster"]
     )
-    portable = assign_clusters(model, catalog[list(AUDIO_FEATURES)].to_numpy())
+    portable = model.assign(catalog[list(AUDIO_FEATURES)].to_numpy())
     assert len(predicted) == 4470
     assert np.array_equal(predicted.loc[catalog["track_id"]].to_numpy(), portable)
     # ... and every song in the feature table carries that cluster and version.
@@ -106,13 +110,13 @@ def portable(version: int, centroids: list[list[float]]) -> PortableModel:
     )
 
 
-def test_assign_clusters_takes_the_first_of_equally_near_centroids() -> None:
+def test_model_assign_takes_the_first_of_equally_near_centroids() -> None:
     rng = np.random.default_rng(3)
     model = portable(1, rng.normal(size=(24, 2)).tolist())
     x = rng.normal(loc=[0.5, 0.5, -8, 0, 0, 0, 0, 0.4, 110], size=(5000, 9))
     p = (x - np.asarray(model.means)) / np.asarray(model.scales) @ np.asarray(model.components)
     brute = ((p[:, None, :] - np.asarray(model.centroids)[None]) ** 2).sum(axis=2).argmin(axis=1)
-    assert np.array_equal(assign_clusters(model, x), brute)
+    assert np.array_equal(model.assign(x), brute)
 
     # A song exactly halfway between centroids 1 and 2 (and the same centroid twice) goes to
     # the lower index, as numpy's argmin and Spark's KMeans.predict do.
@@ -120,7 +124,7 @@ def test_assign_clusters_takes_the_first_of_equally_near_centroids() -> None:
     halfway = np.array(
         [[0.5, 0.5, -8, 0.05, 0.2, 0, 0.1, 0.4, 110], [0.8, 0.5, -8, 0, 0, 0, 0, 0, 0]]
     )
-    assert assign_clusters(tie, halfway).tolist() == [1, 2]
+    assert tie.assign(halfway).tolist() == [1, 2]
 
 
 def test_reassign_walks_the_table_in_chunks_and_publish_rolls_back_on_failure(
@@ -135,7 +139,7 @@ def test_reassign_walks_the_table_in_chunks_and_publish_rolls_back_on_failure(
         assert reassign_clusters(conn, first, chunk_rows=7) == 50  # 8 chunks, the last short
     rows = table(engine)
     features = np.array([[rows[t][f] for f in AUDIO_FEATURES] for t in sorted(rows)])
-    assert [rows[t]["cluster"] for t in sorted(rows)] == assign_clusters(first, features).tolist()
+    assert [rows[t]["cluster"] for t in sorted(rows)] == first.assign(features).tolist()
     assert {r["model_version"] for r in rows.values()} == {1}
 
     # The batch layer waits for the Spark model's save inside the transaction: a failed save
@@ -152,9 +156,7 @@ def test_reassign_walks_the_table_in_chunks_and_publish_rolls_back_on_failure(
 
     assert registry.publish(second, {}, None, before_commit=lambda: None) == 50
     after = table(engine)
-    assert [after[t]["cluster"] for t in sorted(after)] == assign_clusters(
-        second, features
-    ).tolist()
+    assert [after[t]["cluster"] for t in sorted(after)] == second.assign(features).tolist()
     assert {r["model_version"] for r in after.values()} == {2}
     assert registry.current().version == 2
 
@@ -172,3 +174,42 @@ def test_k_search_in_parallel_threads_scores_like_one_at_a_time(
     one, two = (r.metrics["silhouette_by_k"] for r in runs)
     assert set(one) == {"4", "5", "6"} and one == two
     assert runs[0].model.centroids == runs[1].model.centroids
+
+
+@pytest.mark.spark
+def test_songs_arriving_during_a_run_and_a_request_during_a_run_each_lead_to_a_follow_up(
+    spark, sqlite_url: str, sample_csv: Path, tmp_path: Path
+) -> None:
+    engine = make_engine(sqlite_url)
+    create_tables(engine)
+    registry = ModelRegistry(engine)
+    sink = FeatureTableSink(engine, registry)
+    catalog = catalog_batch(sample_csv)
+    first, arriving = catalog.iloc[:800], catalog.iloc[800:1100]  # +37.5 %: the growth rule
+    sink.write("seed", 0, first)
+    settings = Settings(
+        database_url=sqlite_url,
+        models_dir=str(tmp_path / "models"),
+        lake_uri=str(tmp_path / "lake"),  # no master dataset: the feature table is the source
+        k_max=6,
+    )
+    trainer = ModelTrainer(lambda: spark, engine, settings, registry)
+
+    assert trainer.start("first model") == "started"
+    sink.write("seed", 1, arriving)
+    assert trainer.running  # the songs arrived while the first run was under way
+    trainer.wait(900)
+    assert trainer.last_error is None and not trainer.running
+    assert trainer.runs == 2  # the follow-up, with no request
+    assert registry.summary()["songs"] == trainer.last_model.songs == 1100
+    with engine.connect() as conn:
+        versions = {r.model_version for r in conn.execute(sa.select(songs.c.model_version))}
+    assert versions == {2}
+
+    assert trainer.start("again") == "started"
+    assert trainer.start("while it runs") == "queued" and trainer.queued
+    assert trainer.start("and once more") == "queued"  # one follow-up covers both
+    trainer.wait(900)
+    assert trainer.last_error is None and not trainer.running and not trainer.queued
+    assert trainer.runs == 4 and registry.summary()["version"] == 4
+    engine.dispose()

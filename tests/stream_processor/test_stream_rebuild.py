@@ -24,18 +24,18 @@ from emergify_contracts.tables import (
     stream_batches,
 )
 from emergify_ingest.master_dataset import MasterDataset, latest_versions, read_master_dataset
-from emergify_stream.config import Settings
-from emergify_stream.feature_table import FeatureTableSink
-from emergify_stream.model_registry import ModelRegistry, assign_clusters
-from emergify_stream.model_training import (
+from emergify_stream.batch.model_training import (
     ModelTrainer,
     RetrainSchedule,
     k_candidates,
     k_range,
 )
+from emergify_stream.batch.rebuild import LAKE_PARTITION, EmptyMasterDataset, rebuild
+from emergify_stream.config import Settings
+from emergify_stream.model_registry import ModelRegistry
 from emergify_stream.publisher import EventPublisher
-from emergify_stream.rebuild import LAKE_PARTITION, EmptyMasterDataset, rebuild
-from emergify_stream.speed_layer import SpeedLayer
+from emergify_stream.speed.feature_table import FeatureTableSink
+from emergify_stream.speed.speed_layer import SpeedLayer
 
 from .test_stream_model_training import catalog_batch
 from .test_stream_speed_layer import load_songs, read_topic, wait_for
@@ -155,7 +155,7 @@ def test_rebuild_reproduces_the_lakes_latest_versions_and_publishes_a_model(
     assert set(row.metrics["silhouette_by_k"]) == {"4", "6", "8", "10", "12"}  # 6 at most
     ids = sorted(table)
     features = np.array([[table[t][f] for f in AUDIO_FEATURES] for t in ids])
-    assert [table[t]["cluster"] for t in ids] == assign_clusters(run.model, features).tolist()
+    assert [table[t]["cluster"] for t in ids] == run.model.assign(features).tolist()
     assert {table[t]["model_version"] for t in ids} == {1}
     assert len(markers) == 4 and {m for m in markers} == {report.query_name}
     assert report.query_name.startswith("rebuild-")
@@ -221,7 +221,7 @@ def test_new_song_between_retrains_gets_the_current_models_cluster(
         layer.stop()
 
     stored = feature_table(engine)[new.track_id]
-    expected = assign_clusters(model, np.array([[getattr(new, f) for f in AUDIO_FEATURES]]))
+    expected = model.assign(np.array([[getattr(new, f) for f in AUDIO_FEATURES]]))
     assert stored["cluster"] == int(expected[0]) and stored["model_version"] == model.version
     with engine.connect() as conn:  # no retrain happened
         assert conn.execute(sa.select(sa.func.count()).select_from(model_versions)).scalar() == 1

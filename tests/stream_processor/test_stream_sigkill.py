@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from catalog_fixtures import song_event
 from kafka_io import produce
+from testkit import answers_200, wait_for
 
 from emergify_cli.broker import EmbeddedBroker, create_topics, free_port
 from emergify_contracts.tables import make_engine, songs, stream_batches
@@ -90,18 +90,11 @@ def processor(
 
 
 def wait_healthy(base_url: str, proc: Processor, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def healthy() -> bool:
         assert proc.proc is not None and proc.proc.poll() is None, proc.log_path.read_text()[-3000:]
-        try:
-            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(
-        "the stream processor never became healthy:\n" + proc.log_path.read_text()[-3000:]
-    )
+        return answers_200(f"{base_url}/health")
+
+    wait_for(healthy, timeout, "the stream processor to be healthy")
 
 
 @pytest.mark.spark
@@ -132,10 +125,7 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
 
     sender = threading.Thread(target=send)
     sender.start()
-    deadline = time.monotonic() + 180
-    while count() == 0:
-        assert time.monotonic() < deadline, "no song reached the feature table"
-        time.sleep(0.05)
+    wait_for(lambda: count() > 0, 180, "a song in the feature table", interval=0.05)
     proc.kill()
     killed_at = count()
     sender.join(300)
@@ -143,15 +133,17 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
 
     proc.start()
     wait_healthy(base_url, proc)
-    deadline = time.monotonic() + 300
-    while count() < N_SONGS:
-        assert time.monotonic() < deadline, f"only {count()} of {N_SONGS} songs after restart"
-        time.sleep(0.5)
-    status = httpx.get(f"{base_url}/admin/status", timeout=30).json()
-    while status["lag"] is None or status["lag"]["total"] > 0:
-        assert time.monotonic() < deadline, f"lag never reached 0: {status}"
-        time.sleep(0.5)
-        status = httpx.get(f"{base_url}/admin/status", timeout=30).json()
+    wait_for(lambda: count() >= N_SONGS, 300, f"{N_SONGS} songs after the restart", 0.5)
+    status = wait_for(
+        lambda: (
+            (s := httpx.get(f"{base_url}/admin/status", timeout=30).json())["lag"] is not None
+            and s["lag"]["total"] == 0
+            and s
+        ),
+        120,
+        "lag 0",
+        0.5,
+    )
 
     with engine.connect() as conn:
         ids = [r[0] for r in conn.execute(sa.select(songs.c.track_id))]

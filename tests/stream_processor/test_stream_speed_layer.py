@@ -4,24 +4,23 @@ from __future__ import annotations
 
 import csv
 import json
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from kafka import KafkaConsumer
+from testkit import wait_for
 
 from emergify_cli.broker import EmbeddedBroker, create_topics
 from emergify_contracts.events import CatalogChange, DeadLetter, SongEvent
 from emergify_contracts.song import RowError, Song, detect_layout, row_to_song
 from emergify_contracts.tables import create_tables, make_engine, songs, stream_batches
 from emergify_stream.config import Settings
-from emergify_stream.feature_table import FeatureTableSink
 from emergify_stream.model_registry import ModelRegistry
 from emergify_stream.publisher import EventPublisher
-from emergify_stream.speed_layer import SpeedLayer
+from emergify_stream.speed.feature_table import FeatureTableSink
+from emergify_stream.speed.speed_layer import SpeedLayer
 
 
 def load_songs(path: Path) -> list[Song]:
@@ -35,14 +34,6 @@ def load_songs(path: Path) -> list[Song]:
             except RowError:
                 continue
         return out
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 120.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
 
 
 def read_topic(bootstrap: str, topic: str) -> list[bytes]:
@@ -124,9 +115,12 @@ def test_speed_layer_materialises_songs_and_dead_letters(
             with engine.connect() as conn:
                 return conn.execute(sa.select(sa.func.count()).select_from(songs)).scalar_one()
 
-        wait_for(lambda: count() == len(catalog), what="every song in the feature table")
+        wait_for(lambda: count() == len(catalog), 120, "every song in the feature table", 0.5)
         wait_for(
-            lambda: len(read_topic(broker.bootstrap, settings.songs_dlq_topic)) >= 3, what="DLQ"
+            lambda: len(read_topic(broker.bootstrap, settings.songs_dlq_topic)) >= 3,
+            120,
+            "the dead letters",
+            0.5,
         )
     finally:
         layer.stop()

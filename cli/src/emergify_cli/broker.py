@@ -6,19 +6,16 @@ writes the master dataset first and the batch layer can rebuild from it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import random
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import IO
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from emergify_cli.waiting import wait_for
+from emergify_contracts.topics import ensure_topics_sync
 
 
 def broker_binary() -> Path:
@@ -57,8 +54,8 @@ def free_port() -> int:
 
     Drawn at random from *below* the kernel's ephemeral range rather than by binding port 0:
     a port from that range may be taken by any outgoing connection, or by Spark's own random
-    ports, between this call and the service's bind (seen here: a service of the test stack
-    died with "address already in use"). Never the same port twice in one process.
+    ports, between this call and the service's bind ("address already in use"). Never the
+    same port twice in one process.
     """
     low, _ = _ephemeral_range()
     candidates = range(_LOWEST_LISTEN_PORT, low)
@@ -77,14 +74,16 @@ def free_port() -> int:
 
 
 def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Wait until something accepts connections on ``host:port``."""
+
+    def listening() -> bool:
         try:
             with socket.create_connection((host, port), timeout=1):
-                return
+                return True
         except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f}s")
+            return False
+
+    wait_for(listening, timeout, f"something to listen on {host}:{port}")
 
 
 class EmbeddedBroker:
@@ -128,23 +127,6 @@ class EmbeddedBroker:
                 self.proc.wait()
 
 
-async def _create_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        new = [
-            NewTopic(name=t, num_partitions=partitions, replication_factor=1)
-            for t in topics
-            if t not in existing
-        ]
-        if new:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(new)
-    finally:
-        await admin.close()
-
-
 def create_topics(bootstrap: str, topics: list[str], partitions: int = 3) -> None:
     """Create the topics that do not exist yet (idempotent)."""
-    asyncio.run(_create_topics(bootstrap, topics, partitions))
+    ensure_topics_sync(bootstrap, topics, partitions, client_id="emergify-cli")

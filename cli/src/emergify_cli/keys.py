@@ -15,6 +15,7 @@ from rich.table import Column, Table
 
 from emergify_gateway.config import Settings as GatewaySettings
 from emergify_gateway.keystore import IssuedKey, KeyFile, KeyNotFoundError, sorted_scopes
+from emergify_gateway.rate_limit import parse_rate
 from emergify_gateway.routes import SCOPES, parse_scope
 
 app = typer.Typer(help="Scoped API keys for the gateway (stored hashed; no restart needed).")
@@ -46,11 +47,19 @@ def create(
     name: Annotated[str, typer.Option(help="what the key is for")],
     scope: Annotated[list[str], typer.Option("--scope", help=f"repeat for several: {SCOPE_NAMES}")],
     file: FileOption = None,
+    rate: Annotated[
+        str | None,
+        typer.Option(
+            help="the key's own rate limit: 6000/min, 10/s, unlimited (default: "
+            "the gateway's EMERGIFY_RATE_LIMIT_PER_MINUTE)"
+        ),
+    ] = None,
 ) -> None:
-    """Create a key with the given scopes and print it (once)."""
+    """Create a key with the given scopes (and rate) and print it (once)."""
     try:
         scopes = {parse_scope(s) for s in scope}
-        issued = _key_file(file).create(name, scopes)
+        per_minute = parse_rate(rate) if rate is not None else None
+        issued = _key_file(file).create(name, scopes, per_minute)
     except ValueError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import signal
 import sys
@@ -17,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
-from emergify_cli import keys
+from emergify_cli import evaluation, keys
 from emergify_cli.envfile import ensure_env_file
 from emergify_cli.stack import Stack, services_for
 from emergify_contracts.settings import EmergifySettings
@@ -132,14 +133,24 @@ def upload(
 def recommend(
     seeds: Annotated[list[str], typer.Argument(help="Spotify track ids of songs you love")],
     limit: int = 10,
-    max_popularity: Annotated[int | None, typer.Option(help="the emerging threshold")] = None,
+    max_popularity: Annotated[
+        int | None,
+        typer.Option(
+            help="the emerging threshold; default: EMERGIFY_EMERGING_MAX_POPULARITY (100 lifts it)"
+        ),
+    ] = None,
     max_per_artist: int = 2,
 ) -> None:
     """Print a playlist of emerging-artist songs that sound like SEEDS."""
     settings = _settings()
-    body: dict[str, Any] = {"seeds": seeds, "limit": limit, "max_per_artist": max_per_artist}
-    if max_popularity is not None:
-        body["max_popularity"] = max_popularity
+    body: dict[str, Any] = {
+        "seeds": seeds,
+        "limit": limit,
+        "max_per_artist": max_per_artist,
+        "max_popularity": settings.emerging_max_popularity
+        if max_popularity is None
+        else max_popularity,
+    }
     with _client(settings) as client:
         resp = client.post("/api/v1/recommendations", json=body)
     if resp.status_code != 200:
@@ -165,6 +176,49 @@ def recommend(
             str(item.get("cluster")),
         )
     console.print(table)
+
+
+@app.command()
+def evaluate(
+    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="labelled CSVs")],
+    label: Annotated[str, typer.Option(help="the label column (never a feature)")] = (
+        "playlist_genre"
+    ),
+    sample: Annotated[int | None, typer.Option(help="seeds per file (default: all)")] = None,
+    weights: Annotated[str, typer.Option(help="artist weights to compare, comma-separated")] = (
+        ",".join(f"{w:g}" for w in evaluation.DEFAULT_WEIGHTS)
+    ),
+    out: Annotated[Path, typer.Option(help="JSON result")] = Path("bench/results/evaluation.json"),
+    chart: Annotated[Path, typer.Option(help="PNG chart")] = Path("bench/results/evaluation.png"),
+) -> None:
+    """Offline evaluation: precision@10, nDCG@10, coverage, diversity, novelty per method;
+    chooses the artist weight on validation seeds (docs/similarity.md)."""
+    try:
+        grid = [float(w) for w in weights.split(",") if w.strip()]
+        result = evaluation.run_evaluation(
+            files, label=label, sample=sample, weights=grid, progress=console.print
+        )
+    except ValueError as exc:
+        console.print(f"[red]evaluation failed:[/] {exc}")
+        raise typer.Exit(1) from None
+    results = result.pop("_results")
+    print(evaluation.summary_table(results, "test"))
+    chosen = result["chosen"]
+    console.print(
+        f"chosen: {chosen['multi_artist_rule']} rule, artist weight {chosen['artist_weight']:g} "
+        f"(validation score {chosen['validation_score']:.4f})"
+    )
+    for a in result["acceptance"]:
+        console.print(
+            f"{a['file']}: P@10 {a['precision_at_k']:.4f} "
+            f"(scaled {a['precision_at_k_scaled']:.4f}); "
+            f"artist excluded {a['precision_at_k_artist_excluded']:.4f} "
+            f"({a['artist_excluded_gain']:+.1%} over scaled)"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    evaluation.write_chart(results, chosen, chart)
+    console.print(f"written: {out}, {chart}")
 
 
 @app.command()
@@ -241,9 +295,10 @@ def _reset_stream_checkpoint() -> None:
     # the master dataset keep every song).
     from emergify_stream.config import Settings as StreamSettings
 
-    checkpoint = Path(StreamSettings().checkpoint_dir)
-    if checkpoint.exists():
-        shutil.rmtree(checkpoint)
+    settings = StreamSettings()
+    for checkpoint in (Path(settings.checkpoint_dir), Path(settings.feedback_checkpoint)):
+        if checkpoint.exists():
+            shutil.rmtree(checkpoint)
 
 
 @app.command()
@@ -255,7 +310,7 @@ def rebuild(
 ) -> None:
     """Rebuild the feature table and the model from the master dataset alone (e.g. after the
     embedded broker lost its data). Run it while the stack is stopped."""
-    from emergify_stream.rebuild import main as rebuild_main
+    from emergify_stream.batch.rebuild import main as rebuild_main
 
     args = [*([] if publish else ["--no-publish"]), *([] if train else ["--no-train"])]
     code = rebuild_main(args)

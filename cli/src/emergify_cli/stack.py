@@ -23,6 +23,7 @@ import httpx
 
 from emergify_cli.broker import EmbeddedBroker, create_topics, free_port
 from emergify_cli.spark_cluster import SparkCluster, SparkClusterSettings
+from emergify_cli.waiting import wait_for
 from emergify_contracts.settings import EmergifySettings
 
 
@@ -162,23 +163,17 @@ class Stack:
 
     def wait_healthy(self, spec: ServiceSpec) -> None:
         url = self.url(spec.name).rstrip("/") + spec.health_path
-        deadline = time.monotonic() + spec.start_timeout
-        last = "no answer"
-        while time.monotonic() < deadline:
+
+        def healthy() -> bool:
             proc = self.procs.get(spec.name)
             if proc is not None and proc.poll() is not None:
                 raise RuntimeError(f"{spec.name} exited with code {proc.returncode}; see its log")
             try:
-                r = httpx.get(url, timeout=2)
-                if r.status_code == 200:
-                    return
-                last = f"HTTP {r.status_code}"
-            except httpx.HTTPError as exc:
-                last = type(exc).__name__
-            time.sleep(0.5)
-        raise TimeoutError(
-            f"{spec.name} not healthy at {url} after {spec.start_timeout:.0f}s ({last})"
-        )
+                return httpx.get(url, timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, spec.start_timeout, f"{spec.name} to be healthy at {url}", 0.5)
 
     def start(self) -> Stack:
         """Start broker and services; return when every service answers its health check."""

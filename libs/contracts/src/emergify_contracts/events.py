@@ -15,13 +15,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class SongEvent(BaseModel):
-    """Value of a record on the songs topic; the key is the track id."""
+class SongEventBase(BaseModel):
+    """The envelope of a songs-topic record, whatever song model it carries."""
 
     schema_version: int = SCHEMA_VERSION
     upload_id: str
     source: str = Field(description="Where the song came from: 'json', 'csv:<layout>', ...")
     ingested_at: datetime = Field(default_factory=utcnow)
+
+
+class SongEvent(SongEventBase):
+    """Value of a record on the songs topic; the key is the track id."""
+
     song: Song
 
 

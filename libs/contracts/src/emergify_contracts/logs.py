@@ -46,6 +46,9 @@ _SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         rf"\1={REDACTED}",
     ),
+    # OAuth's authorization code and state in a query string (uvicorn's access line of the
+    # sign-in callback): a code is a credential until it is exchanged.
+    (re.compile(r"(?i)([?&](?:code|state))=[^&\s\"']+"), rf"\1={REDACTED}"),
 )
 
 

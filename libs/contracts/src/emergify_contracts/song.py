@@ -11,125 +11,37 @@ import ast
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
+
+from emergify_contracts.song_fields import SONG_FIELDS, audio_features, field_named
+from emergify_contracts.song_rules import type_error
+from emergify_contracts.song_schemas import song_model
 
 #: The nine audio features used for clustering and ranking, in vector order.
-AUDIO_FEATURES: tuple[str, ...] = (
-    "danceability",
-    "energy",
-    "loudness",
-    "speechiness",
-    "acousticness",
-    "instrumentalness",
-    "liveness",
-    "valence",
-    "tempo",
+AUDIO_FEATURES: tuple[str, ...] = audio_features()
+UNIT_FEATURES: tuple[str, ...] = tuple(
+    f for f in AUDIO_FEATURES if (field_named(f).minimum, field_named(f).maximum) == (0.0, 1.0)
 )
-UNIT_FEATURES: tuple[str, ...] = tuple(f for f in AUDIO_FEATURES if f not in ("loudness", "tempo"))
-LOUDNESS_RANGE: tuple[float, float] = (-60.0, 5.0)
-#: No music is faster; the bound also keeps every feature inside float32 range for ranking.
-TEMPO_RANGE: tuple[float, float] = (0.0, 1000.0)
+LOUDNESS_RANGE: tuple[float, float] = (
+    float(field_named("loudness").minimum or 0),
+    float(field_named("loudness").maximum or 0),
+)
+TEMPO_RANGE: tuple[float, float] = (
+    float(field_named("tempo").minimum or 0),
+    float(field_named("tempo").maximum or 0),
+)
 
-TRACK_ID_RE = re.compile(r"^[0-9A-Za-z]{22}$")
-RELEASE_DATE_RE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
+TRACK_ID_RE = re.compile(field_named("track_id").pattern or "")
+RELEASE_DATE_RE = re.compile(field_named("release_date").pattern or "")
 
-
-class Song(BaseModel):
-    """One song with its audio features, as the whole system sees it."""
-
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
-
-    track_id: str = Field(description="Spotify track id, 22 base62 characters.")
-    name: str = Field(min_length=1, max_length=500)
-    artists: list[str] = Field(min_length=1, max_length=50)
-    artist_ids: list[str] = Field(default_factory=list, max_length=50)
-    album: str | None = Field(default=None, max_length=500)
-    release_date: str | None = Field(default=None, description="YYYY, YYYY-MM or YYYY-MM-DD.")
-    duration_ms: int | None = Field(default=None, ge=0)
-    popularity: int | None = Field(default=None, ge=0, le=100)
-    explicit: bool | None = None
-    genres: list[str] = Field(default_factory=list, max_length=100)
-    danceability: float
-    energy: float
-    loudness: float = Field(description="dB, within -60..+5.")
-    speechiness: float
-    acousticness: float
-    instrumentalness: float
-    liveness: float
-    valence: float
-    tempo: float = Field(description="BPM, within 0..1000.")
-    key: int | None = Field(default=None, ge=-1, le=11)
-    mode: int | None = Field(default=None, ge=0, le=1)
-    time_signature: int | None = Field(default=None, ge=0, le=7)
-
-    @field_validator("track_id")
-    @classmethod
-    def _track_id(cls, v: str) -> str:
-        if not TRACK_ID_RE.match(v):
-            raise ValueError(f"track_id {v!r} is not a 22-character base62 Spotify id")
-        return v
-
-    @field_validator("artists")
-    @classmethod
-    def _artists(cls, v: list[str]) -> list[str]:
-        names = [a.strip() for a in v if a and a.strip()]
-        if not names:
-            raise ValueError("artists needs at least one name")
-        return names
-
-    @field_validator("artist_ids")
-    @classmethod
-    def _artist_ids(cls, v: list[str]) -> list[str]:
-        ids = [a.strip() for a in v if a and a.strip()]
-        for a in ids:
-            if not TRACK_ID_RE.match(a):
-                raise ValueError(f"artist id {a!r} is not a 22-character base62 Spotify id")
-        return ids
-
-    @field_validator("genres")
-    @classmethod
-    def _genres(cls, v: list[str]) -> list[str]:
-        return [g.strip() for g in v if g and g.strip()]
-
-    @field_validator("release_date")
-    @classmethod
-    def _release_date(cls, v: str | None) -> str | None:
-        if v in (None, ""):
-            return None
-        if not RELEASE_DATE_RE.match(v):
-            raise ValueError(f"release_date {v!r} is not YYYY, YYYY-MM or YYYY-MM-DD")
-        return v
-
-    @field_validator(*UNIT_FEATURES)
-    @classmethod
-    def _unit(cls, v: float, info: Any) -> float:
-        if not math.isfinite(v) or not 0.0 <= v <= 1.0:
-            raise ValueError(f"{info.field_name} {v:g} is outside [0, 1]")
-        return v
-
-    @field_validator("loudness")
-    @classmethod
-    def _loudness(cls, v: float) -> float:
-        lo, hi = LOUDNESS_RANGE
-        if not math.isfinite(v) or not lo <= v <= hi:
-            raise ValueError(f"loudness {v:g} dB is outside [{lo:g}, {hi:g}]")
-        return v
-
-    @field_validator("tempo")
-    @classmethod
-    def _tempo(cls, v: float) -> float:
-        lo, hi = TEMPO_RANGE
-        if not math.isfinite(v) or not lo <= v <= hi:
-            raise ValueError(f"tempo {v:g} BPM must be a finite number in [{lo:g}, {hi:g}]")
-        return v
-
-    def features(self) -> list[float]:
-        """The audio feature vector, in :data:`AUDIO_FEATURES` order."""
-        return [getattr(self, f) for f in AUDIO_FEATURES]
+#: One song with its audio features, as the whole system sees it: generated from
+#: :data:`~emergify_contracts.song_fields.SONG_FIELDS`, validators included.
+Song = song_model(SONG_FIELDS)
 
 
 class Layout(StrEnum):
@@ -241,26 +153,26 @@ def _split_list(value: str, layout: Layout) -> list[str]:
 
 
 _BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+_KIND = {f.name: f.kind for f in SONG_FIELDS}
+_FIELD = {f.name: f for f in SONG_FIELDS}
+_ORDER = {f.name: i for i, f in enumerate(SONG_FIELDS)}
 
 
-def _number(field: str, raw: str, errors: list[str], integer: bool = False) -> float | int | None:
+def _number(name: str, raw: str, errors: list[str], integer: bool = False) -> float | int | None:
     text = raw.strip()
     if text == "":
         return None
     try:
         value = float(text)
     except ValueError:
-        errors.append(f"{field} {text[:40]!r} is not a number")
+        errors.append(type_error(_FIELD[name], text))
         return None
     if integer:
         if not math.isfinite(value) or value != int(value):
-            errors.append(f"{field} {text[:40]!r} is not a whole number")
+            errors.append(type_error(_FIELD[name], text, fractional=True))
             return None
         return int(value)
     return value
-
-
-_INT_FIELDS = {"duration_ms", "popularity", "key", "mode", "time_signature"}
 
 
 class RowError(ValueError):
@@ -277,75 +189,116 @@ def _field_of(column: str, layout: Layout) -> str | None:
     return {**_FEATURE_COLUMNS, **_LAYOUTS[layout]}.get(_norm(column))
 
 
-def row_to_song(row: Mapping[str, Any], layout: Layout) -> Song:
-    """Map one CSV row (column -> text) of ``layout`` onto a validated :class:`Song`.
+@dataclass
+class RowFields:
+    """One CSV row read as canonical fields: the step before :class:`Song`'s rules."""
 
-    Raises :class:`RowError` naming every problem in the row.
-    """
-    data: dict[str, Any] = {}
-    errors: list[str] = []
+    #: Field -> value, typed where the text could be read.
+    values: dict[str, Any] = field(default_factory=dict)
+    #: Field -> the text that could not be read as its type.
+    unreadable: dict[str, str] = field(default_factory=dict)
+    #: Why cells could not be read (one per unreadable field or surplus cell).
+    errors: list[str] = field(default_factory=list)
+
+
+def row_to_fields(row: Mapping[str, Any], layout: Layout) -> RowFields:
+    """One CSV row (column -> text) of ``layout`` as canonical field values."""
+    out = RowFields()
+    data, errors = out.values, out.errors
     for column, raw in row.items():
         if column is None:  # csv.DictReader puts surplus cells under None
             errors.append("row has more cells than the header has columns")
             continue
-        field = _field_of(column, layout) if isinstance(column, str) else None
-        if field is None or raw is None:
+        name = _field_of(column, layout) if isinstance(column, str) else None
+        if name is None or raw is None:
             continue
         text = str(raw)
-        if field == "track_uri":
+        kind = _KIND.get(name)
+        failed = len(errors)
+        if name == "track_uri":
             if "track_id" not in data and text.strip():
                 data["track_id"] = text.strip().rsplit(":", 1)[-1]
-        elif field in ("artists", "artist_ids", "genres"):
-            data[field] = _split_list(text, layout)
-        elif field in AUDIO_FEATURES:
-            value = _number(field, text, errors)
+        elif kind == "text_list":
+            data[name] = _split_list(text, layout)
+        elif kind in ("number", "integer"):
+            value = _number(name, text, errors, integer=kind == "integer")
             if value is not None:
-                data[field] = value
-        elif field in _INT_FIELDS:
-            value = _number(field, text, errors, integer=True)
-            if value is not None:
-                data[field] = value
-        elif field == "explicit":
+                data[name] = value
+        elif kind == "boolean":
             flag = _BOOL.get(text.strip().lower())
             if text.strip() and flag is None:
-                errors.append(f"explicit {text[:20]!r} is not true/false")
-            data["explicit"] = flag
+                errors.append(type_error(_FIELD[name], text))
+            data[name] = flag
         else:
-            data[field] = text
+            data[name] = text
+        if len(errors) > failed:
+            out.unreadable[name] = text.strip()
     # Exportify joins artist names with commas; a single artist id means one artist whose
     # name contains a comma ("Tyler, The Creator"), not two.
     if layout is Layout.EXPORTIFY and len(data.get("artist_ids", [])) == 1:
         joined = next((str(v) for k, v in row.items() if k and _norm(k) == "artist name(s)"), "")
         if joined.strip():
             data["artists"] = [joined.strip()]
-    failed_numbers = {e.split(" ", 1)[0] for e in errors}
+    return out
+
+
+def column_fields(header: list[str], layout: Layout) -> list[str | None]:
+    """The canonical field each header column of ``layout`` holds (None: ignored)."""
+    return [_field_of(c, layout) for c in header]
+
+
+def row_to_song(row: Mapping[str, Any], layout: Layout) -> Song:
+    """Map one CSV row (column -> text) of ``layout`` onto a validated :class:`Song`.
+
+    Raises :class:`RowError` naming every problem in the row.
+    """
+    fields = row_to_fields(row, layout)
+    # Reasons in field order (the speed layer's order), the row's own (surplus cells) first.
+    keyed = [(_ORDER.get(e.split(" ", 1)[0], -1), e) for e in fields.errors]
     try:
-        song = Song.model_validate(data)
+        song = Song.model_validate(fields.values)
     except ValidationError as exc:
-        errors.extend(
-            e for e in describe_validation_error(exc) if e.split(" ", 1)[0] not in failed_numbers
-        )
-        raise RowError(errors) from None
-    if errors:
-        raise RowError(errors)
+        for err, message in zip(exc.errors(), describe_validation_error(exc), strict=True):
+            name = str(err["loc"][0]) if err["loc"] else ""
+            # A field whose text could not be read is absent, not "required": its reason is given.
+            if name not in fields.unreadable:
+                keyed.append((_ORDER.get(name, -1), message))
+    if keyed:
+        raise RowError([message for _, message in sorted(keyed, key=lambda k: k[0])])
     return song
 
 
 def describe_validation_error(exc: ValidationError) -> list[str]:
-    """Turn pydantic's errors into sentences a person can act on."""
+    """Turn pydantic's errors into sentences a person can act on (the rules' own messages)."""
     out: list[str] = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "song"
         kind = err["type"]
         msg = err["msg"]
-        if kind == "missing":
+        spec = _FIELD.get(str(err["loc"][0])) if err["loc"] else None
+        if kind == "missing" or (spec is not None and kind.endswith("_type") and _null(err)):
             out.append(f"{field} is required")
         elif kind == "value_error":
             out.append(msg.removeprefix("Value error, "))
-        elif kind in ("float_parsing", "float_type", "int_parsing", "int_type"):
-            out.append(f"{field} {str(err.get('input'))[:40]!r} is not a number")
-        elif kind == "too_short" and field == "artists":
-            out.append("artists needs at least one name")
+        elif spec is not None and kind in _TYPE_ERRORS:
+            out.append(type_error(spec, err.get("input"), fractional=kind == "int_from_float"))
         else:
             out.append(f"{field}: {msg}")
     return out
+
+
+def _null(err: Any) -> bool:
+    return "input" in err and err["input"] is None
+
+
+_TYPE_ERRORS = frozenset(
+    {
+        "float_parsing",
+        "float_type",
+        "int_parsing",
+        "int_type",
+        "int_from_float",
+        "bool_parsing",
+        "bool_type",
+    }
+)

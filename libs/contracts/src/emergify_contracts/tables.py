@@ -11,34 +11,16 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
+from emergify_contracts.song_schemas import table_columns
+
 metadata = sa.MetaData()
 
-#: The feature table: one row per Spotify track id, latest version wins.
+#: The feature table: one row per Spotify track id, latest version wins. The song's columns
+#: come from the field table (:mod:`emergify_contracts.song_fields`).
 songs = sa.Table(
     "songs",
     metadata,
-    sa.Column("track_id", sa.String(22), primary_key=True),
-    sa.Column("name", sa.Text, nullable=False),
-    sa.Column("artists", sa.JSON, nullable=False),
-    sa.Column("artist_ids", sa.JSON, nullable=False),
-    sa.Column("album", sa.Text),
-    sa.Column("release_date", sa.String(10)),
-    sa.Column("duration_ms", sa.Integer),
-    sa.Column("popularity", sa.Integer),
-    sa.Column("explicit", sa.Boolean),
-    sa.Column("genres", sa.JSON, nullable=False),
-    sa.Column("danceability", sa.Float, nullable=False),
-    sa.Column("energy", sa.Float, nullable=False),
-    sa.Column("loudness", sa.Float, nullable=False),
-    sa.Column("speechiness", sa.Float, nullable=False),
-    sa.Column("acousticness", sa.Float, nullable=False),
-    sa.Column("instrumentalness", sa.Float, nullable=False),
-    sa.Column("liveness", sa.Float, nullable=False),
-    sa.Column("valence", sa.Float, nullable=False),
-    sa.Column("tempo", sa.Float, nullable=False),
-    sa.Column("key", sa.Integer),
-    sa.Column("mode", sa.Integer),
-    sa.Column("time_signature", sa.Integer),
+    *table_columns(),
     sa.Column("cluster", sa.Integer, doc="Cluster under model_version; null before a model."),
     sa.Column("model_version", sa.Integer),
     sa.Column("upload_id", sa.String(64)),
@@ -124,5 +106,8 @@ def database_unavailable(exc: BaseException) -> bool:
 
 
 def create_tables(engine: Engine) -> None:
-    """Create every table that does not exist yet."""
+    """Create every table that does not exist yet, the listener tables included."""
+    # The listener tables live in their own module on this metadata; importing it registers them.
+    from emergify_contracts import listener  # noqa: F401
+
     metadata.create_all(engine)

@@ -9,14 +9,16 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, FastAPI, Path, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from emergify_contracts.problems import ProblemError
 from emergify_gateway.deps import AdminDep, Gateway, GatewayDep, authorized_caller
-from emergify_gateway.health import HealthReport, check_services
+from emergify_gateway.health import HealthReport
 from emergify_gateway.keystore import KeyNotFoundError, KeyRecord, KeyStore
 from emergify_gateway.openapi import KEY_REQUIRED, problem_openapi_response
-from emergify_gateway.routes import Route, parse_scope
+from emergify_gateway.rate_limit import parse_rate
+from emergify_gateway.routes import Access, Route, parse_scope
+from emergify_gateway.security import presented_key, sign_out
 from emergify_gateway.security_headers import docs_content_security_policy
 
 router = APIRouter()
@@ -26,19 +28,30 @@ router = APIRouter()
     "/health",
     tags=["health"],
     response_model=HealthReport,
+    response_model_exclude_none=True,
     responses={503: {"model": HealthReport, "description": "At least one service is not ok."}},
-    summary="Every service's state",
+    summary="Up or down; each service's state for admin keys",
 )
-async def read_health(gateway: GatewayDep) -> JSONResponse:
-    """200 when every service reports ok, else 503 with each service's state."""
-    assert gateway.proxy is not None
-    report = await check_services(
-        gateway.proxy.client, gateway.proxy.urls, gateway.settings.probe_timeout_seconds
-    )
+async def read_health(request: Request, gateway: GatewayDep) -> JSONResponse:
+    """200 when every service reports ok, else 503. Only a caller with an admin key sees each
+    service's state and details; everyone else sees up or down."""
+    assert gateway.health is not None
+    report = await gateway.health.report()
+    if not _is_admin(request, gateway):
+        report = report.public()
     return JSONResponse(
         report.model_dump(mode="json", exclude_none=True),
         status_code=200 if report.status == "ok" else 503,
     )
+
+
+def _is_admin(request: Request, gateway: Gateway) -> bool:
+    """Whether the request carries a valid admin key (never a 401: health is public)."""
+    if gateway.keys.open:
+        return True
+    key = presented_key(request)
+    principal = gateway.keys.identify(key) if key else None
+    return principal is not None and principal.may(Access.ADMIN)
 
 
 @router.get("/openapi.json", include_in_schema=False)
@@ -48,13 +61,22 @@ async def read_openapi(gateway: GatewayDep) -> JSONResponse:
     return JSONResponse(await gateway.openapi.document())
 
 
+#: Where the gateway serves Swagger UI's own files (from the fastapi-offline package).
+DOCS_ASSETS = "/docs/assets"
+
+
 @router.get("/docs", include_in_schema=False, response_class=HTMLResponse)
 async def read_docs() -> HTMLResponse:
-    """Swagger UI for the merged document, with a policy that allows exactly what it loads."""
+    """Swagger UI for the merged document, from files the gateway serves itself (no CDN: the
+    page works offline), with a policy that allows exactly what it loads. Authorizations are
+    not persisted: a key typed in stays in the page, never in the browser's storage."""
     page = get_swagger_ui_html(
         openapi_url="/openapi.json",
         title="Emergify API",
-        swagger_ui_parameters={"persistAuthorization": True},
+        swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+        swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+        swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        swagger_ui_parameters={"persistAuthorization": False},
     )
     page.headers["Content-Security-Policy"] = docs_content_security_policy(
         bytes(page.body).decode()
@@ -94,6 +116,9 @@ class KeyInfo(BaseModel):
         None, description="End of a rotation's grace period: the key stops working then."
     )
     rotated_from: str | None = Field(None, description="The id of the key this one replaced.")
+    rate_per_minute: int | None = Field(
+        None, description="The key's own rate limit; null: the gateway's default; 0: none."
+    )
 
     @classmethod
     def of(cls, record: KeyRecord) -> KeyInfo:
@@ -119,6 +144,20 @@ class KeyRequest(BaseModel):
     scopes: list[ScopeName] = Field(
         min_length=1, description="recs:read (reads), catalog:write (uploads), admin (all)."
     )
+    rate: str | None = Field(
+        None,
+        max_length=40,
+        description="The key's own rate limit, e.g. '6000/min', '10/s' or 'unlimited'; "
+        "omitted: the gateway's default.",
+        examples=["6000/min"],
+    )
+
+    @field_validator("rate")
+    @classmethod
+    def _rate_is_a_rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rate(value)  # raises ValueError with what to write instead
+        return value
 
 
 class RotateRequest(BaseModel):
@@ -149,7 +188,8 @@ def create_key(body: KeyRequest, gateway: GatewayDep, caller: AdminDep) -> KeyCr
 
     Needs the 'admin' scope.
     """
-    issued = _store(gateway).file.create(body.name, {parse_scope(s) for s in body.scopes})
+    rate = parse_rate(body.rate) if body.rate is not None else None
+    issued = _store(gateway).file.create(body.name, {parse_scope(s) for s in body.scopes}, rate)
     return KeyCreated(**KeyInfo.of(issued.record).model_dump(), key=issued.key)
 
 
@@ -232,6 +272,8 @@ def proxy_endpoint(route: Route) -> Callable[[Request, Gateway], Awaitable[Respo
 
     async def endpoint(request: Request, gateway: GatewayDep) -> Response:
         principal = authorized_caller(request, gateway, route.access)
+        if route.signs_out:
+            sign_out(request, gateway.keys)
         assert gateway.proxy is not None
         return await gateway.proxy.forward(request, route, principal)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, IPvAnyNetwork, SecretStr
 
 from emergify_contracts.session import SessionSettings
 
@@ -29,7 +29,22 @@ class Settings(SessionSettings):
         2.0, gt=0, description="Timeout of each upstream /health and /openapi.json call."
     )
     max_upload_bytes: int = Field(
-        50 * 1024 * 1024, gt=0, description="Largest request body the gateway forwards."
+        50 * 1024 * 1024, gt=0, description="Largest song upload (CSV or JSON list) accepted."
+    )
+    max_json_bytes: int = Field(
+        64 * 1024, gt=0, description="Largest body of every other route (small JSON documents)."
+    )
+    request_deadline_seconds: float = Field(
+        300.0, gt=0, description="How long a client may take to send a request's whole body."
+    )
+    linger_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="After answering before the body was read (401, 413), how long the rest "
+        "of the body is read and discarded so the client can read the answer.",
+    )
+    linger_max_bytes: int = Field(
+        128 * 1024 * 1024, ge=0, description="At most this much of such a body is discarded."
     )
     read_api_keys: SecretStr = Field(
         SecretStr(""),
@@ -40,9 +55,24 @@ class Settings(SessionSettings):
         description="Scoped API keys, stored hashed (`emergify keys`); re-read when it changes.",
     )
     rate_limit_per_minute: int = Field(
-        600, ge=0, description="Sustained requests per minute per key and per client IP; 0 = off."
+        600,
+        ge=0,
+        description="Sustained requests per minute of a key without a rate of its own, and of "
+        "each client address without a key; 0 = off.",
     )
     rate_limit_burst: int = Field(100, ge=1, description="Requests allowed in a burst.")
+    admin_rate_limit_per_minute: int = Field(
+        0,
+        ge=0,
+        description="Requests per minute for the bootstrap admin key; 0 = not limited (it is "
+        "the operator's own key, used by scripts).",
+    )
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Addresses (or networks) of reverse proxies whose X-Forwarded-For is "
+        "believed; from anyone else the header is ignored. JSON list, e.g. "
+        '["10.0.0.0/8"].',
+    )
     dashboard_origin: str = Field(
         "http://127.0.0.1:8501", description="The one browser origin CORS allows."
     )
@@ -53,6 +83,13 @@ class Settings(SessionSettings):
         False,
         description="Send Strict-Transport-Security on every response, not only on https "
         "requests (set it behind a TLS-terminating proxy that does not forward the scheme).",
+    )
+    health_cache_seconds: float = Field(
+        2.0, ge=0, description="How long the combined /health report is reused."
+    )
+    revoked_sessions_file: Path = Field(
+        Path("var/revoked-sessions.json"),
+        description="Signed-out session cookies (hashed), refused until they expire.",
     )
     openapi_cache_seconds: float = Field(
         10.0, ge=0, description="How long the merged OpenAPI document is reused."

@@ -9,9 +9,10 @@ from fastapi import Depends, Request
 
 from emergify_contracts.problems import ProblemError
 from emergify_gateway.config import Settings
+from emergify_gateway.health import HealthCache
 from emergify_gateway.openapi import OpenAPIAggregator
 from emergify_gateway.proxy import Proxy
-from emergify_gateway.rate_limit import TokenBucketLimiter, retry_after_header
+from emergify_gateway.rate_limit import TokenBucketLimiter, client_address, retry_after_header
 from emergify_gateway.routes import Access
 from emergify_gateway.security import KeyRing, Principal, require, resolve_principal
 
@@ -25,6 +26,7 @@ class Gateway:
     limiter: TokenBucketLimiter
     proxy: Proxy | None = None
     openapi: OpenAPIAggregator | None = None
+    health: HealthCache | None = None
 
 
 def get_gateway(request: Request) -> Gateway:
@@ -54,15 +56,20 @@ def authorized_caller(request: Request, gateway: Gateway, needed: Access) -> Pri
 
 
 def limit(request: Request, gateway: Gateway, principal: Principal | None) -> None:
-    """Raise a 429 problem when the client address or the key id is over its rate.
+    """Raise a 429 problem when the caller is over its rate.
 
-    Both buckets must have a token: several keys used from one address share the address's
-    bucket, and one key used from several addresses shares the key's.
+    A key holder (or signed-in listener) is limited per key, at the key's own rate when it has
+    one, from whatever address; everyone else per client address (see :func:`client_address`).
     """
-    identities = [f"ip:{request.client.host if request.client else 'unknown'}"]
     if principal is not None and principal.kind != "anonymous":
-        identities.append(f"key:{principal.key_id}")
-    wait = gateway.limiter.acquire(*identities)
+        wait = gateway.limiter.acquire(f"key:{principal.key_id}", principal.rate_per_minute)
+    else:
+        address = client_address(
+            request.client.host if request.client else None,
+            request.headers.get("x-forwarded-for"),
+            gateway.settings.trusted_proxies,
+        )
+        wait = gateway.limiter.acquire(f"ip:{address}")
     if wait > 0:
         retry_after = retry_after_header(wait)
         raise ProblemError(

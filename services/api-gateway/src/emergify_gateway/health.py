@@ -1,8 +1,14 @@
-"""The system's health: every upstream service's ``/health``, asked concurrently."""
+"""The system's health: every upstream service's ``/health``, asked concurrently.
+
+The combined report is reused for ``ttl_seconds`` and computed by one caller at a time
+(:class:`HealthCache`), so a crowd of anonymous callers costs one round of probes per period.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import httpx
@@ -23,7 +29,13 @@ class HealthReport(BaseModel):
 
     status: Literal["ok", "degraded"] = Field(description="ok when every service is ok.")
     service: str = Field("api-gateway", description="This service's name.")
-    services: dict[str, ServiceHealth] = Field(description="Each upstream service's state.")
+    services: dict[str, ServiceHealth] | None = Field(
+        None, description="Each upstream service's state (shown to admin keys only)."
+    )
+
+    def public(self) -> HealthReport:
+        """Up or down only: services' details (paths, database and broker errors) stay inside."""
+        return HealthReport(status=self.status, service=self.service)
 
 
 async def probe(client: httpx.AsyncClient, base_url: str, timeout: float) -> ServiceHealth:
@@ -58,3 +70,35 @@ async def check_services(
     services = dict(zip(names, results, strict=True))
     healthy = all(s.status == "ok" for s in services.values())
     return HealthReport(status="ok" if healthy else "degraded", services=services)
+
+
+class HealthCache:
+    """The last combined report, reused for ``ttl_seconds``; one refresh at a time."""
+
+    def __init__(
+        self,
+        check: Callable[[], Awaitable[HealthReport]],
+        ttl_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._check = check
+        self.ttl_seconds = ttl_seconds
+        self._clock = clock
+        self._report: HealthReport | None = None
+        self._taken_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def report(self) -> HealthReport:
+        """A report no older than ``ttl_seconds``; concurrent callers wait for one refresh."""
+        if self._fresh():
+            assert self._report is not None
+            return self._report
+        async with self._lock:
+            if not self._fresh():  # another caller may have refreshed it while this one waited
+                self._report = await self._check()
+                self._taken_at = self._clock()
+            assert self._report is not None
+            return self._report
+
+    def _fresh(self) -> bool:
+        return self._report is not None and self._clock() - self._taken_at < self.ttl_seconds

@@ -69,6 +69,8 @@ class KeyRecord:
     # Set on the old key by a rotation: it keeps working until then.
     expires_at: datetime | None = None
     rotated_from: str | None = None
+    # Requests per minute; None: the gateway's default rate, 0: not limited.
+    rate_per_minute: int | None = None
 
     def active(self, now: datetime) -> bool:
         """Whether the key may be used at ``now`` (not revoked, not past its grace period)."""
@@ -86,6 +88,7 @@ class KeyRecord:
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
             "expires_at": self.expires_at.isoformat() if self.expires_at else None,
             "rotated_from": self.rotated_from,
+            "rate_per_minute": self.rate_per_minute,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -107,6 +110,7 @@ class KeyRecord:
             revoked_at=when(data.get("revoked_at")),
             expires_at=when(data.get("expires_at")),
             rotated_from=data.get("rotated_from"),
+            rate_per_minute=data.get("rate_per_minute"),
         )
 
 
@@ -164,14 +168,20 @@ class KeyFile:
             raise KeyFileError(f"{self.path} is not a valid API key file: {exc!r}") from exc
         return {record.id: record for record in records}
 
-    def create(self, name: str, scopes: frozenset[Access] | set[Access]) -> IssuedKey:
-        """Issue a key with ``scopes``; the returned key is the only copy there will be."""
+    def create(
+        self,
+        name: str,
+        scopes: frozenset[Access] | set[Access],
+        rate_per_minute: int | None = None,
+    ) -> IssuedKey:
+        """Issue a key with ``scopes`` (and its own rate, if given); the returned key is the
+        only copy there will be."""
         scopes = frozenset(scopes)
         if not scopes or Access.PUBLIC in scopes:
             names = ", ".join(scope.value for scope in SCOPES)
             raise ValueError(f"a key needs at least one scope of {names}")
         with self._changing() as records:
-            issued = self._issue(records, name, scopes, rotated_from=None)
+            issued = self._issue(records, name, scopes, None, rate_per_minute)
         log.info("api key created", key_id=issued.record.id, scopes=sorted_scopes(scopes))
         return issued
 
@@ -193,7 +203,7 @@ class KeyFile:
             now = self._clock()
             if not old.active(now):
                 raise ValueError(f"key {key_id} is revoked or expired; create a new one instead")
-            issued = self._issue(records, old.name, old.scopes, rotated_from=old.id)
+            issued = self._issue(records, old.name, old.scopes, old.id, old.rate_per_minute)
             if grace_seconds == 0:
                 records[key_id] = replace(old, revoked_at=now)
             else:
@@ -213,6 +223,7 @@ class KeyFile:
         name: str,
         scopes: frozenset[Access],
         rotated_from: str | None,
+        rate_per_minute: int | None = None,
     ) -> IssuedKey:
         key_id, key = new_key()
         while key_id in records:  # 48 random bits: practically never
@@ -224,6 +235,7 @@ class KeyFile:
             sha256=hash_key(key),
             created_at=self._clock(),
             rotated_from=rotated_from,
+            rate_per_minute=rate_per_minute,
         )
         records[key_id] = record
         return IssuedKey(record, key)

@@ -4,24 +4,29 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
 
 import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 
 from emergify_contracts.problems import install_problem_handlers, operation_id
-from emergify_gateway.api import add_proxy_routes, router
+from emergify_gateway.api import DOCS_ASSETS, add_proxy_routes, router
 from emergify_gateway.config import Settings, get_settings
 from emergify_gateway.deps import Gateway
+from emergify_gateway.health import HealthCache, check_services
 from emergify_gateway.openapi import OpenAPIAggregator
 from emergify_gateway.proxy import Proxy, new_http_client
 from emergify_gateway.rate_limit import TokenBucketLimiter
+from emergify_gateway.request_body import RequestBodyMiddleware
 from emergify_gateway.request_context import (
     REQUEST_ID_HEADER,
     RequestContextMiddleware,
     problem_context,
 )
-from emergify_gateway.routes import ROUTES
+from emergify_gateway.routes import ROUTES, body_limit
 from emergify_gateway.security import API_KEY_HEADER, KeyRing
 from emergify_gateway.security_headers import SecurityHeadersMiddleware
 
@@ -34,6 +39,11 @@ Send an API key as `X-API-Key: <key>` or `Authorization: Bearer <key>`. Keys car
 (uploads) and `admin` (retraining, key management; implies the others). Each operation names
 the scope it needs (`x-emergify-scope`); a key without it gets 403. Errors are
 `application/problem+json` (RFC 9457) and carry the request's `X-Request-ID`."""
+
+
+def swagger_ui_assets() -> Path:
+    """The folder of Swagger UI's JavaScript, CSS and icon inside the fastapi-offline package."""
+    return Path(str(resources.files("fastapi_offline") / "static"))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -61,8 +71,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 timeout=settings.probe_timeout_seconds,
                 ttl_seconds=settings.openapi_cache_seconds,
             )
+            proxy = gateway.proxy
+            gateway.health = HealthCache(
+                lambda: check_services(proxy.client, proxy.urls, settings.probe_timeout_seconds),
+                settings.health_cache_seconds,
+            )
             yield
-            gateway.proxy = gateway.openapi = None
+            gateway.proxy = gateway.openapi = gateway.health = None
 
     app = FastAPI(
         title="Emergify API",
@@ -85,7 +100,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         context=problem_context,
     )
     app.include_router(router)
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_assets()), name="docs-assets")
     add_proxy_routes(app, ROUTES)
+    app.add_middleware(
+        RequestBodyMiddleware,
+        limit_for=lambda method, path: body_limit(settings, method, path),
+        deadline_seconds=settings.request_deadline_seconds,
+        linger_seconds=settings.linger_seconds,
+        linger_max_bytes=settings.linger_max_bytes,
+    )
     # Added last = outermost: every response, CORS preflights included, gets a request id.
     app.add_middleware(
         CORSMiddleware,

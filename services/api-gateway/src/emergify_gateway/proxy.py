@@ -1,6 +1,6 @@
 """Forwarding a request to its upstream service and streaming the answer back.
 
-Bodies stream both ways (a 50 MB CSV never sits whole in the gateway), hop-by-hop headers are
+Bodies stream both ways (a large CSV never sits whole in the gateway), hop-by-hop headers are
 dropped, and transport failures become problems: 503 (service unreachable, or gone before
 answering, with ``Retry-After``), 504 (no answer in time), 502 (the answer broke off).
 Upstream answers, problem documents included, pass through unchanged.
@@ -107,19 +107,25 @@ class Proxy:
         self, request: Request, route: Route, principal: Principal | None
     ) -> Response:
         """Send ``request`` to ``route``'s service; stream the answer back."""
-        check_declared_size(request, self.settings.max_upload_bytes)
+        limit = self.settings.max_upload_bytes if route.upload else self.settings.max_json_bytes
+        check_declared_size(request, limit)
         service = route.service
+        if route.upload:
+            content: AsyncIterator[bytes] | bytes | None = self._body(request, limit)
+        else:
+            # Small JSON bodies are read whole first: an upstream connection is taken only for
+            # a complete body within the limit, never held open by a slow or oversized one.
+            content = await _read_small(request, limit)
         upstream_request = self.client.build_request(
             request.method,
             self._upstream_url(request, route),
             headers=self._upstream_headers(request, principal),
-            content=self._body(request),
+            content=content,
             timeout=self._timeout(route),
         )
         try:
             upstream = await self._send(upstream_request)
         except BodyTooLargeError:
-            limit = self.settings.max_upload_bytes
             raise ProblemError(413, _too_large_detail(limit), max_bytes=limit) from None
         except ClientDisconnect:
             raise ProblemError(
@@ -190,7 +196,7 @@ class Proxy:
     ) -> list[tuple[str, str]]:
         dropped = _NOT_FORWARDED | _connection_tokens(request.headers.get("connection", ""))
         # Whitespace around a value is not part of it (RFC 9110 §5.5), and the upstream
-        # client refuses to send it: a 502 for the caller's header, found by Schemathesis.
+        # client refuses to send it: untrimmed, the caller's header would become a 502.
         headers = [(k, v.strip(" \t")) for k, v in request.headers.items() if k not in dropped]
         headers.append((REQUEST_ID_HEADER, request.state.request_id))
         if request.client is not None:
@@ -202,13 +208,10 @@ class Proxy:
             headers.append((PRINCIPAL_HEADER, principal.key_id))
         return headers
 
-    def _body(self, request: Request) -> AsyncIterator[bytes] | None:
-        has_body = "transfer-encoding" in request.headers or request.headers.get(
-            "content-length", "0"
-        ) not in ("", "0")
-        if not has_body:
+    def _body(self, request: Request, limit: int) -> AsyncIterator[bytes] | None:
+        if not _has_body(request):
             return None
-        return _limited(request.stream(), self.settings.max_upload_bytes)
+        return _limited(request.stream(), limit)
 
     def _timeout(self, route: Route) -> httpx.Timeout:
         seconds = (
@@ -236,6 +239,29 @@ class Proxy:
                 value = value[len(base) :]
             headers.append((name.encode("latin-1"), value.encode("latin-1")))
         return headers
+
+
+def _has_body(request: Request) -> bool:
+    return "transfer-encoding" in request.headers or request.headers.get(
+        "content-length", "0"
+    ) not in ("", "0")
+
+
+async def _read_small(request: Request, limit: int) -> bytes | None:
+    """The whole body of ``request`` (at most ``limit`` bytes, else a 413 problem)."""
+    if not _has_body(request):
+        return None
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise ProblemError(413, _too_large_detail(limit), max_bytes=limit)
+    except ClientDisconnect:
+        raise ProblemError(
+            400, "the client closed the connection before the whole body arrived"
+        ) from None
+    return bytes(body)
 
 
 async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
@@ -283,6 +309,7 @@ def _connection_tokens(connection: str) -> frozenset[str]:
 
 def _too_large_detail(limit: int) -> str:
     return (
-        f"the request body is larger than the gateway's limit of {limit} bytes "
-        f"({limit / 1024 / 1024:g} MiB); split the upload into smaller files"
+        f"the request body is larger than this route's limit of {limit} bytes "
+        f"({limit / 1024:g} KiB); uploads take up to max_upload_bytes (split a larger file), "
+        "other requests are small JSON documents"
     )

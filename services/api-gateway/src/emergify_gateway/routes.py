@@ -67,6 +67,7 @@ class Route:
     access: Access
     upstream_path: str | None = None  # None: the same path as the public one
     upload: bool = False  # large bodies: the longer upload timeout applies
+    signs_out: bool = False  # the gateway also revokes the caller's session cookie
 
     @property
     def upstream_template(self) -> str:
@@ -108,10 +109,27 @@ ROUTES: tuple[Route, ...] = (
     # Sign-in must work before the listener has anything to present.
     Route(_methods("GET"), "/api/v1/spotify/login", "spotify-gateway", Access.PUBLIC),
     Route(_methods("GET"), "/api/v1/spotify/callback", "spotify-gateway", Access.PUBLIC),
-    # Key or session: /logout, /me*, and POST /playlists (saving a playlist in the listener's
+    # Signing out is a POST (a link or an image cannot sign anyone out); the gateway revokes
+    # the session so a copied cookie stops working too.
+    Route(
+        _methods("POST"),
+        "/api/v1/spotify/logout",
+        "spotify-gateway",
+        Access.PUBLIC,
+        signs_out=True,
+    ),
+    # Key or session: /me*, and POST /playlists (saving a playlist in the listener's
     # own Spotify account changes nothing of Emergify's, so a session may do it).
     Route(ANY_METHOD, "/api/v1/spotify/{rest:path}", "spotify-gateway", Access.READ),
 )
+
+
+def body_limit(settings: Settings, method: str, path: str) -> int:
+    """The largest request body ``method path`` takes: uploads are large, the rest is JSON."""
+    for route in ROUTES:
+        if route.upload and method in route.methods and _template_regex(route.path).fullmatch(path):
+            return settings.max_upload_bytes
+    return settings.max_json_bytes
 
 
 def service_urls(settings: Settings) -> dict[str, str]:

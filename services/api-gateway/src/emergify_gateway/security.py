@@ -21,6 +21,7 @@ from emergify_contracts.problems import ProblemError
 from emergify_gateway.config import Settings
 from emergify_gateway.keystore import KeyStore
 from emergify_gateway.routes import Access, grants
+from emergify_gateway.session_revocation import RevokedSessions
 
 API_KEY_HEADER = "X-API-Key"
 # Tells upstreams who called (a key id, never a key); clients cannot set it themselves.
@@ -39,6 +40,8 @@ class Principal:
     kind: Literal["admin", "reader", "key", "session", "anonymous"]
     key_id: str  # safe to log: "admin", "reader-<hash prefix>", a key file id, ...
     scopes: frozenset[Access]
+    # Requests per minute for this caller; None: the gateway's default, 0: not limited.
+    rate_per_minute: int | None = None
 
     def may(self, needed: Access) -> bool:
         """Whether this caller holds the scope ``needed`` (``admin`` implies every scope)."""
@@ -57,13 +60,16 @@ class KeyRing:
         admin_key: str | None,
         read_keys: list[str],
         allow_no_auth: bool,
-        session_secret: str | None = None,
+        session_secrets: list[str] | None = None,
         store: KeyStore | None = None,
+        admin_rate_per_minute: int | None = None,
     ) -> None:
         self.store = store
+        self.admin_rate_per_minute = admin_rate_per_minute
         self._admin = admin_key.encode() if admin_key else None
         # Verifies the spotify-gateway's session cookies; None: sessions are not accepted.
-        self.session_secret = session_secret
+        self.session_secrets = session_secrets or []
+        self.revoked_sessions: RevokedSessions | None = None
         self._readers = [
             (key.encode(), f"reader-{hashlib.sha256(key.encode()).hexdigest()[:8]}")
             for key in read_keys
@@ -81,23 +87,26 @@ class KeyRing:
                 "model. Set it (in .env or the environment; `emergify up` generates one), or set "
                 "EMERGIFY_ALLOW_NO_AUTH=true to run an open gateway for local experiments."
             )
-        return cls(
+        ring = cls(
             admin,
             settings.read_keys(),
             settings.allow_no_auth,
-            _session_secret(settings),
+            settings.session_secrets(),
             KeyStore(settings.api_keys_file),
+            settings.admin_rate_limit_per_minute,
         )
+        ring.revoked_sessions = RevokedSessions(settings.revoked_sessions_file)
+        return ring
 
     def identify(self, key: str) -> Principal | None:
         """The principal a presented key belongs to, or None if it is not a valid key."""
         if self.store is not None and (record := self.store.lookup(key)) is not None:
-            return Principal("key", record.id, record.scopes)
+            return Principal("key", record.id, record.scopes, record.rate_per_minute)
         presented = key.encode()
         # Compare against every key, not stopping at the first match, so timing tells nothing.
         found: Principal | None = None
         if self._admin is not None and hmac.compare_digest(presented, self._admin):
-            found = Principal("admin", "admin", ADMIN_SCOPES)
+            found = Principal("admin", "admin", ADMIN_SCOPES, self.admin_rate_per_minute)
         for reader, key_id in self._readers:
             if hmac.compare_digest(presented, reader) and found is None:
                 found = Principal("reader", key_id, READ_SCOPES)
@@ -115,26 +124,41 @@ def presented_key(request: Request) -> str | None:
     return None
 
 
-def _session_secret(settings: Settings) -> str | None:
-    """``EMERGIFY_SESSION_SECRET``, shared with the spotify-gateway that signs the cookies."""
-    secret = settings.session_secret
-    return secret.get_secret_value() if secret is not None else None
+def session_cookie(request: Request, keys: KeyRing) -> tuple[str, str] | None:
+    """``(cookie, listener id)`` of a genuine, unexpired, not signed-out session cookie."""
+    if not keys.session_secrets:
+        return None
+    cookie = request.cookies.get(session.SESSION_COOKIE)
+    listener = session.verify(cookie, keys.session_secrets)
+    if cookie is None or listener is None:
+        return None
+    if keys.revoked_sessions is not None and keys.revoked_sessions.is_revoked(cookie):
+        return None
+    return cookie, listener
 
 
-def session_principal(request: Request, secret: str | None) -> Principal | None:
+def session_principal(request: Request, keys: KeyRing) -> Principal | None:
     """The listener signed in with Spotify, from the spotify-gateway's signed session cookie.
 
     A session may read (including the listener's own /api/v1/spotify routes and playlist
     export, which the routing table marks READ) but never write to the catalog or the model.
     Only a hash of the listener id reaches logs and upstreams.
     """
-    if not secret:
+    found = session_cookie(request, keys)
+    if found is None:
         return None
-    listener = session.verify(request.cookies.get(session.SESSION_COOKIE), secret)
-    if listener is None:
-        return None
-    digest = hashlib.sha256(listener.encode()).hexdigest()[:8]
+    digest = hashlib.sha256(found[1].encode()).hexdigest()[:8]
     return Principal("session", f"listener-{digest}", READ_SCOPES)
+
+
+def sign_out(request: Request, keys: KeyRing) -> None:
+    """Revoke the request's session cookie, if it carries a valid one."""
+    found = session_cookie(request, keys)
+    if found is None or keys.revoked_sessions is None:
+        return
+    expiry = session.expiry_of(found[0])
+    assert expiry is not None  # verified above
+    keys.revoked_sessions.revoke(found[0], expiry)
 
 
 def resolve_principal(request: Request, keys: KeyRing) -> Principal | None:
@@ -157,7 +181,7 @@ def resolve_principal(request: Request, keys: KeyRing) -> Principal | None:
             return principal
     if keys.open:
         return Principal("anonymous", "anonymous", ADMIN_SCOPES)
-    return session_principal(request, keys.session_secret)
+    return session_principal(request, keys)
 
 
 def require(needed: Access, principal: Principal | None, method: str, path: str) -> None:

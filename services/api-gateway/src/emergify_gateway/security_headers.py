@@ -2,9 +2,9 @@
 
 API responses get the strictest Content-Security-Policy (they are JSON, never a page to
 render); the Swagger UI page at ``/docs`` sets its own policy that allows exactly the files it
-loads (:func:`docs_content_security_policy`). Responses to callers that presented credentials
-are never cached; Strict-Transport-Security is sent on https requests (or always, when the
-``force_hsts`` setting says TLS ends in front of the gateway).
+loads, all served by the gateway (:func:`docs_content_security_policy`). Responses to callers
+that presented credentials are never cached; Strict-Transport-Security is sent on https
+requests (or always, when the ``force_hsts`` setting says TLS ends in front of the gateway).
 """
 
 from __future__ import annotations
@@ -28,37 +28,31 @@ ALWAYS: dict[str, str] = {
 # Request headers that make a response personal: its answer must not sit in any cache.
 _CREDENTIAL_HEADERS = ("authorization", "x-api-key", "cookie")
 _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
-_EXTERNAL = re.compile(r"""<(?:script|link)\b[^>]*?(?:src|href)="(https://[^"]+)"[^>]*>""")
 
 
 def docs_content_security_policy(html: str) -> str:
-    """A policy for a Swagger UI page that allows exactly the files and inline scripts in it.
+    """A policy for the Swagger UI page that allows exactly what it loads, all from here.
 
-    FastAPI's page loads one script and one stylesheet from cdn.jsdelivr.net, a favicon from
-    fastapi.tiangolo.com, and starts Swagger UI in an inline script; Swagger UI then fetches
-    ``/openapi.json`` and "Try it out" calls from this origin, and draws icons as ``data:``
-    images. Each external file is allowed by its full URL and each inline script by its hash,
-    so nothing else can run even if the page changes.
+    The page loads Swagger UI's script, stylesheet and icon from the gateway itself and starts
+    Swagger UI in an inline script; Swagger UI then fetches ``/openapi.json`` and "Try it out"
+    calls from this origin, and draws icons as ``data:`` images. The inline script is allowed
+    by its hash, so nothing else can run even if the page changes, and no other host is named.
     """
     scripts = [
         "'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'"
         for body in _INLINE_SCRIPT.findall(html)
     ]
-    urls = _EXTERNAL.findall(html)
-    script_urls = [u for u in urls if u.endswith(".js")]
-    style_urls = [u for u in urls if u.endswith(".css")]
-    image_urls = [u for u in urls if u not in script_urls and u not in style_urls]
     directives = {
         "default-src": ["'none'"],
-        "script-src": [*script_urls, *scripts],
-        "style-src": style_urls,
-        "img-src": ["'self'", "data:", *image_urls],
+        "script-src": ["'self'", *scripts],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
         "connect-src": ["'self'"],
         "base-uri": ["'none'"],
         "form-action": ["'self'"],
         "frame-ancestors": ["'none'"],
     }
-    return "; ".join(f"{name} {' '.join(values)}" for name, values in directives.items() if values)
+    return "; ".join(f"{name} {' '.join(values)}" for name, values in directives.items())
 
 
 class SecurityHeadersMiddleware:

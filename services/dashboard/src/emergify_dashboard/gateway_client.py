@@ -164,6 +164,10 @@ class GatewayClient:
         """A random liked song the catalog knows, with its features."""
         return self._request("GET", f"{SPOTIFY_PREFIX}/me/favourite")
 
+    def sign_out(self) -> None:
+        """End the listener's session: the gateway revokes the cookie, Spotify tokens go."""
+        self._request("POST", f"{SPOTIFY_PREFIX}/logout", expect=(200, 303))
+
     def create_playlist(
         self, name: str, track_ids: list[str], description: str = "", public: bool = False
     ) -> dict[str, Any]:

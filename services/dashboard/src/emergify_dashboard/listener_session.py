@@ -19,7 +19,8 @@ def session_cookie() -> str | None:
         value = st.context.cookies.get(SESSION_COOKIE)
     except Exception:  # no browser context (bare script run): nobody signed in
         value = None
-    if isinstance(value, str) and value:
-        return value
-    override = st.session_state.get(state.SESSION_COOKIE_OVERRIDE)
-    return override if isinstance(override, str) and override else None
+    if not (isinstance(value, str) and value):
+        value = st.session_state.get(state.SESSION_COOKIE_OVERRIDE)
+    if not (isinstance(value, str) and value):
+        return None
+    return None if value == st.session_state.get(state.SIGNED_OUT_COOKIE) else value

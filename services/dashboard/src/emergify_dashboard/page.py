@@ -43,7 +43,7 @@ def render(settings: Settings) -> None:
         discover, catalog = st.tabs(["Discover", "Catalog"])
         with discover:
             favourites = render_favourites(client, signed_in)
-            controls = render_controls()
+            controls = render_controls(settings)
             if st.button(
                 "Get recommendations",
                 key="recommend",

@@ -15,3 +15,5 @@ UPLOAD = "upload_result"
 #: The Spotify session cookie when ``st.context.cookies`` has none: AppTest cannot send
 #: cookies, so tests sign in through the gateway and put the cookie here.
 SESSION_COOKIE_OVERRIDE = "session_cookie"
+#: The session cookie this browser signed out with: the browser may still send it (revoked).
+SIGNED_OUT_COOKIE = "signed_out_cookie"

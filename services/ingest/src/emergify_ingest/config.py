@@ -22,6 +22,12 @@ class Settings(EmergifySettings):
     chunk_rows: int = Field(
         5_000, ge=1, description="Accepted songs per master-dataset file and Kafka flush."
     )
+    csv_validation: Literal["columns", "rows"] = Field(
+        "columns",
+        description="'columns': CSV rows validated a block at a time with Arrow kernels, rows "
+        "they cannot pass checked one by one; 'rows': every row one by one. Same verdicts "
+        "and messages either way.",
+    )
     max_field_bytes: int = Field(
         MiB, ge=1024, description="Largest CSV field; a bigger one is a row error."
     )

@@ -25,6 +25,8 @@ from anyio import to_thread
 from emergify_contracts.events import SongEvent
 from emergify_contracts.problems import ProblemError
 from emergify_ingest.config import Settings
+from emergify_ingest.csv_columns import ColumnChunk, column_chunks, event_records
+from emergify_ingest.feedback import FeedbackLake
 from emergify_ingest.master_dataset import MasterDataset
 from emergify_ingest.publisher import BrokerUnavailable, Record, SongPublisher
 from emergify_ingest.upload import (
@@ -43,7 +45,7 @@ log = structlog.get_logger()
 
 @dataclass
 class _SavedChunk:
-    chunk: SongChunk
+    songs: int
     records: list[Record]
 
 
@@ -56,12 +58,17 @@ class Ingestor:
         self.settings = settings
         self.dataset = dataset
         self.publisher = publisher
+        self.feedback_lake = FeedbackLake(settings.lake_uri)
 
     async def ingest_csv(self, file: BinaryIO) -> UploadReport:
         """Ingest an uploaded CSV file (any known layout) read from ``file``."""
         plan = await to_thread.run_sync(inspect_csv, file, self.settings.max_rows)
         ledger = UploadLedger(self.settings.max_reported_rejections)
-        chunks = accepted_chunks(csv_candidates(file, plan), ledger, self.settings.chunk_rows)
+        chunks: Iterator[SongChunk | ColumnChunk]
+        if self.settings.csv_validation == "columns":
+            chunks = column_chunks(file, plan, ledger, self.settings.chunk_rows)
+        else:
+            chunks = accepted_chunks(csv_candidates(file, plan), ledger, self.settings.chunk_rows)
         return await self._run(
             chunks,
             ledger,
@@ -79,7 +86,7 @@ class Ingestor:
 
     async def _run(
         self,
-        chunks: Iterator[SongChunk],
+        chunks: Iterator[SongChunk] | Iterator[SongChunk | ColumnChunk],
         ledger: UploadLedger,
         *,
         layout: str,
@@ -100,7 +107,7 @@ class Ingestor:
         pending = asyncio.ensure_future(to_thread.run_sync(save_next))
         try:
             while (current := await pending) is not None:
-                saved += len(current.chunk.songs)
+                saved += current.songs
                 # Prepare the next chunk while the broker acknowledges this one.
                 pending = asyncio.ensure_future(to_thread.run_sync(save_next))
                 try:
@@ -109,9 +116,9 @@ class Ingestor:
                     # The thread may be writing the next chunk; let it finish so the count is true.
                     with contextlib.suppress(ProblemError):
                         if (extra := await pending) is not None:
-                            saved += len(extra.chunk.songs)
+                            saved += extra.songs
                     raise self._broker_problem(exc, upload_id, saved, published) from exc
-                published += len(current.chunk.songs)
+                published += current.songs
         finally:
             if not pending.done():
                 await asyncio.wait([pending])
@@ -146,18 +153,32 @@ class Ingestor:
         )
 
     def _save(
-        self, chunk: SongChunk, *, upload_id: str, source: str, ingested_at: datetime
+        self,
+        chunk: SongChunk | ColumnChunk,
+        *,
+        upload_id: str,
+        source: str,
+        ingested_at: datetime,
     ) -> _SavedChunk:
         """Append ``chunk`` to the master dataset and serialise its events (worker thread)."""
         try:
-            self.dataset.append(
-                chunk.songs,
-                chunk.rows,
-                upload_id=upload_id,
-                chunk=chunk.index,
-                source=source,
-                ingested_at=ingested_at,
-            )
+            if isinstance(chunk, ColumnChunk):
+                self.dataset.append_table(
+                    chunk.table,
+                    upload_id=upload_id,
+                    chunk=chunk.index,
+                    source=source,
+                    ingested_at=ingested_at,
+                )
+            else:
+                self.dataset.append(
+                    chunk.songs,
+                    chunk.rows,
+                    upload_id=upload_id,
+                    chunk=chunk.index,
+                    source=source,
+                    ingested_at=ingested_at,
+                )
         except OSError as exc:
             log.error("master dataset write failed", upload_id=upload_id, error=repr(exc))
             raise ProblemError(
@@ -168,6 +189,11 @@ class Ingestor:
                 headers={"Retry-After": str(self.settings.retry_after_s)},
                 upload_id=upload_id,
             ) from exc
+        if isinstance(chunk, ColumnChunk):
+            records = event_records(
+                chunk.table, upload_id=upload_id, source=source, ingested_at=ingested_at
+            )
+            return _SavedChunk(len(chunk), records)
         records = [
             (
                 song.track_id.encode(),
@@ -177,7 +203,7 @@ class Ingestor:
             )
             for song in chunk.songs
         ]
-        return _SavedChunk(chunk, records)
+        return _SavedChunk(len(chunk.songs), records)
 
     def _broker_problem(
         self, exc: BrokerUnavailable, upload_id: str, saved: int, published: int

@@ -2,85 +2,41 @@
 
 It is the batch layer's input and the system's memory: a song the ingest acknowledged is in
 here even if the broker (in-memory in the embedded stack) loses it. One file per accepted
-chunk, ``{lake}/songs/date=YYYY-MM-DD/{upload_id}-{chunk:05d}.parquet``, written to a
-``.tmp`` name, fsynced and renamed, so readers never see half a file. The latest version of a
-track id is the row with the greatest ``(ingested_at, row)``.
+chunk, laid out as :mod:`emergify_contracts.lake` says, written to a ``.tmp`` name, fsynced
+and renamed, so readers never see half a file. The latest version of a track id follows
+:mod:`emergify_contracts.versions`.
 """
 
 from __future__ import annotations
 
 import os
-import types
-import typing
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from emergify_contracts import lake
 from emergify_contracts.song import Song
-
-SONGS_DIR = "songs"
-TMP_SUFFIX = ".tmp"
-
-_ARROW_TYPES: dict[type, pa.DataType] = {
-    str: pa.string(),
-    int: pa.int64(),
-    float: pa.float64(),
-    bool: pa.bool_(),
-}
-
-
-def _song_field(name: str, annotation: object, required: bool) -> pa.Field:
-    """Arrow field for one :class:`Song` field: lists as list<string>, optionals nullable."""
-    args = typing.get_args(annotation)
-    nullable = not required
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        nullable = True
-        (annotation,) = [a for a in args if a is not type(None)]
-    if typing.get_origin(annotation) is list:
-        (item,) = typing.get_args(annotation)
-        return pa.field(name, pa.list_(_ARROW_TYPES[item]), nullable=nullable)
-    return pa.field(name, _ARROW_TYPES[annotation], nullable=nullable)  # type: ignore[index]
-
-
-def _schema() -> pa.Schema:
-    hints = typing.get_type_hints(Song)
-    song_fields = [
-        _song_field(name, hints[name], info.is_required())
-        for name, info in Song.model_fields.items()
-    ]
-    return pa.schema(
-        [
-            *song_fields,
-            pa.field("upload_id", pa.string(), nullable=False),
-            pa.field("source", pa.string(), nullable=False),
-            pa.field("ingested_at", pa.timestamp("us", tz="UTC"), nullable=False),
-            pa.field("row", pa.int64(), nullable=False),
-        ]
-    )
-
+from emergify_contracts.song_schemas import arrow_schema
+from emergify_contracts.versions import LAKE_POSITION, arrow_sort_keys
 
 #: Columns of every master-dataset file: each Song field, then the provenance columns.
-SCHEMA: pa.Schema = _schema()
+SCHEMA: pa.Schema = arrow_schema()
 
 
 def lake_path(lake_uri: str) -> Path:
     """The local directory of ``lake_uri``; other schemes are refused with the reason."""
-    parsed = urlparse(lake_uri)
-    if parsed.scheme == "file":
-        return Path(parsed.path)
-    # A one-letter "scheme" is a Windows drive (C:\\lake), still a local path.
-    if parsed.scheme and len(parsed.scheme) > 1:
+    path = lake.local_path(lake_uri)
+    if path is None:
         raise ValueError(
             f"EMERGIFY_LAKE_URI={lake_uri!r}: the ingest service supports only local lake paths "
             "in this version (a directory or file:// URI), not "
-            f"{parsed.scheme}://; point it at a local or mounted directory"
+            f"{lake.scheme(lake_uri)}://; point it at a local or mounted directory"
         )
-    return Path(lake_uri)
+    return path
 
 
 def songs_table(
@@ -108,19 +64,19 @@ class MasterDataset:
 
     def __init__(self, lake_uri: str) -> None:
         self.root = lake_path(lake_uri)
-        self.songs_dir = self.root / SONGS_DIR
+        self.songs_dir = self.root / lake.SONGS_DIR
 
     def prepare(self) -> None:
         """Create the songs directory if it is missing, and warm up pyarrow."""
-        # pyarrow imports pandas on its first conversion from Python objects (about 2 s here);
-        # paying that at start-up keeps the first upload as quick as the others.
+        # pyarrow imports pandas on its first conversion from Python objects; paying that at
+        # start-up keeps the first upload as quick as the others.
         SCHEMA.empty_table().to_pylist()
         pa.array([datetime(2000, 1, 1, tzinfo=UTC)], type=pa.timestamp("us", tz="UTC"))
         self.songs_dir.mkdir(parents=True, exist_ok=True)
 
     def check_writable(self) -> str | None:
         """None when a file can be created in the songs directory, else the reason it cannot."""
-        probe = self.songs_dir / f".health-{os.getpid()}{TMP_SUFFIX}"
+        probe = self.songs_dir / lake.tmp_name(f".health-{os.getpid()}")
         try:
             self.songs_dir.mkdir(parents=True, exist_ok=True)
             probe.write_bytes(b"")
@@ -143,10 +99,33 @@ class MasterDataset:
         table = songs_table(
             songs, rows, upload_id=upload_id, source=source, ingested_at=ingested_at
         )
-        directory = self.songs_dir / f"date={ingested_at.date().isoformat()}"
+        return self.write(table, upload_id=upload_id, chunk=chunk, ingested_at=ingested_at)
+
+    def append_table(
+        self,
+        songs: pa.Table,
+        *,
+        upload_id: str,
+        chunk: int,
+        source: str,
+        ingested_at: datetime,
+    ) -> Path:
+        """Write one chunk of accepted songs given as a table (the song columns and ``row``)
+        durably and atomically; returns the file's path."""
+        n = songs.num_rows
+        columns = {name: songs.column(name) for name in songs.column_names}
+        columns["upload_id"] = pa.array([upload_id] * n, pa.string())
+        columns["source"] = pa.array([source] * n, pa.string())
+        columns["ingested_at"] = pa.array([ingested_at] * n, pa.timestamp("us", tz="UTC"))
+        table = pa.table({name: columns[name] for name in SCHEMA.names}).cast(SCHEMA)
+        return self.write(table, upload_id=upload_id, chunk=chunk, ingested_at=ingested_at)
+
+    def write(self, table: pa.Table, *, upload_id: str, chunk: int, ingested_at: datetime) -> Path:
+        """Write ``table`` (in :data:`SCHEMA`) as one file, durably and atomically."""
+        directory = self.songs_dir / lake.partition_name(ingested_at)
         directory.mkdir(parents=True, exist_ok=True)
-        final = directory / f"{upload_id}-{chunk:05d}.parquet"
-        tmp = final.with_name(final.name + TMP_SUFFIX)
+        final = directory / lake.file_name(upload_id, chunk)
+        tmp = final.with_name(lake.tmp_name(final.name))
         try:
             with open(tmp, "wb") as fh:
                 pq.write_table(table, fh, compression="zstd")
@@ -171,10 +150,8 @@ def _fsync_dir(directory: Path) -> None:
 
 def master_dataset_files(lake_uri: str) -> list[Path]:
     """Every complete file of the master dataset, oldest partition first."""
-    songs_dir = lake_path(lake_uri) / SONGS_DIR
-    if not songs_dir.is_dir():
-        return []
-    return sorted(songs_dir.glob("date=*/*.parquet"))
+    lake_path(lake_uri)  # refuses a remote lake with the reason
+    return lake.song_files(lake_uri)
 
 
 def read_master_dataset(lake_uri: str) -> pa.Table:
@@ -186,12 +163,10 @@ def read_master_dataset(lake_uri: str) -> pa.Table:
 
 
 def latest_versions(table: pa.Table) -> pa.Table:
-    """One row per track id: the one with the greatest ``(ingested_at, row)``."""
+    """One row per track id: its latest version (:mod:`emergify_contracts.versions`)."""
     if table.num_rows == 0:
         return table
-    ordered = table.sort_by(
-        [("track_id", "ascending"), ("ingested_at", "descending"), ("row", "descending")]
-    )
+    ordered = table.sort_by(arrow_sort_keys(LAKE_POSITION))
     ids = ordered.column("track_id").combine_chunks()
     # After the sort, a row is the latest version when its id differs from the previous row's.
     changed = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1))

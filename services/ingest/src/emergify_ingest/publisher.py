@@ -17,9 +17,9 @@ from collections.abc import Sequence
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError
 
+from emergify_contracts.topics import TopicRefused, ensure_topics
 from emergify_ingest.config import Settings
 
 log = structlog.get_logger()
@@ -122,43 +122,24 @@ class SongPublisher:
     async def ensure_topics(self) -> None:
         """Create the Emergify topics that do not exist yet (idempotent)."""
         s = self._settings
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=s.kafka_bootstrap_servers,
-            client_id="emergify-ingest-admin",
-            request_timeout_ms=s.kafka_request_timeout_ms,
-        )
         try:
             async with asyncio.timeout(self._timeout_s * 2):
-                await admin.start()
-                try:
-                    existing = set(await admin.list_topics())
-                    missing = [t for t in s.topics() if t not in existing]
-                    if missing:
-                        await self._create(admin, missing)
-                finally:
-                    await admin.close()
+                await ensure_topics(
+                    s.kafka_bootstrap_servers,
+                    s.topics(),
+                    s.topic_partitions,
+                    client_id="emergify-ingest-admin",
+                    request_timeout_ms=s.kafka_request_timeout_ms,
+                )
+        except TopicRefused as exc:
+            raise BrokerUnavailable(str(exc)) from exc
         except _BROKER_ERRORS as exc:
             raise BrokerUnavailable(f"cannot check or create the topics: {exc!r}") from exc
         self._topics_checked = True
 
-    async def _create(self, admin: AIOKafkaAdminClient, topics: list[str]) -> None:
-        new = [
-            NewTopic(name=t, num_partitions=self._settings.topic_partitions, replication_factor=1)
-            for t in topics
-        ]
-        try:
-            response = await admin.create_topics(new)
-        except TopicAlreadyExistsError:
-            return
-        for topic, code, *_ in response.topic_errors:
-            if code and code != TopicAlreadyExistsError.errno:
-                raise BrokerUnavailable(
-                    f"the broker refused to create topic {topic} (error {code})"
-                )
-        log.info("created topics", topics=topics, partitions=self._settings.topic_partitions)
-
-    async def publish(self, records: Sequence[Record]) -> None:
-        """Send ``records`` to the songs topic and wait until the broker acknowledges all of them.
+    async def publish(self, records: Sequence[Record], topic: str | None = None) -> None:
+        """Send ``records`` to ``topic`` (the songs topic by default) and wait until the broker
+        acknowledges all of them.
 
         Raises :class:`BrokerUnavailable` if that does not happen within the timeouts.
         """
@@ -168,7 +149,7 @@ class SongPublisher:
                 self.last_error or "the ingest service is still connecting to the Kafka broker"
             )
         await self._ensure_topic_exists(producer)
-        topic = self._settings.songs_topic
+        topic = topic or self._settings.songs_topic
         try:
             # Metadata, a full buffer and the acks each wait at most request_timeout_ms.
             async with asyncio.timeout(self._timeout_s * 3):

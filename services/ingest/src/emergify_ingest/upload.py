@@ -13,6 +13,7 @@ import codecs
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -102,15 +103,20 @@ class UploadLedger:
 
     def accept(self, row: int, song: Song) -> bool:
         """Count ``song`` as accepted unless its track id was accepted earlier in this upload."""
-        first = self._first_row.get(song.track_id)
+        return self.accept_id(row, song.track_id)
+
+    def accept_id(self, row: int, track_id: str) -> bool:
+        """Count the valid song with ``track_id`` at ``row`` as accepted unless that id was
+        accepted earlier in this upload."""
+        first = self._first_row.get(track_id)
         if first is not None:
             self.reject(
                 row,
-                song.track_id,
-                [f"track_id {song.track_id} already appears in row {first} of this upload"],
+                track_id,
+                [f"track_id {track_id} already appears in row {first} of this upload"],
             )
             return False
-        self._first_row[song.track_id] = row
+        self._first_row[track_id] = row
         self.accepted += 1
         return True
 
@@ -388,7 +394,7 @@ def parse_json_songs(body: bytes, max_rows: int) -> list[Any]:
             title="Empty body",
         )
     try:
-        payload = json.loads(body)
+        payload = _load_json(body.decode(json.detect_encoding(body)), max_rows)
     except UnicodeDecodeError:
         raise ProblemError(422, "the request body is not UTF-8 JSON", title="Not JSON") from None
     except json.JSONDecodeError as exc:
@@ -418,14 +424,45 @@ def parse_json_songs(body: bytes, max_rows: int) -> list[Any]:
         )
     if not items:
         raise ProblemError(422, "the list is empty: nothing to ingest", title="No songs")
-    if len(items) > max_rows:
-        raise ProblemError(
-            413,
-            f"the list holds {len(items)} songs; the limit is max_rows={max_rows}",
-            title="Too many rows",
-            max_rows=max_rows,
-        )
     return items
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _load_json(text: str, max_rows: int) -> Any:
+    """``json.loads(text)``, except that a top-level list is parsed one item at a time and
+    refused (413) at the first item past ``max_rows``: the rest is never parsed."""
+    decoder = json.JSONDecoder()
+    at = _WHITESPACE.match(text, 0).end()  # type: ignore[union-attr]
+    if not text.startswith("[", at):
+        payload, at = decoder.raw_decode(text, at)
+    else:
+        payload = []
+        at = _WHITESPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+        closed = text.startswith("]", at)
+        while not closed:
+            item, at = decoder.raw_decode(text, at)
+            payload.append(item)
+            if len(payload) > max_rows:
+                raise ProblemError(
+                    413,
+                    f"the list holds more than {max_rows} songs; the limit is "
+                    f"max_rows={max_rows}: split it into smaller uploads",
+                    title="Too many rows",
+                    max_rows=max_rows,
+                )
+            at = _WHITESPACE.match(text, at).end()  # type: ignore[union-attr]
+            if text.startswith(",", at):
+                at = _WHITESPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+            elif text.startswith("]", at):
+                closed = True
+            else:
+                raise json.JSONDecodeError("Expecting ',' delimiter", text, at)
+        at += 1
+    if _WHITESPACE.match(text, at).end() != len(text):  # type: ignore[union-attr]
+        raise json.JSONDecodeError("Extra data", text, at)
+    return payload
 
 
 def json_candidates(items: list[Any]) -> Iterator[Candidate]:

@@ -9,16 +9,13 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from emergify_contracts.song_schemas import recommender_columns
 from emergify_contracts.tables import model_versions, songs, stream_batches
 from emergify_recommender.index import SongRecord, as_utc
 
-# Everything but the table's own bookkeeping of Kafka positions and the stored cluster
-# (recomputed from the model on load: the column may be from an older model).
-_COLUMNS = [
-    c
-    for c in songs.c
-    if c.name not in ("cluster", "model_version", "kafka_partition", "kafka_offset")
-]
+# The song fields and bookkeeping the serving layer keeps, not the table's Kafka positions
+# or the stored cluster (recomputed from the model on load: it may be from an older model).
+_COLUMNS = [songs.c[name] for name in recommender_columns()]
 _ID_CHUNK = 500
 _STREAM_CHUNK = 10_000
 

@@ -11,7 +11,10 @@ from emergify_contracts.session import PLACEHOLDER, SessionSettings
 from emergify_spotify.sandbox.config import SandboxSettings
 
 #: What Emergify asks the listener for: liked songs, top artists, and writing playlists.
-SCOPES = "user-library-read user-top-read playlist-modify-private playlist-modify-public"
+SCOPES = (
+    "user-library-read user-top-read playlist-read-private playlist-modify-private "
+    "playlist-modify-public"
+)
 
 
 class Settings(SessionSettings):

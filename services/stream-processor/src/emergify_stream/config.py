@@ -64,6 +64,11 @@ class Settings(EmergifySettings):
         "with the master dataset (0 = off).",
     )
     checkpoint_dir: str = Field("./var/checkpoints/songs", description="Speed-layer checkpoint.")
+    feedback_checkpoint_dir: str | None = Field(
+        None,
+        description="Checkpoint of the listener-feedback query; default: the songs checkpoint's "
+        "path with '-feedback' appended (so the two always move together).",
+    )
     models_dir: str = Field("./var/models", description="Where Spark PipelineModels are saved.")
     max_offsets_per_trigger: int = Field(50_000, ge=1)
     fail_on_data_loss: bool = Field(
@@ -128,6 +133,11 @@ class Settings(EmergifySettings):
     )
     auto_retrain: bool = Field(True, description="Train after micro-batches when the rules say so.")
     ensure_topics: bool = Field(True, description="Create the topics at start-up if missing.")
+
+    @property
+    def feedback_checkpoint(self) -> str:
+        """Where the feedback query keeps its checkpoint."""
+        return self.feedback_checkpoint_dir or f"{self.checkpoint_dir.rstrip('/')}-feedback"
 
 
 @lru_cache

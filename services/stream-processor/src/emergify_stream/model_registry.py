@@ -24,31 +24,6 @@ CLUSTER_WRITE_LOCK = threading.RLock()
 REASSIGN_CHUNK_ROWS = 50_000
 
 
-def assign_clusters(model: PortableModel, features: np.ndarray) -> np.ndarray:
-    """Cluster of each row of ``features`` (n x 9, :data:`AUDIO_FEATURES` order).
-
-    ``z = (x - means) / scales``, ``p = z @ components``, nearest centroid (Euclidean) —
-    the same arithmetic as Spark's StandardScaler -> PCA -> KMeans.predict.
-    """
-    x = np.asarray(features, dtype=np.float64).reshape(-1, len(model.means))
-    if x.shape[0] == 0:
-        return np.empty(0, dtype=np.int64)
-    z = (x - np.asarray(model.means)) / np.asarray(model.scales)
-    p = z @ np.asarray(model.components)
-    centroids = np.asarray(model.centroids)
-    # Exact squared distances (no ||p||^2 - 2p.c shortcut, whose rounding could flip near-ties
-    # against Spark), one centroid at a time: no n x k x d temporary, and the strict "<"
-    # keeps the first of equally near centroids, as argmin (and Spark) do.
-    best = ((p - centroids[0]) ** 2).sum(axis=1)
-    out = np.zeros(x.shape[0], dtype=np.int64)
-    for j in range(1, centroids.shape[0]):
-        d = ((p - centroids[j]) ** 2).sum(axis=1)
-        nearer = d < best
-        best = np.where(nearer, d, best)
-        out[nearer] = j
-    return out
-
-
 def reassign_clusters(
     conn: Connection, model: PortableModel, chunk_rows: int = REASSIGN_CHUNK_ROWS
 ) -> int:
@@ -87,7 +62,7 @@ def reassign_clusters(
                 return total
             keys = [r[0] for r in rows]
             features = np.array([r[1:] for r in rows], dtype=np.float64)
-            clusters = assign_clusters(model, features).tolist()
+            clusters = model.assign(features).tolist()
             cursor.executemany(update, zip(clusters, keys, strict=True))
             total += len(rows)
             last = keys[-1]

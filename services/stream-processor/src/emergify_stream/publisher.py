@@ -15,20 +15,27 @@ from kafka import KafkaProducer
 from pydantic import BaseModel
 
 from emergify_contracts.events import CatalogChange, DeadLetter, ModelPublished
+from emergify_contracts.listener import ListenerChange
 
 log = structlog.get_logger()
 
 
 class EventPublisher:
-    """One lazily started producer for the three topics the stream processor writes."""
+    """One lazily started producer for the topics the stream processor writes."""
 
     def __init__(
-        self, bootstrap_servers: str, dlq_topic: str, catalog_topic: str, models_topic: str
+        self,
+        bootstrap_servers: str,
+        dlq_topic: str,
+        catalog_topic: str,
+        models_topic: str,
+        listener_topic: str = "emergify.listener-changes.v1",
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.dlq_topic = dlq_topic
         self.catalog_topic = catalog_topic
         self.models_topic = models_topic
+        self.listener_topic = listener_topic
         self._producer: KafkaProducer | None = None
         self._lock = threading.Lock()
 
@@ -69,6 +76,10 @@ class EventPublisher:
     def model_published(self, event: ModelPublished) -> None:
         """Announce a new current model (key "model")."""
         self._send(self.models_topic, [("model", event)])
+
+    def listener_change(self, change: ListenerChange) -> None:
+        """Tell the serving layer whose feedback changed (key "listeners", one ordered stream)."""
+        self._send(self.listener_topic, [("listeners", change)])
 
     def close(self) -> None:
         """Flush and close the producer, if one was started."""

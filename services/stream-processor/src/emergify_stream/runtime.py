@@ -1,17 +1,15 @@
 """The stream processor's moving parts in one process: SparkSession, speed layer, trainer.
 
-The batch layer has three triggers: the catalog grew by ``retrain_growth_fraction`` (after a
-micro-batch), a schedule (``retrain_interval_seconds``, off by default) and
-``POST /admin/retrain``; the trainer runs one training at a time whichever asks.
-
-The admin app owns one :class:`StreamRuntime`: its lifespan starts it (Spark in local mode
-inside this process, started in a background thread so the app answers ``/health`` with
-"starting" meanwhile) and stops it on shutdown.
+The only module that wires the two layers: the speed layer gets the batch layer's
+``reconcile`` as a callable. The batch layer has three triggers: catalog growth (after a
+micro-batch, and when a run ends), a schedule (``retrain_interval_seconds``, off by default)
+and ``POST /admin/retrain``. The admin app owns one :class:`StreamRuntime`: its lifespan
+starts it (Spark in a background thread, so ``/health`` says "starting" meanwhile) and stops
+it on shutdown.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -19,25 +17,27 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import structlog
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
 from pyspark.sql import SparkSession
 
 from emergify_contracts.tables import create_tables, make_engine
+from emergify_contracts.topics import ensure_topics_sync
+from emergify_stream.batch.model_training import ModelTrainer, RetrainSchedule
+from emergify_stream.batch.rebuild import reconcile
 from emergify_stream.config import Settings
-from emergify_stream.feature_table import (
+from emergify_stream.model_registry import ModelRegistry
+from emergify_stream.publisher import EventPublisher
+from emergify_stream.spark import build_spark_session
+from emergify_stream.speed.feature_table import (
     BatchResult,
     FeatureTableSink,
     RetryPolicy,
     song_count,
     table_version,
 )
-from emergify_stream.kafka_source import KafkaOptions, end_offsets
-from emergify_stream.model_registry import ModelRegistry
-from emergify_stream.model_training import ModelTrainer, RetrainSchedule
-from emergify_stream.publisher import EventPublisher
-from emergify_stream.spark import build_spark_session
-from emergify_stream.speed_layer import SpeedLayer, source_options
+from emergify_stream.speed.feedback_layer import FeedbackLayer
+from emergify_stream.speed.feedback_sink import FeedbackSink
+from emergify_stream.speed.kafka_source import KafkaOptions, end_offsets
+from emergify_stream.speed.speed_layer import SpeedLayer, source_options
 
 log = structlog.get_logger()
 
@@ -46,19 +46,12 @@ State = Literal["starting", "ok", "degraded", "stopped"]
 
 def ensure_topics(settings: Settings) -> None:
     """Create the four topics if missing (the embedded broker starts empty)."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers.split(","))
-    try:
-        existing = set(admin.list_topics())
-        missing = [
-            NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1)
-            for t in settings.topics()
-            if t not in existing
-        ]
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):  # created meanwhile: fine
-                admin.create_topics(missing)
-    finally:
-        admin.close()
+    ensure_topics_sync(
+        settings.kafka_bootstrap_servers,
+        settings.topics(),
+        settings.topic_partitions,
+        client_id="emergify-stream-admin",
+    )
 
 
 def committed_offsets(progress: dict[str, Any] | None) -> dict[str, dict[str, int]] | None:
@@ -84,6 +77,7 @@ class StreamRuntime:
             settings.songs_dlq_topic,
             settings.catalog_changes_topic,
             settings.models_topic,
+            settings.listener_changes_topic,
         )
         self._stopping = threading.Event()
         # (monotonic time measured, lag): status calls within lag_cache_seconds share one
@@ -106,6 +100,7 @@ class StreamRuntime:
         )
         self.spark: SparkSession | None = None
         self.layer: SpeedLayer | None = None
+        self.feedback: FeedbackLayer | None = None
         self.error: str | None = None
         self.last_batch_at: datetime | None = None
         self._thread: threading.Thread | None = None
@@ -144,9 +139,17 @@ class StreamRuntime:
             if self._stopping.is_set():
                 return
             self.layer = SpeedLayer(
-                self.spark, self.settings, self.sink, lambda: ensure_topics(self.settings)
+                self.spark,
+                self.settings,
+                self.sink,
+                lambda: ensure_topics(self.settings),
+                reconcile,
             )
             self.layer.start()
+            self.feedback = FeedbackLayer(
+                self.spark, self.settings, FeedbackSink(self.engine), self.publisher
+            )
+            self.feedback.start()
             self.schedule.start()
             if self.settings.auto_retrain:
                 # A restarted processor may find a catalog that already needs a model.
@@ -223,6 +226,7 @@ class StreamRuntime:
             "last_batch_at": self.last_batch_at,
             "model": self.registry.summary(),
             "training": self.trainer.running,
+            "training_queued": self.trainer.queued,
             "training_error": self.trainer.last_error,
         }
 
@@ -233,11 +237,13 @@ class StreamRuntime:
         self.schedule.stop()
         if self._thread is not None:
             self._thread.join(120)
-        if self.layer is not None:
+        for layer in (self.feedback, self.layer):
+            if layer is None:
+                continue
             try:
-                self.layer.stop()
+                layer.stop()
             except Exception:
-                log.exception("stopping the streaming query failed")
+                log.exception("stopping a streaming query failed")
         if self.spark is not None:
             self.spark.stop()
         self.publisher.close()

@@ -45,12 +45,18 @@ class StreamStatus(BaseModel):
     last_batch_at: datetime | None = Field(description="When the last micro-batch committed.")
     model: ModelSummary | None = Field(description="Null before the first model.")
     training: bool = Field(description="Whether a training run is under way.")
+    training_queued: bool = Field(
+        False, description="Whether another run starts when the current one ends."
+    )
     training_error: str | None = Field(None, description="Why the last training run failed.")
 
 
 class RetrainAccepted(BaseModel):
     """Answer to a retrain request."""
 
-    status: Literal["started", "already-running"]
+    status: Literal["started", "queued"] = Field(
+        description="'started': a run starts now; 'queued': a run is under way, and another "
+        "starts when it ends (with the songs that arrived meanwhile)."
+    )
     detail: str
     songs: int = Field(description="Songs the run will train on (at its start).")

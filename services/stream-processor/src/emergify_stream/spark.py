@@ -39,7 +39,7 @@ def build_spark_session(
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
 
-    from emergify_stream.kafka_source import KafkaDataSource
+    from emergify_stream.speed.kafka_source import KafkaDataSource
 
     spark.dataSource.register(KafkaDataSource)
     return spark

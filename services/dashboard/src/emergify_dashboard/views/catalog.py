@@ -11,6 +11,7 @@ import streamlit as st
 from emergify_dashboard import state
 from emergify_dashboard.config import Settings
 from emergify_dashboard.gateway_client import ApiError, GatewayClient
+from emergify_dashboard.plain_text import md_text
 
 
 def ago(seconds: float | None) -> str:
@@ -51,7 +52,7 @@ def render_status(client: GatewayClient) -> None:
         catalog = client.catalog()
         model = client.model()
     except ApiError as exc:
-        st.error(f"Could not load the catalog status. {exc}")
+        st.error(f"Could not load the catalog status. {md_text(exc)}")
         return
     songs_col, update_col, model_col, fresh_col = st.columns(4)
     songs_col.metric("Songs", f"{catalog['songs']:,}")
@@ -85,24 +86,26 @@ def render_upload(client: GatewayClient, settings: Settings) -> None:
         max_upload_size=settings.dashboard_max_upload_mb,
     )
     if st.button("Upload", key="upload", disabled=upload is None) and upload is not None:
-        progress = st.progress(0.0, text=f"uploading {upload.name}…")
+        progress = st.progress(0.0, text=f"uploading {md_text(upload.name)}…")
 
         def on_progress(done: int, total: int) -> None:
             share = done / total if total else 1.0
-            progress.progress(min(share, 1.0), text=f"uploading {upload.name}: {share:.0%}")
+            progress.progress(
+                min(share, 1.0), text=f"uploading {md_text(upload.name)}: {share:.0%}"
+            )
 
         try:
             answer = client.upload_csv(upload.name, upload.getvalue(), on_progress)
         except ApiError as exc:
             progress.empty()
-            st.error(f"Upload failed. {exc}")
+            st.error(f"Upload failed. {md_text(exc)}")
         else:
-            progress.progress(1.0, text=f"uploaded {upload.name}")
+            progress.progress(1.0, text=f"uploaded {md_text(upload.name)}")
             st.session_state[state.UPLOAD] = answer
     answer = st.session_state.get(state.UPLOAD)
     if answer:
         rejected = answer.get("rejected", [])
-        message = f"Upload {answer['upload_id']}: {answer['accepted']} songs accepted"
+        message = f"Upload {md_text(answer['upload_id'])}: {answer['accepted']} songs accepted"
         if rejected:
             st.warning(f"{message}, {len(rejected)} rows rejected (below).")
             st.dataframe(rejected_frame(rejected), hide_index=True, key="rejected_rows")

@@ -8,6 +8,7 @@ import streamlit as st
 
 from emergify_dashboard import state
 from emergify_dashboard.gateway_client import ApiError, GatewayClient
+from emergify_dashboard.plain_text import md_text
 
 MAX_SEEDS = 50  # the recommender's limit
 
@@ -59,14 +60,14 @@ def _render_liked(client: GatewayClient) -> None:
         try:
             favourite = client.favourite()
         except ApiError as exc:
-            st.error(f"Could not pick a liked song. {exc}")
+            st.error(f"Could not pick a liked song. {md_text(exc)}")
         else:
             add_seeds([favourite["song"]])
-            st.toast(f"Added {describe(favourite['song'])}")
+            st.toast(f"Added {md_text(describe(favourite['song']))}")
     try:
         liked = client.liked(limit=50)
     except ApiError as exc:
-        st.error(f"Could not load your liked songs. {exc}")
+        st.error(f"Could not load your liked songs. {md_text(exc)}")
         return
     known = [s for s in liked["items"] if s.get("in_catalog")]
     if not liked.get("catalog_available", True):
@@ -99,10 +100,10 @@ def _render_search(client: GatewayClient) -> None:
     try:
         hits = client.search(query, limit=20)
     except ApiError as exc:
-        st.error(f"Search failed. {exc}")
+        st.error(f"Search failed. {md_text(exc)}")
         return
     if not hits:
-        st.caption(f"No catalog song or artist matches “{query}”.")
+        st.caption(f"No catalog song or artist matches “{md_text(query)}”.")
         return
     options = {h["track_id"]: h for h in hits}
     picked = st.multiselect(
@@ -135,7 +136,7 @@ def render_favourites(client: GatewayClient, signed_in: bool) -> list[dict[str, 
     st.markdown(f"**Your favourites ({len(chosen)})**")
     for song in chosen:
         text_col, button_col = st.columns([6, 1], vertical_alignment="center")
-        text_col.markdown(f"♥ {describe(song)}")
+        text_col.markdown(f"♥ {md_text(describe(song))}")
         button_col.button(
             "Remove",
             key=f"remove_{song['track_id']}",

@@ -9,6 +9,7 @@ import streamlit as st
 
 from emergify_dashboard import state
 from emergify_dashboard.gateway_client import SPOTIFY_PREFIX, ApiError, GatewayClient
+from emergify_dashboard.plain_text import md_text
 
 
 def load_listener(client: GatewayClient) -> dict[str, Any]:
@@ -95,12 +96,17 @@ def render_sign_in(client: GatewayClient) -> None:
     )
 
 
+def _is_spotify_url(url: object) -> bool:
+    """Only Spotify's own pages are offered as links."""
+    return isinstance(url, str) and url.startswith("https://open.spotify.com/")
+
+
 def render_listener(client: GatewayClient) -> bool:
     """The Spotify panel; returns whether a listener is signed in."""
     params = st.query_params
     if "spotify_error" in params:
         st.warning(
-            f"Spotify sign-in did not complete ({params['spotify_error']}). "
+            f"Spotify sign-in did not complete ({md_text(params['spotify_error'])}). "
             "You can try again, or continue without signing in."
         )
     if client.session_cookie is None:
@@ -112,7 +118,7 @@ def render_listener(client: GatewayClient) -> bool:
         if exc.status == 401:
             st.info("Your Spotify sign-in has expired; sign in again.")
         else:
-            st.error(f"Could not load your Spotify profile. {exc}")
+            st.error(f"Could not load your Spotify profile. {md_text(exc)}")
         render_sign_in(client)
         return False
 
@@ -129,25 +135,37 @@ def render_listener(client: GatewayClient) -> bool:
             unsafe_allow_html=True,
         )
     with out:
-        st.link_button("Sign out", client.url(f"{SPOTIFY_PREFIX}/logout"))
+        # A POST from here: signing out must not be a link (any page could trigger a GET).
+        if st.button("Sign out", key="sign_out"):
+            try:
+                client.sign_out()
+            except ApiError as exc:
+                st.error(f"Could not sign out. {md_text(exc)}")
+            else:
+                st.session_state[state.SIGNED_OUT_COOKIE] = client.session_cookie
+                st.session_state.pop(state.LISTENER, None)
+                st.rerun()
 
     latest_col, artists_col = st.columns([1, 2])
     with latest_col:
         st.markdown("**Latest added**")
         latest = listener.get("latest")
         if latest:
-            st.markdown(
-                f"[{latest['name']}]({latest.get('spotify_url') or '#'})  \n"
-                f"{', '.join(latest['artists'])}"
-            )
+            st.markdown(f"{md_text(latest['name'])}  \n{md_text(', '.join(latest['artists']))}")
+            if _is_spotify_url(latest.get("spotify_url")):
+                st.link_button("Open in Spotify", latest["spotify_url"])
             if latest.get("in_catalog") is False:
                 st.caption("Not in Emergify's catalog yet, so it cannot seed a playlist.")
         else:
-            st.caption(listener.get("latest_error", "No liked songs yet."))
+            st.caption(md_text(listener.get("latest_error", "No liked songs yet.")))
     with artists_col:
         st.markdown("**Your top 10 artists**")
         if listener["top_artists"]:
             st.markdown(top_artists_html(listener["top_artists"]), unsafe_allow_html=True)
         else:
-            st.caption(listener.get("top_artists_error", "Spotify has no top artists for you yet."))
+            st.caption(
+                md_text(
+                    listener.get("top_artists_error", "Spotify has no top artists for you yet.")
+                )
+            )
     return True

@@ -10,6 +10,7 @@ import streamlit as st
 from emergify_dashboard import charts, state
 from emergify_dashboard.config import Settings
 from emergify_dashboard.gateway_client import SPOTIFY_PREFIX, ApiError, GatewayClient
+from emergify_dashboard.plain_text import md_text
 
 
 @dataclass(frozen=True)
@@ -21,8 +22,10 @@ class Controls:
     max_per_artist: int
 
 
-def render_controls() -> Controls:
-    """Number of songs, the emerging threshold and songs per artist."""
+def render_controls(settings: Settings) -> Controls:
+    """Number of songs, the emerging threshold (default: the shared setting) and songs per
+    artist."""
+    threshold = settings.emerging_max_popularity
     st.subheader("2 · Shape the playlist")
     limit_col, popularity_col, artist_col = st.columns(3)
     limit = limit_col.slider("Number of songs", 5, 50, 20, key="limit")
@@ -30,7 +33,7 @@ def render_controls() -> Controls:
         "Emerging threshold (max popularity)",
         0,
         100,
-        30,
+        threshold,
         key="max_popularity",
         help="Only songs whose Spotify popularity (0–100) is at most this.",
     )
@@ -52,7 +55,7 @@ def request_recommendations(
             max_per_artist=controls.max_per_artist,
         )
     except ApiError as exc:
-        st.error(f"Could not get recommendations. {exc}")
+        st.error(f"Could not get recommendations. {md_text(exc)}")
         return
     st.session_state[state.RESULTS] = answer
     st.session_state.pop(state.PLAYLIST, None)
@@ -106,7 +109,7 @@ def _render_cluster_map(client: GatewayClient, settings: Settings, results: dict
     try:
         clusters = client.clusters(settings.dashboard_clusters_sample)
     except ApiError as exc:
-        st.error(f"Could not load the cluster map. {exc}")
+        st.error(f"Could not load the cluster map. {md_text(exc)}")
         return
     if clusters is None:
         st.info("No clustering model yet: the map appears once the batch layer has trained one.")
@@ -170,13 +173,15 @@ def render_save(
                 public=public,
             )
         except ApiError as exc:
-            st.error(f"Could not save the playlist. {exc}")
+            st.error(f"Could not save the playlist. {md_text(exc)}")
         else:
             st.session_state[state.PLAYLIST] = created
     created = st.session_state.get(state.PLAYLIST)
     if created:
-        st.success(f"Saved “{created['name']}” with {created['added']} songs to your Spotify.")
-        st.markdown(f"Your playlist: [{created['url']}]({created['url']})")
+        st.success(
+            f"Saved “{md_text(created['name'])}” with {created['added']} songs to your Spotify."
+        )
+        st.markdown(f"Your playlist: {md_text(created['url'])}")
         st.link_button(
             "Open the playlist in Spotify", created["url"], icon=":material/open_in_new:"
         )

@@ -64,7 +64,8 @@ class RecommendationRequest(BaseModel):
         ge=0,
         le=100,
         description="The emerging threshold: only songs with popularity <= this "
-        "(songs of unknown popularity pass).",
+        "(songs of unknown popularity pass). Unset: the EMERGIFY_EMERGING_MAX_POPULARITY "
+        "setting; 100 lifts the threshold.",
     )
     max_per_artist: int = Field(2, ge=1, le=50, description="At most this many songs per artist.")
     exclude_ids: list[TrackId] = Field(

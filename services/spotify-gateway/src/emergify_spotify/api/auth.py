@@ -116,7 +116,9 @@ def callback(
     return response
 
 
-@router.get(
+# A POST: a link, an image or a prefetch must not sign anyone out (the gateway also revokes
+# the session cookie on this route).
+@router.post(
     "/logout",
     status_code=303,
     response_class=RedirectResponse,
@@ -125,11 +127,10 @@ def callback(
     responses={303: {"description": "To the dashboard, signed out."}, **problem_responses(503)},
 )
 def logout(request: Request, services: ReadyServices) -> RedirectResponse:
-    """Forget the listener's Spotify tokens and end the session."""
+    """Forget the listener's Spotify tokens and end the session (POST only)."""
     assert services.tokens is not None and services.settings.session_secret is not None
     listener = session.verify(
-        request.cookies.get(session.SESSION_COOKIE),
-        services.settings.session_secret.get_secret_value(),
+        request.cookies.get(session.SESSION_COOKIE), services.settings.session_secrets()
     )
     if listener is not None:
         services.tokens.delete(listener)

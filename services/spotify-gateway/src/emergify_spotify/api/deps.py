@@ -80,7 +80,7 @@ def listener_id(request: Request, services: ReadyServices) -> str:
     secret = services.settings.session_secret
     assert secret is not None
     listener = session.verify(
-        request.cookies.get(session.SESSION_COOKIE), secret.get_secret_value()
+        request.cookies.get(session.SESSION_COOKIE), services.settings.session_secrets()
     )
     if listener is None:
         raise ProblemError(

@@ -152,3 +152,18 @@ def top_artists(listener: Listener) -> list[dict[str, Any]]:
     }
     ranked = sorted(counts, key=lambda a: (-counts[a], order[a]))
     return [{"id": a[0], "name": a[1], "genres": genres[a[0]]} for a in ranked]
+
+
+TIME_RANGES = ("short_term", "medium_term", "long_term")
+
+
+def top_tracks(listener: Listener, time_range: str) -> list[Track]:
+    """The listener's top tracks for a time range, modelled on their likes: the last four
+    weeks are the newest likes, six months every other like of the newest forty, all time
+    the likes from the oldest."""
+    liked = [track for track, _ in listener.liked]
+    if time_range == "short_term":
+        return liked[:15]
+    if time_range == "medium_term":
+        return liked[:40:2]
+    return liked[::-1][:50]

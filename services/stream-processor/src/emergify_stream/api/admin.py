@@ -6,8 +6,8 @@ from fastapi import APIRouter, HTTPException, status
 
 from emergify_contracts.problems import problem_responses
 from emergify_stream.api.deps import Runtime
-from emergify_stream.feature_table import song_count
 from emergify_stream.schemas import RetrainAccepted, StreamStatus
+from emergify_stream.speed.feature_table import song_count
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -38,7 +38,8 @@ def stream_status(runtime: Runtime) -> StreamStatus:
     ),
 )
 def retrain(runtime: Runtime) -> RetrainAccepted:
-    """Start the batch layer now (in the background); 202 whether started or already running."""
+    """Start the batch layer now (in the background), or queue a run for when the current one
+    ends; 202 either way, and ``status`` says which."""
     if runtime.spark is None:
         raise HTTPException(503, "the Spark session is still starting; try again in a few seconds")
     with runtime.engine.connect() as conn:
@@ -53,6 +54,6 @@ def retrain(runtime: Runtime) -> RetrainAccepted:
     detail = (
         "training started; GET /admin/status shows when the new model is current"
         if outcome == "started"
-        else "a training run is already under way"
+        else "a training run is under way; another starts when it ends"
     )
     return RetrainAccepted(status=outcome, detail=detail, songs=songs)

@@ -7,7 +7,7 @@ from fastapi import APIRouter
 
 from emergify_contracts.problems import ProblemError, problem_responses
 from emergify_contracts.song import AUDIO_FEATURES
-from emergify_recommender.api.deps import CurrentIndex
+from emergify_recommender.api.deps import AppSettings, CurrentIndex
 from emergify_recommender.api.schemas import (
     AudioFeatures,
     Explanation,
@@ -66,7 +66,9 @@ def _seed_rows(index: SongIndex, ids: list[str]) -> list[int]:
         },
     ),
 )
-def recommend(body: RecommendationRequest, index: CurrentIndex) -> RecommendationResponse:
+def recommend(
+    body: RecommendationRequest, index: CurrentIndex, settings: AppSettings
+) -> RecommendationResponse:
     """The songs nearest to the seeds (Manhattan distance on standardized features; with
     several seeds, to the nearest seed), exactly as a brute force would rank them, under
     the playlist rules; optionally diversified by artist."""
@@ -86,7 +88,10 @@ def recommend(body: RecommendationRequest, index: CurrentIndex) -> Recommendatio
         queries,
         [c for c in clusters if c is not None] or None,
         body.limit,
-        max_popularity=body.max_popularity,
+        # The emerging threshold is a setting; a request may lift it (100) or lower it.
+        max_popularity=(
+            settings.emerging_max_popularity if body.max_popularity is None else body.max_popularity
+        ),
         max_per_artist=body.max_per_artist,
         exclude=exclude,
         seeds=seeds,

@@ -1,0 +1,316 @@
+"""The speed layer's sink: micro-batches of clean songs into the ``songs`` feature table.
+
+Exactly-once: the upserts and the ``(query_name, batch_id)`` marker commit in one transaction,
+and a batch whose marker exists writes nothing; events are at-least-once; an unreachable
+database is retried with backoff. Design:
+docs/stream-processor.md, "The sink".
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from emergify_contracts.events import CatalogChange, DeadLetter
+from emergify_contracts.song import AUDIO_FEATURES
+from emergify_contracts.song_fields import fields_in
+from emergify_contracts.song_schemas import batch_columns
+from emergify_contracts.tables import database_unavailable, songs, stream_batches
+from emergify_contracts.versions import newer_than
+from emergify_stream.model_registry import CLUSTER_WRITE_LOCK, ModelRegistry
+from emergify_stream.publisher import EventPublisher
+
+log = structlog.get_logger()
+
+_KINDS = ("text", "text_list", "integer", "boolean", "number")
+
+_BY_KIND = {k: tuple(f.name for f in fields_in("table") if f.kind == k) for k in _KINDS}
+_LIST_COLUMNS = _BY_KIND["text_list"]
+_INT_COLUMNS = (*_BY_KIND["integer"], "kafka_partition")
+_TEXT_COLUMNS = (*_BY_KIND["text"], "upload_id", "source")
+_BOOL_COLUMNS = _BY_KIND["boolean"]
+_FLOAT_COLUMNS = _BY_KIND["number"]
+#: Columns of a clean micro-batch frame (the speed layer's output).
+BATCH_COLUMNS: tuple[str, ...] = batch_columns()
+
+
+class DatabaseUnavailableError(RuntimeError):
+    """The database stayed unreachable longer than the sink's retry budget (or the
+    processor is stopping); the micro-batch is left uncommitted and re-runs next time."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the sink waits for a database that went away: exponential backoff from
+    ``initial_seconds`` up to ``max_seconds`` between attempts, for at most
+    ``give_up_after_seconds`` (0 = until it answers)."""
+
+    initial_seconds: float = 0.2
+    max_seconds: float = 5.0
+    give_up_after_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one call of :meth:`FeatureTableSink.write` did."""
+
+    query_name: str
+    batch_id: int
+    applied: bool  # False when the batch had been applied before (a replay)
+    table_version: int
+    upserted_ids: list[str]
+    songs: int
+    dead_letters: int
+
+
+def _utc(value: Any) -> datetime:
+    ts = pd.Timestamp(value)
+    ts = ts.tz_localize(UTC) if ts.tzinfo is None else ts.tz_convert(UTC)
+    return ts.to_pydatetime()
+
+
+def _scalar(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return None
+    return value
+
+
+def frame_to_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows of a clean micro-batch frame as ``songs`` column dicts (without cluster and
+    versions), with nulls as None, lists as lists and timestamps in UTC."""
+    rows = []
+    for rec in frame.to_dict("records"):
+        row: dict[str, Any] = {}
+        for name in _TEXT_COLUMNS:
+            row[name] = _scalar(rec.get(name))
+        for name in _LIST_COLUMNS:
+            value = rec.get(name)
+            row[name] = [] if value is None or value is pd.NA else [str(v) for v in value]
+        for name in _INT_COLUMNS:
+            value = _scalar(rec.get(name))
+            row[name] = None if value is None else int(value)
+        for name in _BOOL_COLUMNS:
+            flag = _scalar(rec.get(name))
+            row[name] = None if flag is None else bool(flag)
+        for name in _FLOAT_COLUMNS:
+            value = _scalar(rec.get(name))
+            row[name] = None if value is None else float(value)
+        row["ingested_at"] = _utc(rec["ingested_at"])
+        offset = _scalar(rec.get("kafka_offset"))
+        row["kafka_offset"] = None if offset is None else int(offset)
+        rows.append(row)
+    return rows
+
+
+def upsert_statement(dialect_name: str) -> sa.Insert:
+    """``INSERT .. ON CONFLICT (track_id) DO UPDATE`` that only overwrites a stored song with
+    a newer version (:func:`emergify_contracts.versions.newer_than`)."""
+    dialect_insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+    stmt = dialect_insert(songs)
+    newer = newer_than(stmt.excluded, songs.c)
+    return stmt.on_conflict_do_update(
+        index_elements=[songs.c.track_id],
+        set_={c.name: stmt.excluded[c.name] for c in songs.columns if c.name != "track_id"},
+        where=newer,
+    )
+
+
+def _marker(conn: Connection, query_name: str, batch_id: int) -> int | None:
+    return conn.execute(
+        sa.select(stream_batches.c.table_version).where(
+            stream_batches.c.query_name == query_name, stream_batches.c.batch_id == batch_id
+        )
+    ).scalar()
+
+
+def table_version(conn: Connection) -> int:
+    """The feature table's version: the highest committed batch marker's (0 when empty)."""
+    return conn.execute(sa.select(sa.func.max(stream_batches.c.table_version))).scalar() or 0
+
+
+def song_count(conn: Connection) -> int:
+    """Rows in the feature table."""
+    return conn.execute(sa.select(sa.func.count()).select_from(songs)).scalar_one()
+
+
+class FeatureTableSink:
+    """Applies clean micro-batches to the feature table, once each."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        registry: ModelRegistry,
+        publisher: EventPublisher | None = None,
+        on_commit: Callable[[BatchResult], None] | None = None,
+        retry: RetryPolicy | None = None,
+        stopping: threading.Event | None = None,
+    ) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.publisher = publisher
+        self.on_commit = on_commit
+        self.retry = retry or RetryPolicy()
+        self.stopping = stopping or threading.Event()
+        self._upsert = upsert_statement(engine.dialect.name)
+        self.last_result: BatchResult | None = None
+        #: Why the current batch is waiting for the database (None when it is not).
+        self.waiting_for_database: str | None = None
+
+    def applied(self, query_name: str, batch_id: int) -> bool:
+        """Whether this batch already committed."""
+        with self.engine.connect() as conn:
+            return _marker(conn, query_name, batch_id) is not None
+
+    def write(
+        self,
+        query_name: str,
+        batch_id: int,
+        frame: pd.DataFrame,
+        dead_letters: list[DeadLetter] | None = None,
+    ) -> BatchResult:
+        """Apply one micro-batch: ``frame`` holds at most one row per track id
+        (:data:`BATCH_COLUMNS`); ``dead_letters`` are the records it refused.
+
+        While the database is unreachable the call waits and retries (see
+        :class:`RetryPolicy`); it raises :class:`DatabaseUnavailableError` only when the
+        retry budget runs out or the processor stops.
+        """
+        dead_letters = dead_letters or []
+        rows = frame_to_rows(frame)
+        ids = [r["track_id"] for r in rows]
+        dlq_sent = False
+        delay = self.retry.initial_seconds
+        started = time.monotonic()
+        while True:
+            try:
+                if dead_letters and self.publisher is not None and not dlq_sent:
+                    if not self.applied(query_name, batch_id):
+                        self.publisher.dead_letters(dead_letters)
+                    dlq_sent = True
+                applied, version, count = self._commit(query_name, batch_id, rows)
+                break
+            except sa.exc.SQLAlchemyError as exc:
+                if not database_unavailable(exc):
+                    raise
+                self._wait_for_database(query_name, batch_id, exc, started, delay)
+                delay = min(delay * 2, self.retry.max_seconds)
+        if self.waiting_for_database is not None:
+            self.waiting_for_database = None
+            log.info(
+                "database reachable again",
+                query=query_name,
+                batch_id=batch_id,
+                waited_seconds=round(time.monotonic() - started, 1),
+            )
+        result = BatchResult(
+            query_name=query_name,
+            batch_id=batch_id,
+            applied=applied,
+            table_version=version,
+            upserted_ids=ids,
+            songs=count,
+            dead_letters=len(dead_letters),
+        )
+        self.last_result = result
+        log.info(
+            "micro-batch committed" if applied else "micro-batch replayed: already applied",
+            query=query_name,
+            batch_id=batch_id,
+            rows=len(rows),
+            dead_letters=len(dead_letters),
+            table_version=version,
+            songs=count,
+        )
+        if ids and self.publisher is not None:
+            try:
+                self.publisher.catalog_change(
+                    CatalogChange(table_version=version, upserted_ids=ids, songs=count)
+                )
+            except Exception:  # the table is committed; a consumer can catch up by version
+                log.exception("could not publish the catalog change", table_version=version)
+        if self.on_commit is not None:
+            self.on_commit(result)
+        return result
+
+    def _commit(
+        self, query_name: str, batch_id: int, rows: list[dict[str, Any]]
+    ) -> tuple[bool, int, int]:
+        """One transaction: the upserts and the batch marker, unless the marker exists.
+        Returns (applied, table version, songs in the table)."""
+        with CLUSTER_WRITE_LOCK, self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # One writer allocates table versions at a time.
+                conn.execute(sa.text("LOCK TABLE stream_batches IN EXCLUSIVE MODE"))
+            stored_version = _marker(conn, query_name, batch_id)
+            if stored_version is not None:
+                applied, version = False, stored_version
+            else:
+                applied = True
+                version = table_version(conn) + (1 if rows else 0)
+                if rows:
+                    self._upsert_rows(conn, rows, version)
+                conn.execute(
+                    stream_batches.insert().values(
+                        query_name=query_name,
+                        batch_id=batch_id,
+                        rows=len(rows),
+                        table_version=version,
+                        committed_at=datetime.now(UTC),
+                    )
+                )
+            return applied, version, song_count(conn)
+
+    def _wait_for_database(
+        self, query_name: str, batch_id: int, exc: Exception, started: float, delay: float
+    ) -> None:
+        """Sleep ``delay`` before the next attempt, or raise when the budget is spent or the
+        processor is stopping."""
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        self.waiting_for_database = error
+        waited = time.monotonic() - started
+        budget = self.retry.give_up_after_seconds
+        if budget and waited + delay > budget:
+            raise DatabaseUnavailableError(
+                f"the database was unreachable for {waited:.0f} s; micro-batch {batch_id} "
+                f"is left uncommitted: {error}"
+            ) from exc
+        log.warning(
+            "database unreachable; the micro-batch waits and retries",
+            query=query_name,
+            batch_id=batch_id,
+            error=error,
+            retry_in_seconds=round(delay, 2),
+        )
+        if self.stopping.wait(delay):
+            raise DatabaseUnavailableError(
+                f"stopping while micro-batch {batch_id} waited for the database"
+            ) from exc
+
+    def _upsert_rows(self, conn: Connection, rows: list[dict[str, Any]], version: int) -> None:
+        model = self.registry.current(conn)
+        if model is not None:
+            features = np.array([[r[f] for f in AUDIO_FEATURES] for r in rows], dtype=float)
+            clusters = [int(c) for c in model.assign(features)]
+        else:
+            clusters = [None] * len(rows)
+        now = datetime.now(UTC)
+        for row, cluster in zip(rows, clusters, strict=True):
+            row.update(
+                cluster=cluster,
+                model_version=model.version if model is not None else None,
+                table_version=version,
+                updated_at=now,
+            )
+        conn.execute(self._upsert, rows)

@@ -1,0 +1,152 @@
+"""The batch layer never misses an update: songs uploaded while a model trains are covered
+by a follow-up run that nobody asked for.
+
+Real parts only: the embedded broker, the ingest app served over HTTP, the stream processor
+as its own process (Spark inside), SQLite, a lake in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from catalog_fixtures import json_song, track_id
+from servers import ServedApp
+from testkit import wait_for
+
+from emergify_cli.broker import EmbeddedBroker, free_port
+from emergify_ingest.config import Settings as IngestSettings
+from emergify_ingest.main import create_app
+
+
+@pytest.fixture
+def stack(
+    broker: EmbeddedBroker, sqlite_url: str, tmp_path: Path
+) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
+    """Ingest (served in a thread) and the stream processor (a process), sharing a lake."""
+    tag = uuid.uuid4().hex[:8]
+    topics = {
+        "EMERGIFY_SONGS_TOPIC": f"songs.{tag}",
+        "EMERGIFY_SONGS_DLQ_TOPIC": f"dlq.{tag}",
+        "EMERGIFY_CATALOG_CHANGES_TOPIC": f"changes.{tag}",
+        "EMERGIFY_MODELS_TOPIC": f"models.{tag}",
+    }
+    port = free_port()
+    env = {
+        **os.environ,
+        **topics,
+        "EMERGIFY_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "EMERGIFY_DATABASE_URL": sqlite_url,
+        "EMERGIFY_LAKE_URI": str(tmp_path / "lake"),
+        "EMERGIFY_CHECKPOINT_DIR": str(tmp_path / "checkpoint"),
+        "EMERGIFY_MODELS_DIR": str(tmp_path / "models"),
+        "EMERGIFY_STREAM_PROCESSOR_URL": f"http://127.0.0.1:{port}",
+        "EMERGIFY_AUTO_RETRAIN": "true",
+        "EMERGIFY_LOG_LEVEL": "INFO",
+    }
+    log_path = tmp_path / "processor.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "emergify_stream"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    settings = IngestSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        kafka_bootstrap_servers=broker.bootstrap,
+        lake_uri=str(tmp_path / "lake"),
+        **{k.removeprefix("EMERGIFY_").lower(): v for k, v in topics.items()},
+    )
+    ingest = ServedApp(create_app(settings)).start()
+    try:
+        yield ingest.url, f"http://127.0.0.1:{port}", proc
+    finally:
+        ingest.stop()
+        if proc.poll() is None:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(60)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        print(log_path.read_text()[-4000:])
+
+
+@pytest.mark.spark
+def test_songs_uploaded_during_a_training_run_are_covered_by_the_next_model_unasked(
+    stack: tuple[str, str, subprocess.Popen[bytes]], sample_csv: Path
+) -> None:
+    ingest_url, processor_url, proc = stack
+
+    def status() -> dict[str, Any] | None:
+        assert proc.poll() is None, "the stream processor exited"
+        with contextlib.suppress(httpx.HTTPError):
+            response = httpx.get(f"{processor_url}/admin/status", timeout=10)
+            if response.status_code == 200:
+                return response.json()
+        return None
+
+    def healthy() -> bool:
+        assert proc.poll() is None, "the stream processor exited"
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"{processor_url}/health", timeout=2).status_code == 200
+        return False
+
+    wait_for(healthy, 180, "the stream processor to be healthy")
+    wait_for(lambda: httpx.get(f"{ingest_url}/health").status_code == 200, 60, "ingest ready")
+
+    # The sample catalog: the growth rule starts the first model once it is materialised.
+    first = httpx.post(
+        f"{ingest_url}/api/v1/songs/upload",
+        files={"file": ("every_fresh_find.csv", sample_csv.read_bytes(), "text/csv")},
+        timeout=120,
+    )
+    assert first.status_code == 202, first.text
+    sample = first.json()["accepted"]
+    wait_for(lambda: (s := status()) and s["training"], 300, "the first training run")
+
+    # Songs uploaded while it trains: over the growth threshold, and no retrain request.
+    extra = [
+        json_song(track_id(i * 7919 + 12345), name=f"Arrived {i}", energy=(i % 97) / 97)
+        for i in range(int(sample * 0.3))
+    ]
+    second = httpx.post(f"{ingest_url}/api/v1/songs", json=extra, timeout=120)
+    assert second.status_code == 202, second.text
+    assert second.json()["accepted"] == len(extra)
+    during = status()
+    assert during is not None and during["model"] is None  # acknowledged before any model
+    total = sample + len(extra)
+
+    def covered() -> dict[str, Any] | None:
+        s = status()
+        model = s and s["model"]
+        done = model and s["songs"] == total and model["songs"] == total and not s["training"]
+        return s if done else None
+
+    final = wait_for(covered, 900, f"a model trained on all {total} songs", interval=2)
+    assert final["model"]["version"] >= 2
+    assert final["training_error"] is None and final["training_queued"] is False
+
+    # Asked for while a run is under way: queued, and run once that one ends.
+    asked = httpx.post(f"{processor_url}/admin/retrain", timeout=30)
+    assert asked.status_code == 202 and asked.json()["status"] == "started", asked.text
+    again = httpx.post(f"{processor_url}/admin/retrain", timeout=30)
+    assert again.status_code == 202 and again.json()["status"] == "queued", again.text
+    version = final["model"]["version"]
+    wait_for(
+        lambda: (s := status()) and s["model"]["version"] == version + 2 and not s["training"],
+        900,
+        "the requested run and the queued one",
+        interval=2,
+    )
