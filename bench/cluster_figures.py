@@ -73,9 +73,9 @@ def retrain_in_fresh_jvm(master: str, work: Path, bootstrap: str) -> dict:
 def retrain(master: str, work: Path, bootstrap: str) -> dict:
     """One batch-layer run in a new SparkSession on ``master``; seconds per stage."""
     from emergify_contracts.tables import create_tables, make_engine
+    from emergify_stream.batch.model_training import run_batch_layer
     from emergify_stream.config import Settings
     from emergify_stream.model_registry import ModelRegistry
-    from emergify_stream.model_training import run_batch_layer
     from emergify_stream.publisher import EventPublisher
     from emergify_stream.spark import build_spark_session
 
