@@ -28,7 +28,6 @@ from emergify_cli.spark_cluster import SparkCluster
 from emergify_contracts.model import PortableModel
 from emergify_contracts.song import AUDIO_FEATURES
 from emergify_contracts.tables import make_engine, model_versions, songs, stream_batches
-from emergify_stream.model_registry import assign_clusters
 
 N_SONGS = 6_000
 # The credential internal services require of their callers (the header is ignored where
@@ -225,5 +224,5 @@ def test_worker_sigkill_mid_stream_keeps_exactly_once_and_retrain_publishes_the_
         assert time.monotonic() < deadline, "songs never re-assigned to model 1"
         time.sleep(1)
     features = np.array([r[2:] for r in rows], dtype=float)
-    assert np.array_equal(np.array([r[1] for r in rows]), assign_clusters(model, features))
+    assert np.array_equal(np.array([r[1] for r in rows]), model.assign(features))
     engine.dispose()
