@@ -14,6 +14,7 @@ BENCHMARKS = [
     "ranking_kernel.py",
     "recommender_memory.py",
     "batch_retrain.py",
+    "cluster_figures.py",
     "pipeline_figures.py",
     "ingest_throughput.py",
 ]
