@@ -15,6 +15,7 @@ BENCHMARKS = [
     "batch_retrain.py",
     "pipeline_figures.py",
     "ingest_throughput.py",
+    "replica_throughput.py",
 ]
 
 if __name__ == "__main__":
