@@ -114,6 +114,9 @@ def cluster(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) ->
         "EMERGIFY_REVOKED_SESSIONS_FILE": str(tmp / "revoked-sessions.json"),
         "EMERGIFY_RATE_LIMIT_PER_MINUTE": "0",
         "EMERGIFY_REPLICA_CHECK_INTERVAL_SECONDS": "0.5",
+        # Long enough that a frozen replica is not taken out by its health check before
+        # requests reach it (the kill test wants requests in flight there).
+        "EMERGIFY_PROBE_TIMEOUT_SECONDS": "20",
         "EMERGIFY_HEALTH_CACHE_SECONDS": "0",
         "EMERGIFY_OPENAPI_CACHE_SECONDS": "0",
         "EMERGIFY_LOG_FORMAT": "json",
