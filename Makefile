@@ -11,8 +11,8 @@ bootstrap:  ## uv (from PyPI) and a Java runtime for Spark, if missing
 sync: bootstrap
 	@$(UV) sync --frozen --all-groups
 
-up: sync  ## the whole system on embedded defaults; Ctrl-C stops it
-	@$(UV) run --frozen emergify up
+up: sync  ## the whole system on embedded defaults; Ctrl-C stops it (SPARK=cluster: a Spark standalone cluster)
+	@$(if $(filter cluster,$(SPARK)),EMERGIFY_SPARK_CLUSTER=1 )$(UV) run --frozen emergify up
 
 audit: sync  ## known vulnerabilities in the locked dependencies (pip-audit + PyPI data)
 	@$(UV) run --frozen python deploy/audit.py

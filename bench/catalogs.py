@@ -1,12 +1,21 @@
 """Synthetic catalogs for the benchmarks, drawn from the real data's feature distributions.
 
-Vectorized twin of :func:`emergify_cli.synthetic_catalog.synthetic_songs` (which builds a
-pydantic ``Song`` per row, far too slow for 1M songs): each synthetic song bootstraps a real
-song of ``data/every_fresh_find.csv`` (so correlations between features survive), adds
-Gaussian noise of ``noise`` x each feature's standard deviation, clips to the valid ranges
-and rounds to 6 decimals. Names and artists are the real row's, with a suffix, so text
-columns cost what real ones do. A model (StandardScaler -> PCA -> KMeans) is fitted in
-NumPy + scikit-learn the way the batch layer fits it.
+The real 4,470 songs of ``data/every_fresh_find.csv`` come first; the rest follow one of
+:data:`SHAPES`:
+
+- ``bootstrap5``: a real song plus Gaussian noise of 5% of each feature's standard
+  deviation (the vectorized twin of :func:`emergify_cli.synthetic_catalog.synthetic_songs`):
+  at 1M songs, ~224 near-copies of every real song, an easy shape for pruning.
+- ``bootstrap30``: the same with 30% noise: correlations survive, copies do not.
+- ``marginals``: every feature drawn independently from its real distribution (a real
+  value of that feature plus 5% noise): no correlation left, the hardest shape for
+  partitions.
+- ``mixture``: a Gaussian mixture (full covariances) fitted to the real features.
+
+Values are clipped to the valid ranges and rounded to 6 decimals. Names and artists are
+the real row's, with a suffix, so text columns cost what real ones do. A model
+(StandardScaler -> PCA -> KMeans) is fitted in NumPy + scikit-learn the way the batch
+layer fits it.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import numpy as np
 
 from emergify_contracts.model import PortableModel
 from emergify_contracts.song import AUDIO_FEATURES, RowError, Song, detect_layout, row_to_song
-from emergify_recommender.index import SongRecord
+from emergify_recommender.records import SongRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_CSV = ROOT / "data" / "every_fresh_find.csv"
@@ -89,9 +98,45 @@ class Catalog:
             )
 
 
-def synthetic_catalog(n: int, seed: int = 7, noise: float = 0.05) -> Catalog:
+#: The catalog shapes (see the module docs).
+SHAPES = ("bootstrap5", "bootstrap30", "marginals", "mixture")
+_MIXTURE_COMPONENTS = 16
+
+
+def _extra_features(
+    x: np.ndarray, base: np.ndarray, shape: str, rng: np.random.Generator
+) -> np.ndarray:
+    """Features of the synthetic rows (``base``: the real row each one starts from)."""
+    count, std = base.size, x.std(0)
+    if shape in ("bootstrap5", "bootstrap30"):
+        noise = 0.05 if shape == "bootstrap5" else 0.30
+        return x[base] + rng.normal(0.0, 1.0, size=(count, x.shape[1])) * (noise * std)
+    if shape == "marginals":
+        picks = rng.integers(0, x.shape[0], size=(count, x.shape[1]))
+        drawn = np.take_along_axis(x, picks, axis=0)
+        return drawn + rng.normal(0.0, 1.0, size=drawn.shape) * (0.05 * std)
+    if shape == "mixture":
+        from sklearn.mixture import GaussianMixture
+
+        gm = GaussianMixture(_MIXTURE_COMPONENTS, covariance_type="full", random_state=7)
+        gm.fit(x)
+        out = np.empty((count, x.shape[1]))
+        step = 1_000_000  # sample() materialises its output; chunks keep 10M within memory
+        for start in range(0, count, step):
+            part = min(step, count - start)
+            gm.set_params(random_state=int(rng.integers(2**31)))
+            drawn, _ = gm.sample(part)
+            out[start : start + part] = drawn[rng.permutation(part)]  # sample() groups by component
+        return out
+    raise ValueError(f"unknown catalog shape {shape!r}: one of {', '.join(SHAPES)}")
+
+
+def synthetic_catalog(
+    n: int, seed: int = 7, noise: float = 0.05, shape: str | None = None
+) -> Catalog:
     """``n`` songs: the real ones first (when n >= 4,470 the real catalog is included as is),
-    then bootstrap + noise."""
+    then songs of ``shape`` (default: bootstrap with ``noise``, 0.05 = ``bootstrap5``)."""
+    shape = shape or ("bootstrap5" if noise == 0.05 else "bootstrap30" if noise == 0.30 else "")
     real = real_songs()
     x = np.array([s.features() for s in real], dtype=np.float64)
     rng = np.random.default_rng(seed)
@@ -101,7 +146,12 @@ def synthetic_catalog(n: int, seed: int = 7, noise: float = 0.05) -> Catalog:
         features = x[:n].copy()
     else:
         base = np.concatenate([np.arange(m), rng.integers(0, m, size=n - m)])
-        extra = x[base[m:]] + rng.normal(0.0, 1.0, size=(n - m, x.shape[1])) * (noise * x.std(0))
+        if shape:
+            extra = _extra_features(x, base[m:], shape, rng)
+        else:
+            extra = x[base[m:]] + rng.normal(0.0, 1.0, size=(n - m, x.shape[1])) * (
+                noise * x.std(0)
+            )
         lo = np.array(
             [0.0 if f in _UNIT else (-60.0 if f == "loudness" else 0.0) for f in AUDIO_FEATURES]
         )

@@ -39,8 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from catalogs import fit_model, k_for
 
 from emergify_contracts.song import AUDIO_FEATURES
-from emergify_recommender.index import LoadedModel, SongRecord, build_index
+from emergify_recommender.build import build_index
+from emergify_recommender.model import LoadedModel
 from emergify_recommender.ranking import rank
+from emergify_recommender.records import SongRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

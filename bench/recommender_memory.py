@@ -41,13 +41,16 @@ def status(field):
 
 from emergify_recommender.main import create_app
 import emergify_recommender.api.main  # noqa: F401  (every route module)
+from emergify_recommender import nearest
+nearest.warm()  # as the service does at start-up
 create_app()
 gc.collect()
 before = status("VmRSS")
 import numpy as np
 from catalogs import Catalog, real_songs
 from emergify_contracts.model import PortableModel
-from emergify_recommender.index import LoadedModel, build_index
+from emergify_recommender.build import build_index
+from emergify_recommender.model import LoadedModel
 saved = np.load(sys.argv[3])
 cat = Catalog(
     features=saved["features"], ids=saved["ids"], base=saved["base"],
@@ -82,6 +85,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="RSS of the recommender holding 1M songs")
     parser.add_argument("--quick", action="store_true", help="100k songs instead of 1M")
     parser.add_argument("--songs", type=int, default=None)
+    parser.add_argument("--shape", default="bootstrap5", help="catalog shape (bench/catalogs.py)")
     args = parser.parse_args()
     n = args.songs or (100_000 if args.quick else 1_000_000)
     sys.path.insert(0, str(HERE))
@@ -89,7 +93,7 @@ def main() -> None:
 
     # The catalog and model are made here, so the measured process never imports
     # scikit-learn (the recommender does not).
-    cat = synthetic_catalog(n)
+    cat = synthetic_catalog(n, shape=args.shape)
     model = fit_model(cat.features, k_for(n))
     with tempfile.TemporaryDirectory() as tmp:
         arrays, model_json = Path(tmp) / "catalog.npz", Path(tmp) / "model.json"
@@ -106,6 +110,7 @@ def main() -> None:
         )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["target_mb"] = TARGET_MB
+    result["shape"] = args.shape
     print(
         "| songs | RSS before index (MB) | RSS holding index (MB) | delta (MB) | peak (MB) "
         "| index columns (MB) | build (s) | target (MB) |"

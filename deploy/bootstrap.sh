@@ -27,3 +27,17 @@ if [ ! -x /usr/bin/chromium ]; then
     echo "bootstrap: the dashboard's browser test needs chromium: apt-get install chromium" >&2
   fi
 fi
+
+# The multi-host rehearsal (tests/cluster) builds network namespaces with iproute2 and relays
+# PostgreSQL into them with socat.
+missing=()
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v socat >/dev/null 2>&1 || missing+=(socat)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: installing ${missing[*]} for the multi-host rehearsal (apt)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "bootstrap: the multi-host rehearsal needs ${missing[*]}: apt-get install ${missing[*]}" >&2
+  fi
+fi

@@ -25,7 +25,7 @@ from emergify_ingest.main import create_app as create_ingest
 from emergify_recommender.config import Settings as RecommenderSettings
 from emergify_recommender.main import create_app as create_recommender
 
-ADMIN_KEY = "cli-test-admin-key"
+ADMIN_KEY = "cli-test-admin-key-0123456789abcdef"
 
 
 @dataclass(frozen=True)

@@ -36,9 +36,12 @@ from emergify_contracts.tables import (
     songs,
     stream_batches,
 )
+from emergify_recommender.build import build_index
 from emergify_recommender.config import Settings
-from emergify_recommender.index import LoadedModel, SongIndex, SongRecord, build_index
+from emergify_recommender.index import SongIndex
 from emergify_recommender.main import create_app
+from emergify_recommender.model import LoadedModel
+from emergify_recommender.records import SongRecord
 
 # --- the sample catalog and a model ------------------------------------------------------
 

@@ -1,5 +1,6 @@
-"""The cluster-pruned search against brute force on a synthetic catalog with many clusters
-and small cells, plus diversity, explanations and the speed layer's incremental cells."""
+"""The compiled exact search against brute force on synthetic catalogs of several shapes
+(dense blobs, independent marginals, a generic weighted d=18 space), plus diversity,
+explanations and the speed layer's incremental cells."""
 
 from __future__ import annotations
 
@@ -9,18 +10,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from ranking_reference import brute_force, exact_order, weighted_l1
 
 from emergify_contracts.song import AUDIO_FEATURES
+from emergify_recommender.build import build_index, with_songs
+from emergify_recommender.cells import build_cells, updated_cells
 from emergify_recommender.columns import FeatureMatrix
-from emergify_recommender.index import (
-    N_FEATURES,
-    LoadedModel,
-    SongIndex,
-    SongRecord,
-    build_index,
-    with_songs,
-)
-from emergify_recommender.ranking import brute_force, explain, nearest_under_rules, rank
+from emergify_recommender.index import N_FEATURES, SongIndex
+from emergify_recommender.model import LoadedModel
+from emergify_recommender.nearest import search
+from emergify_recommender.ranking import explain, nearest_under_rules, rank
+from emergify_recommender.records import SongRecord
 
 
 def synthetic_records(n: int, seed: int, version: int = 1, start: int = 0) -> list[SongRecord]:
@@ -319,3 +319,123 @@ def test_sample_keys_are_a_stable_hash_of_the_id(
     assert small.sample_keys.tolist() == keys[100:200].tolist(), "same id, same key"
     assert np.unique(keys).size == keys.size
     assert keys.min() < 2**32 // 50 and keys.max() > 2**32 - 2**32 // 50, "spread evenly"
+
+
+def independent_records(n: int, seed: int) -> list[SongRecord]:
+    """A hard shape for partitions: every feature drawn on its own from a skewed
+    distribution (no correlation, heavy tails, many songs far from any other), popularity
+    mostly high so that a low cap filters most songs out."""
+    rng = np.random.default_rng(seed)
+    x = np.column_stack(
+        [
+            rng.beta(2, 2, n),
+            rng.beta(5, 2, n),
+            -rng.gamma(2.0, 4.0, n),  # loudness, dB
+            rng.beta(0.5, 6, n),
+            rng.beta(0.3, 1.5, n),
+            rng.beta(0.2, 3, n),
+            rng.beta(1, 5, n),
+            rng.beta(2, 2, n),
+            rng.normal(120, 30, n).clip(0),  # tempo
+        ]
+    ).round(4)
+    pop = np.where(rng.random(n) < 0.03, rng.integers(0, 5, n), rng.integers(20, 100, n))
+    return [
+        SongRecord(
+            track_id=f"Indep{i:017d}",
+            name=f"Song {i}",
+            artists=(f"Artist {rng.integers(0, 400)}",),
+            features=tuple(x[i].tolist()),
+            table_version=1,
+            popularity=int(pop[i]),
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def independent(rec: Any) -> SongIndex:
+    records = independent_records(5000, seed=21)
+    x = np.array([r.features for r in records])
+    model = LoadedModel.from_portable(rec.fit_portable_model(x, k=6, version=1))
+    return build_index(records, model, leaf=16)
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [{}, {"max_per_artist": 1}, {"max_popularity": 4}, {"max_popularity": 0}],
+    ids=["default", "one per artist", "cap keeps ~3%", "cap keeps <1%"],
+)
+def test_exact_on_independent_heavy_tailed_features(
+    independent: SongIndex, rules: dict[str, Any]
+) -> None:
+    rng = np.random.default_rng(33)
+    for _ in range(20):
+        seeds = rng.choice(len(independent), size=int(rng.integers(1, 3)), replace=False)
+        queries = independent.z[seeds]
+        got = rank(independent, queries, None, 30, seeds=seeds.tolist(), **rules)
+        expected = brute_force(independent, queries, 30, seeds=seeds.tolist(), **rules)
+        assert rows(got) == rows(expected)
+        assert [r.distance for r in got] == [r.distance for r in expected]
+    if rules.get("max_popularity") == 0:
+        passing = int((independent.popularity <= 0).sum())
+        assert 0 < passing < len(independent) // 50, "the cap really filters most songs"
+
+
+def test_kernel_is_exact_for_a_generic_weighted_space() -> None:
+    """d = 18 (audio + artist profile), per-dimension weights, several queries, a popularity
+    cap, replaced and appended songs: the kernel's top m equals the brute force's, bits
+    included."""
+    rng = np.random.default_rng(18)
+    d, n = 18, 4000
+    raw = np.column_stack(
+        [rng.normal(0, 1, n).round(3) for _ in range(6)]
+        + [rng.gamma(1.5, 2.0, n).round(5) for _ in range(6)]
+        + [rng.uniform(-50, 50, n) for _ in range(6)]  # not short decimals: float64 path
+    )
+    means, scales = raw.mean(axis=0), raw.std(axis=0)
+    weights = np.concatenate([np.ones(9), np.full(9, 0.37)])
+    popularity = rng.integers(-1, 100, n)
+    cells = build_cells(raw, (raw - means) / scales, popularity, leaf=20)
+    for trial in range(40):
+        queries = (raw[rng.choice(n, size=1 + trial % 3)] - means) / scales
+        if trial % 4 == 0:
+            queries = rng.normal(0, 2, size=queries.shape)  # anywhere in space
+        cap = None if trial % 2 else int(rng.integers(0, 30))
+        m = int(rng.integers(1, 80))
+        _, got_rows, got_d, got_near = search(cells, means, scales, weights, queries, m, cap)
+        d_all, near_all = weighted_l1((raw - means) / scales, queries, weights)
+        ok = np.ones(n, dtype=bool) if cap is None else popularity <= cap
+        order = [r for r in exact_order(d_all, n) if ok[r]][:m]
+        assert got_rows.tolist() == order
+        assert got_d.tolist() == d_all[order].tolist()
+        assert got_near.tolist() == near_all[order].tolist()
+    # Replaced songs (their boxes widen, popularity order may break) and appended ones.
+    moved = rng.choice(n, 300, replace=False)
+    new_raw = raw.copy()
+    new_raw[moved] = raw[rng.choice(n, 300)] * 1.5
+    new_pop = popularity.copy()
+    new_pop[moved] = rng.integers(-1, 100, 300)
+    extra = rng.normal(0, 3, size=(500, d)).round(2)
+    grown = updated_cells(
+        cells,
+        moved,
+        new_raw[moved],
+        (new_raw[moved] - means) / scales,
+        new_pop[moved],
+        np.arange(n, n + 500),
+        extra,
+        (extra - means) / scales,
+        rng.integers(-1, 100, 500),
+    )
+    all_raw = np.concatenate([new_raw, extra])
+    all_pop = np.concatenate([new_pop, grown.popularity[grown.where[np.arange(n, n + 500)]]])
+    for trial in range(20):
+        queries = (all_raw[rng.choice(n + 500, size=1 + trial % 2)] - means) / scales
+        cap = None if trial % 2 else 10
+        _, got_rows, got_d, _ = search(grown, means, scales, weights, queries, 40, cap)
+        d_all, _ = weighted_l1((all_raw - means) / scales, queries, weights)
+        ok = np.ones(n + 500, dtype=bool) if cap is None else all_pop <= cap
+        order = [r for r in exact_order(d_all, n + 500) if ok[r]][:40]
+        assert got_rows.tolist() == order
+        assert got_d.tolist() == d_all[order].tolist()

@@ -12,16 +12,12 @@ import numpy as np
 import pytest
 
 from emergify_contracts.song import Song
-from emergify_recommender.index import (
-    LoadedModel,
-    SongIndex,
-    SongRecord,
-    build_index,
-    dedup_key,
-    normalize_title,
-    with_songs,
-)
+from emergify_recommender.build import build_index, with_songs
+from emergify_recommender.index import SongIndex
+from emergify_recommender.model import LoadedModel
 from emergify_recommender.ranking import query_vector, rank
+from emergify_recommender.records import SongRecord
+from emergify_recommender.text_keys import dedup_key, normalize_title
 
 
 def oracle(

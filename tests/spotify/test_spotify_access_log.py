@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
+from cryptography.fernet import Fernet
+from testkit import INTERNAL_HEADERS, INTERNAL_TOKEN, answers_200, wait_for
 
 from emergify_cli.broker import free_port
 
@@ -22,17 +23,20 @@ def _served(args: list[str], env: dict[str, str], url: str, cwd: Path) -> str:
         args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
-        for _ in range(600):
-            try:
-                httpx.get(f"{url}/health", timeout=5)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, "the service exited before answering"
-                time.sleep(0.1)
+
+        def up() -> bool:
+            assert proc.poll() is None, "the service exited before answering"
+            return answers_200(f"{url}/health")
+
+        wait_for(up, 60, "the spotify-gateway to answer")
         callback = httpx.get(
-            f"{url}/api/v1/spotify/callback", params={"code": CODE, "state": STATE}, timeout=30
+            f"{url}/api/v1/spotify/callback",
+            params={"code": CODE, "state": STATE},
+            headers=INTERNAL_HEADERS,
+            timeout=30,
         )
-        assert callback.status_code < 500 or callback.status_code == 503, callback.text
+        # A state this process never issued: refused, after the access log saw the request.
+        assert callback.status_code == 400, callback.text
     finally:
         proc.terminate()
         output, _ = proc.communicate(timeout=30)
@@ -46,6 +50,10 @@ def test_spotify_gateway_access_log_has_no_oauth_code_or_state(tmp_path: Path) -
         EMERGIFY_SPOTIFY_GATEWAY_URL=f"http://127.0.0.1:{port}",
         EMERGIFY_DATABASE_URL=f"sqlite:///{tmp_path / 'spotify.db'}",
         EMERGIFY_LOG_FORMAT="json",
+        EMERGIFY_INTERNAL_TOKEN=INTERNAL_TOKEN,
+        # Configured (the offline sandbox), so the callback reaches its state check.
+        EMERGIFY_SESSION_SECRET="access-log-test-session-secret-0123456789abc",
+        EMERGIFY_TOKEN_ENCRYPTION_KEY=Fernet.generate_key().decode(),
     )
     output = _served(
         [sys.executable, "-m", "emergify_spotify"], env, f"http://127.0.0.1:{port}", tmp_path

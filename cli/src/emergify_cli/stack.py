@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 import httpx
 
 from emergify_cli.broker import EmbeddedBroker, create_topics, free_port
+from emergify_cli.spark_cluster import SparkCluster, SparkClusterSettings
 from emergify_cli.waiting import wait_for
 from emergify_contracts.internal_auth import internal_headers
 from emergify_contracts.settings import EmergifySettings
@@ -83,6 +84,10 @@ class Stack:
     sink: Callable[[str], None] = print
     procs: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
     broker: EmbeddedBroker | None = None
+    spark_cluster: SparkCluster | None = None
+    #: service name -> network namespace to run it in (``ip netns exec``; the multi-host
+    #: rehearsal); services not named run in the caller's namespace.
+    netns: dict[str, str] = field(default_factory=dict)
     _threads: list[threading.Thread] = field(default_factory=list)
 
     @property
@@ -111,6 +116,26 @@ class Stack:
             settings.kafka_bootstrap_servers, settings.topics(), settings.topic_partitions
         )
 
+    def start_spark_cluster(self) -> None:
+        """With ``EMERGIFY_SPARK_CLUSTER=1``: a standalone master and workers, and the stream
+        processor submits to them (unless ``EMERGIFY_SPARK_MASTER`` names another master)."""
+        overrides = {
+            k.removeprefix("EMERGIFY_").lower(): v
+            for k, v in self.env.items()
+            if k.startswith(("EMERGIFY_SPARK_CLUSTER", "EMERGIFY_SPARK_AUTH_SECRET"))
+        }
+        settings = SparkClusterSettings(_env_file=self.workdir / ".env", **overrides)  # type: ignore[call-arg]
+        if not settings.spark_cluster:
+            return
+        cluster = SparkCluster.from_settings(settings, self.workdir / "var" / "spark")
+        self.spark_cluster = cluster.start()
+        self.env.setdefault("EMERGIFY_SPARK_MASTER", cluster.master_url)
+        self.env.setdefault("EMERGIFY_SPARK_DRIVER_HOST", cluster.host)
+        self.sink(
+            f"{'spark':<16} | standalone master {cluster.master_url} with "
+            f"{cluster.workers} workers (UI http://{cluster.host}:{cluster.webui_port})"
+        )
+
     def start_service(self, spec: ServiceSpec) -> None:
         env = {
             **os.environ,
@@ -119,8 +144,11 @@ class Stack:
             "PYSPARK_DRIVER_PYTHON": sys.executable,
             "PYTHONUNBUFFERED": "1",
         }
+        cmd = [sys.executable, "-m", spec.module]
+        if spec.name in self.netns:
+            cmd = ["ip", "netns", "exec", self.netns[spec.name], *cmd]
         proc = subprocess.Popen(
-            [sys.executable, "-m", spec.module],
+            cmd,
             cwd=self.workdir,
             env=env,
             stdout=subprocess.PIPE,
@@ -156,6 +184,7 @@ class Stack:
         (self.workdir / "var").mkdir(parents=True, exist_ok=True)
         try:
             self.start_broker()
+            self.start_spark_cluster()
             for spec in self.services:
                 self.start_service(spec)
             for spec in self.services:
@@ -192,6 +221,9 @@ class Stack:
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         self.procs.clear()
+        if self.spark_cluster:
+            self.spark_cluster.stop()
+            self.spark_cluster = None
         if self.broker:
             self.broker.stop()
             self.broker = None

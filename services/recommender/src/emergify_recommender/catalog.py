@@ -26,8 +26,9 @@ import structlog
 from sqlalchemy.engine import Engine
 
 from emergify_contracts.events import CatalogChange, ModelPublished
+from emergify_recommender.build import build_index, with_songs
 from emergify_recommender.feature_table import load_all, load_ids, load_since, table_state
-from emergify_recommender.index import SongIndex, build_index, with_songs
+from emergify_recommender.index import SongIndex
 from emergify_recommender.model_registry import load_current_model
 
 log = structlog.get_logger()

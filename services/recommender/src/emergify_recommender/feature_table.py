@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from emergify_contracts.song_schemas import recommender_columns
 from emergify_contracts.tables import model_versions, songs, stream_batches
-from emergify_recommender.index import SongRecord, as_utc
+from emergify_recommender.records import SongRecord, as_utc
 
 # The song fields and bookkeeping the serving layer keeps, not the table's Kafka positions
 # or the stored cluster (recomputed from the model on load: it may be from an older model).

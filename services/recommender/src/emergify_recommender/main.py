@@ -23,6 +23,7 @@ from emergify_contracts.problems import (
     operation_id,
 )
 from emergify_contracts.tables import UNREACHABLE_ERRORS, make_engine
+from emergify_recommender import nearest
 from emergify_recommender.api.main import api_router
 from emergify_recommender.catalog import Catalog, CatalogNotReady
 from emergify_recommender.change_feed import ChangeFeed
@@ -49,6 +50,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         feed = ChangeFeed(settings, catalog)
         app.state.catalog, app.state.change_feed = catalog, feed
         app.state.http = httpx.AsyncClient(headers=internal_headers(settings))
+        # Compiling (or loading from its disk cache) the ranking kernel runs beside the first
+        # load, so the first request does not pay for it and start-up does not wait on it.
+        app.state.kernel_warm = asyncio.create_task(
+            asyncio.to_thread(nearest.warm), name="kernel-warm"
+        )
         try:
             await catalog.reload("start")
         except Exception as exc:

@@ -7,7 +7,7 @@ from sqlalchemy.engine import Engine
 
 from emergify_contracts.model import PortableModel
 from emergify_contracts.tables import model_versions
-from emergify_recommender.index import LoadedModel
+from emergify_recommender.model import LoadedModel
 
 
 def load_current_model(engine: Engine) -> LoadedModel | None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from emergify_recommender.index import SongIndex, normalize_text
+from emergify_recommender.index import SongIndex
+from emergify_recommender.text_keys import normalize_text
 
 
 def search(index: SongIndex, query: str, limit: int) -> tuple[list[int], int]:

@@ -25,6 +25,22 @@ class Settings(EmergifySettings):
         "master and workers must run with the same one. Unset: no authentication (local mode "
         "has no cluster to authenticate to).",
     )
+    spark_executor_memory: str = Field(
+        "512m",
+        description="JVM heap of each executor on a Spark cluster (spark://...); must fit in a "
+        "worker's --memory. Unused in local mode.",
+    )
+    spark_executor_python: str | None = Field(
+        None,
+        description="Python interpreter the executors run on a Spark cluster: a path that exists "
+        "on every worker, with emergify_stream and its dependencies installed. Default: the "
+        "driver's own interpreter (right when the workers share the driver's machine or image).",
+    )
+    spark_driver_host: str | None = Field(
+        None,
+        description="Address executors use to reach the driver (spark.driver.host and "
+        "bindAddress); default: Spark's choice. Set it when the driver has several interfaces.",
+    )
     spark_kafka_format: str = Field(
         "emergify_kafka",
         description="Streaming source format: 'emergify_kafka' (Python source) or 'kafka' "

@@ -21,6 +21,8 @@ def build_spark_session(
     # Python workers must run this interpreter (the project's venv), not whatever is on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    if not master.startswith("local"):
+        conf = {**cluster_conf(), **conf}
     builder = (
         SparkSession.builder.master(master)
         .appName(app_name)
@@ -41,3 +43,27 @@ def build_spark_session(
 
     spark.dataSource.register(KafkaDataSource)
     return spark
+
+
+def cluster_conf() -> dict[str, str]:
+    """Spark settings for a cluster master (``spark://...``): the executors' heap and
+    interpreter, and the driver's address, from the stream processor's settings.
+
+    The executors' Python runs tasks of the Kafka source and the cleaning SQL: it must have
+    ``emergify_stream`` importable. PySpark sends the driver's ``PYSPARK_PYTHON`` path with
+    every task, so that variable is set to the executors' interpreter too.
+    """
+    from emergify_stream.config import get_settings
+
+    settings = get_settings()
+    python = settings.spark_executor_python or os.environ.get("PYSPARK_PYTHON") or sys.executable
+    os.environ["PYSPARK_PYTHON"] = python
+    conf = {
+        "spark.executor.memory": settings.spark_executor_memory,
+        "spark.pyspark.python": python,
+        "spark.executorEnv.PYSPARK_PYTHON": python,
+    }
+    if settings.spark_driver_host:
+        conf["spark.driver.host"] = settings.spark_driver_host
+        conf["spark.driver.bindAddress"] = settings.spark_driver_host
+    return conf

@@ -141,7 +141,9 @@ class RecommendationResponse(BaseModel):
     table_version: int | None = Field(
         description="Newest micro-batch in the catalog that answered; null when it is empty."
     )
-    replica: str = Field(description="The recommender replica that answered.")
+    replica: str | None = Field(
+        None, description="The recommender replica that answered (its EMERGIFY_REPLICA_NAME)."
+    )
     seed: SeedInfo
     items: list[RecommendedItem] = Field(description="Ascending by distance.")
     count: int

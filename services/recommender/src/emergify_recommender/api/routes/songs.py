@@ -11,11 +11,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from emergify_contracts.problems import ProblemError, problem_responses
 from emergify_contracts.song import TRACK_ID_RE
 from emergify_recommender.api.deps import CurrentIndex, LiveCatalog
-from emergify_recommender.api.routes.recommendations import spotify_url
 from emergify_recommender.api.schemas import SearchResponse, SongDetail, SongSummary
 from emergify_recommender.catalog import Catalog
 from emergify_recommender.feature_table import load_ids
-from emergify_recommender.index import SongRecord
+from emergify_recommender.recommendation import spotify_url
+from emergify_recommender.records import SongRecord
 from emergify_recommender.search import search
 
 log = structlog.get_logger()

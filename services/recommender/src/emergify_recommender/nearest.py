@@ -1,0 +1,327 @@
+"""The compiled kernel of the exact ranking: the nearest songs to one or more queries.
+
+Distance: a weighted L1 over ``d`` standardized features, ``sum_f w_f |z_f - q_f|``, with
+``z_f = (x_f - mean_f) / scale_f`` computed from the stored values ``x`` exactly as NumPy
+does in float64 (so every distance equals a float64 brute-force recomputation, bit for bit).
+With several queries a song's distance is to its nearest query (ties: the earlier one).
+
+Search (see :mod:`emergify_recommender.cells` for the cells):
+
+1. A lower bound per cell from its box: ``sum_f w_f max(0, lo_f - q_f, q_f - hi_f)`` in
+   float64, in the same operation order as the distance. Rounding is monotone, so it never
+   exceeds the computed distance of any song inside (no slack needed). A cell whose
+   lowest popularity is above ``max_popularity`` holds no candidate and is skipped.
+2. Cells are visited best-first (a binary heap on the bound), until the next bound is above
+   the current ``m``-th distance.
+3. In a visited cell every song first gets a float32 estimate (vectorized, no divisions);
+   only songs whose estimate minus its error bound can still enter the top ``m`` get the
+   exact float64 distance. The top ``m`` are kept in a heap ordered by (distance, row).
+
+Numba compiles it once (``cache=True`` keeps the machine code on disk); :func:`warm` runs
+it at start-up so the first request does not pay for compilation.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from emergify_recommender.cells import Cells, build_cells
+
+#: Unit roundoff of float32; the estimate's error is a small multiple of it (see _slack).
+_U32 = float(np.finfo(np.float32).eps) / 2
+#: "No popularity cap": above every stored popularity (int16).
+NO_CAP = 32_767
+
+
+@nb.njit(cache=True, nogil=True)
+def _cell_heap_down(keys: np.ndarray, ids: np.ndarray, i: int, n: int) -> None:
+    while True:
+        left = 2 * i + 1
+        if left >= n:
+            return
+        small = left
+        right = left + 1
+        if right < n and keys[right] < keys[left]:
+            small = right
+        if keys[small] < keys[i]:
+            keys[i], keys[small] = keys[small], keys[i]
+            ids[i], ids[small] = ids[small], ids[i]
+            i = small
+        else:
+            return
+
+
+@nb.njit(cache=True, nogil=True)
+def _worse(d1: float, r1: int, d2: float, r2: int) -> bool:
+    return d1 > d2 or (d1 == d2 and r1 > r2)
+
+
+@nb.njit(cache=True, nogil=True)
+def _top_down(hd: np.ndarray, hr: np.ndarray, hp: np.ndarray, hn: np.ndarray, n: int) -> None:
+    """Restore the max-heap (by distance, then row) from the root down."""
+    i = 0
+    while True:
+        left = 2 * i + 1
+        if left >= n:
+            return
+        big = left
+        right = left + 1
+        if right < n and _worse(hd[right], hr[right], hd[left], hr[left]):
+            big = right
+        if _worse(hd[big], hr[big], hd[i], hr[i]):
+            hd[i], hd[big] = hd[big], hd[i]
+            hr[i], hr[big] = hr[big], hr[i]
+            hp[i], hp[big] = hp[big], hp[i]
+            hn[i], hn[big] = hn[big], hn[i]
+            i = big
+        else:
+            return
+
+
+@nb.njit(cache=True, nogil=True)
+def _top_up(hd: np.ndarray, hr: np.ndarray, hp: np.ndarray, hn: np.ndarray, i: int) -> None:
+    while i > 0:
+        parent = (i - 1) // 2
+        if _worse(hd[i], hr[i], hd[parent], hr[parent]):
+            hd[i], hd[parent] = hd[parent], hd[i]
+            hr[i], hr[parent] = hr[parent], hr[i]
+            hp[i], hp[parent] = hp[parent], hp[i]
+            hn[i], hn[parent] = hn[parent], hn[i]
+            i = parent
+        else:
+            return
+
+
+@nb.njit(cache=True, nogil=True)
+def _estimate(
+    values: np.ndarray,
+    s0: int,
+    length: int,
+    a32: np.ndarray,
+    b32: np.ndarray,
+    q: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """float32 estimates of the distances of positions ``s0:s0+length`` to ``q``
+    (weights folded into ``a``, ``b`` and ``q``); the slices let LLVM vectorize."""
+    for j in range(length):
+        out[j] = 0.0
+    for f in range(values.shape[0]):
+        a = a32[f]
+        b = b32[f]
+        qf = q[f]
+        row = values[f, s0 : s0 + length]
+        for j in range(length):
+            out[j] += abs(np.float32(row[j]) * a + b - qf)
+
+
+@nb.njit(cache=True, nogil=True)
+def _box_bound(
+    lo_t: np.ndarray, hi_t: np.ndarray, c: int, weights: np.ndarray, queries: np.ndarray
+) -> float:
+    """The lower bound of one box (min over queries), same operations as :func:`_bounds`."""
+    best = np.inf
+    for qi in range(queries.shape[0]):
+        total = 0.0
+        for f in range(lo_t.shape[0]):
+            q = queries[qi, f]
+            total += weights[f] * max(0.0, lo_t[f, c] - q, q - hi_t[f, c])
+        best = min(best, total)
+    return best
+
+
+@nb.njit(cache=True, nogil=True)
+def _bounds(
+    lo_t: np.ndarray, hi_t: np.ndarray, weights: np.ndarray, queries: np.ndarray
+) -> np.ndarray:
+    """Lower bounds of every box (columns of ``lo_t``/``hi_t``), vectorized over boxes."""
+    n_boxes = lo_t.shape[1]
+    bounds = np.full(n_boxes, np.inf)
+    acc = np.empty(n_boxes)
+    for qi in range(queries.shape[0]):
+        acc[:] = 0.0
+        for f in range(lo_t.shape[0]):
+            q = queries[qi, f]
+            w = weights[f]
+            lo = lo_t[f]
+            hi = hi_t[f]
+            for c in range(n_boxes):
+                acc[c] += w * max(0.0, lo[c] - q, q - hi[c])
+        for c in range(n_boxes):
+            bounds[c] = min(bounds[c], acc[c])
+    return bounds
+
+
+@nb.njit(cache=True, nogil=True)
+def _search(
+    values: np.ndarray,  # d x n stored values in cell order (int32 decimal codes or float64)
+    divisors: np.ndarray,  # d, float64: x = values / divisors (ones for float64 values)
+    means: np.ndarray,  # d, float64
+    scales: np.ndarray,  # d, float64
+    weights: np.ndarray,  # d, float64
+    value_max: np.ndarray,  # d, float64: max |x_f| over the songs (bounds the estimate error)
+    perm: np.ndarray,  # n: cell position -> row
+    starts: np.ndarray,  # cells + 1, int64
+    lo_t: np.ndarray,  # d x cells, float64 box of the standardized vectors
+    hi_t: np.ndarray,
+    popularity: np.ndarray,  # n, int16, cell order (-1 unknown)
+    cell_min_pop: np.ndarray,  # cells, int16
+    by_pop: np.ndarray,  # cells, bool: songs in ascending popularity
+    groups: np.ndarray,  # groups + 1, int64: group g holds cells groups[g]:groups[g+1]
+    group_lo_t: np.ndarray,  # d x groups: the union of its cells' boxes
+    group_hi_t: np.ndarray,
+    group_min_pop: np.ndarray,  # groups, int16
+    widest: int,  # the most songs in one cell
+    max_pop: int,
+    queries: np.ndarray,  # nq x d, float64, standardized
+    m: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    d = values.shape[0]
+    nq = queries.shape[0]
+    n_groups = groups.size - 1
+
+    # 1. Lower bounds of the groups; 2. a min-heap of those that can hold a candidate.
+    bounds = _bounds(group_lo_t, group_hi_t, weights, queries)
+    keys = np.empty(n_groups)
+    ids = np.empty(n_groups, dtype=np.int64)
+    size = 0
+    for g in range(n_groups):
+        if group_min_pop[g] <= max_pop and groups[g + 1] > groups[g]:
+            keys[size] = bounds[g]
+            ids[size] = g
+            size += 1
+    for i in range(size // 2 - 1, -1, -1):
+        _cell_heap_down(keys, ids, i, size)
+    # The float32 estimate w z ~ x * a + b (weights >= 0 folded in) and its error bound
+    # (per query: |q| enters).
+    a32 = np.empty(d, dtype=np.float32)
+    b32 = np.empty(d, dtype=np.float32)
+    q32 = np.empty((nq, d), dtype=np.float32)
+    magnitude = 0.0
+    for f in range(d):
+        a32[f] = np.float32(weights[f] / (divisors[f] * scales[f]))
+        b32[f] = np.float32(-weights[f] * means[f] / scales[f])
+    q_max = 0.0
+    for qi in range(nq):
+        s = 0.0
+        for f in range(d):
+            q32[qi, f] = np.float32(weights[f] * queries[qi, f])
+            s += weights[f] * abs(queries[qi, f])
+        q_max = max(q_max, s)
+    for f in range(d):
+        magnitude += weights[f] * (value_max[f] + abs(means[f])) / scales[f]
+    # Each term passes through ~8 float32 roundings and the sum adds d more: 64 + 4d unit
+    # roundoffs of the magnitudes bound the error with room to spare.
+    slack = (64.0 + 4.0 * d) * _U32 * (magnitude + q_max) * 1.0001 + 1e-12
+
+    hd = np.empty(m)
+    hr = np.empty(m, dtype=np.int64)
+    hp = np.empty(m, dtype=np.int64)
+    hn = np.empty(m, dtype=np.int64)
+    count = 0
+    best = np.empty(widest, dtype=np.float32)
+    other = np.empty(widest, dtype=np.float32)
+    while size > 0:
+        if count == m and keys[0] > hd[0]:
+            break
+        group = ids[0]
+        size -= 1
+        keys[0] = keys[size]
+        ids[0] = ids[size]
+        _cell_heap_down(keys, ids, 0, size)
+        for cell in range(groups[group], groups[group + 1]):
+            if cell_min_pop[cell] > max_pop:
+                continue
+            if count == m and _box_bound(lo_t, hi_t, cell, weights, queries) > hd[0]:
+                continue
+            s0 = starts[cell]
+            length = starts[cell + 1] - s0
+            if by_pop[cell]:  # the songs under the cap are a prefix: only those
+                under = 0
+                while under < length and popularity[s0 + under] <= max_pop:
+                    under += 1
+                length = under
+            # 3a. Estimates for the whole cell (vector loops).
+            _estimate(values, s0, length, a32, b32, q32[0], best)
+            for qi in range(1, nq):
+                _estimate(values, s0, length, a32, b32, q32[qi], other)
+                for j in range(length):
+                    best[j] = min(best[j], other[j])
+            # 3b. Exact distances for the songs that may enter the top m.
+            for j in range(length):
+                p = s0 + j
+                if popularity[p] > max_pop:
+                    continue
+                if count == m and best[j] - slack > hd[0]:
+                    continue
+                dist = np.inf
+                near = 0
+                for qi in range(nq):
+                    total = 0.0
+                    for f in range(d):
+                        z = (values[f, p] / divisors[f] - means[f]) / scales[f]
+                        total += weights[f] * abs(z - queries[qi, f])
+                    if total < dist:
+                        dist = total
+                        near = qi
+                r = np.int64(perm[p])
+                if count < m:
+                    hd[count], hr[count], hp[count], hn[count] = dist, r, p, near
+                    _top_up(hd, hr, hp, hn, count)
+                    count += 1
+                elif _worse(hd[0], hr[0], dist, r):
+                    hd[0], hr[0], hp[0], hn[0] = dist, r, p, near
+                    _top_down(hd, hr, hp, hn, count)
+    return hp[:count], hr[:count], hd[:count], hn[:count]
+
+
+def search(
+    cells: Cells,
+    means: np.ndarray,
+    scales: np.ndarray,
+    weights: np.ndarray,
+    queries: np.ndarray,
+    m: int,
+    max_popularity: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The ``m`` songs of ``cells`` nearest to ``queries`` (rows, standardized) whose
+    popularity is at most ``max_popularity`` (None: no cap), sorted by (distance, row):
+    their cell positions, rows, distances and nearest query. Fewer when fewer pass."""
+    cap = NO_CAP if max_popularity is None else int(min(max_popularity, NO_CAP))
+    queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float64)
+    pos, rows, dist, near = _search(
+        cells.features.values,
+        cells.divisors,
+        np.ascontiguousarray(means, dtype=np.float64),
+        np.ascontiguousarray(scales, dtype=np.float64),
+        np.ascontiguousarray(weights, dtype=np.float64),
+        cells.value_max,
+        cells.perm,
+        cells.starts,
+        cells.lo_t,
+        cells.hi_t,
+        cells.popularity,
+        cells.min_popularity,
+        cells.by_popularity,
+        cells.groups,
+        cells.group_lo_t,
+        cells.group_hi_t,
+        cells.group_min_popularity,
+        max(cells.widest, 1),
+        cap,
+        queries,
+        max(int(m), 1),
+    )
+    order = np.lexsort((rows, dist))
+    return pos[order], rows[order], dist[order], near[order]
+
+
+def warm() -> None:
+    """Compile (or load from the on-disk cache) the kernel for both stored value types, so
+    the first request does not wait for it."""
+    d, n = 2, 4
+    raw = np.arange(d * n, dtype=np.float64).reshape(n, d)
+    for values in (raw, raw + 0.123456789012):  # short decimals (int32 codes), and not
+        cells = build_cells(values, values, np.zeros(n, dtype=np.int16), leaf=2)
+        search(cells, np.zeros(d), np.ones(d), np.ones(d), values[:1], 2)

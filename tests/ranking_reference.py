@@ -1,0 +1,73 @@
+"""The brute-force reference of the recommender's ranking, for tests and bench/ (O(n) per
+query, not served).
+
+Every distance in float64 (``sum_f w_f |z_f - q_f|``, terms added in feature order, as the
+kernel adds them), a full sort by (distance, row), then the same greedy playlist rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import numpy as np
+
+from emergify_recommender.index import SongIndex
+from emergify_recommender.ranking import Ranked, _Rules
+
+
+def weighted_l1(
+    z: np.ndarray, queries: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``z`` (n x d), the distance to its nearest query and which (ties: the
+    earlier), the d terms added one after the other in feature order."""
+    queries = np.atleast_2d(queries)
+    best = np.full(z.shape[0], np.inf)
+    nearest = np.zeros(z.shape[0], dtype=np.int64)
+    for j, q in enumerate(queries):
+        total = np.zeros(z.shape[0])
+        for f in range(z.shape[1]):
+            total += weights[f] * np.abs(z[:, f] - q[f])
+        closer = total < best
+        best[closer] = total[closer]
+        nearest[closer] = j
+    return best, nearest
+
+
+def exact_order(distances: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` smallest by (distance, row)."""
+    rows = np.arange(distances.size)
+    return np.lexsort((rows, distances))[:k]
+
+
+def brute_force(
+    index: SongIndex,
+    queries: np.ndarray,
+    limit: int,
+    *,
+    max_popularity: int | None = None,
+    max_per_artist: int = 2,
+    exclude: Collection[int] = (),
+    seeds: Sequence[int] = (),
+) -> list[Ranked]:
+    """What :func:`emergify_recommender.ranking.rank` must return (diversity 0)."""
+    if limit <= 0 or len(index) == 0:
+        return []
+    queries = np.atleast_2d(np.asarray(queries, dtype=np.float64))
+    rows = np.arange(len(index), dtype=np.int64)
+    exact, nearest = weighted_l1(index.z, queries, index.weights)
+    ok = np.ones(rows.size, dtype=bool)
+    if max_popularity is not None:
+        ok &= index.popularity <= max_popularity
+    ranked = np.lexsort((rows, exact))
+    ranked = ranked[ok[ranked]]
+    blocked = {int(r) for r in (*exclude, *seeds)}
+    kept = _Rules(index, seeds, max_per_artist, blocked).apply(rows[ranked], limit)
+    return [
+        Ranked(
+            row=int(ranked[i]),
+            distance=float(exact[ranked[i]]),
+            cluster=index.cluster_of_row(int(ranked[i])),
+            seed=int(nearest[ranked[i]]),
+        )
+        for i in kept
+    ]
