@@ -37,6 +37,7 @@ class SyncWorker:
         self.tokens = tokens
         self.wake = asyncio.Event()
         self.syncs = 0
+        self.consuming = False  # joined the group with positions resolved: sees the next event
         # One sync at a time in this process: two diffs of one playlist at once could both add
         # the same missing song.
         self._lock = threading.Lock()
@@ -145,6 +146,12 @@ class SyncWorker:
                     request_timeout_ms=5_000,
                 )
                 await consumer.start()
+                while not consumer.assignment():  # the group assigns partitions after joining
+                    if any((await consumer.getmany(timeout_ms=200)).values()):
+                        self.wake.set()
+                for tp in consumer.assignment():
+                    await consumer.position(tp)
+                self.consuming = True
                 log.info("living sync consumer connected")
                 while True:
                     batches = await consumer.getmany(timeout_ms=1000, max_records=100)
@@ -158,6 +165,7 @@ class SyncWorker:
                     error=f"{type(exc).__name__}: {exc}",
                 )
             finally:
+                self.consuming = False
                 with contextlib.suppress(Exception):
                     await consumer.stop()
             await asyncio.sleep(5)
