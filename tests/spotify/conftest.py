@@ -10,6 +10,7 @@ directly).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -92,6 +93,8 @@ def loop_stack(tmp_path_factory: pytest.TempPathFactory, broker: EmbeddedBroker)
         tmp_path_factory,
         kafka_bootstrap_servers=broker.bootstrap,
         living_sync_interval_seconds=3600,
+        # A group of its own: members of other tests' groups (killed ones too) hold nothing.
+        living_sync_group=f"living-sync-{uuid.uuid4().hex}",
     ) as s:
         s.broker = broker.bootstrap
         yield s

@@ -46,6 +46,7 @@ def test_spotify_gateway_access_log_has_no_oauth_code_or_state(tmp_path: Path) -
         EMERGIFY_SPOTIFY_GATEWAY_URL=f"http://127.0.0.1:{port}",
         EMERGIFY_DATABASE_URL=f"sqlite:///{tmp_path / 'spotify.db'}",
         EMERGIFY_LOG_FORMAT="json",
+        EMERGIFY_INTERNAL_TOKEN=os.environ["EMERGIFY_INTERNAL_TOKEN"],  # else it refuses to start
     )
     output = _served(
         [sys.executable, "-m", "emergify_spotify"], env, f"http://127.0.0.1:{port}", tmp_path

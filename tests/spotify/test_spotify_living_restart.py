@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +55,7 @@ def worker_process(stack: Any, tmp_path: Path) -> Iterator[Callable[[], subproce
         "EMERGIFY_RECOMMENDER_URL": settings.recommender_url,
         "EMERGIFY_KAFKA_BOOTSTRAP_SERVERS": stack.broker,
         "EMERGIFY_LIVING_SYNC_INTERVAL_SECONDS": "1",
+        "EMERGIFY_LIVING_SYNC_GROUP": f"living-sync-{uuid.uuid4().hex}",
         "EMERGIFY_MAX_RETRY_AFTER_SECONDS": "5",
     }
     started: list[subprocess.Popen] = []
