@@ -255,3 +255,34 @@ def test_refresh_and_stop(stack: Any, signed_in: Callable[[str], httpx.Client]) 
     # The Spotify playlist stays the listener's.
     songs = spotify_playlist(stack, "demo", created["spotify_playlist_id"])
     assert songs == [s["track_id"] for s in created["songs"]]
+
+
+def test_a_signed_out_listener_stays_pending(
+    stack: Any, signed_in: Callable[[str], httpx.Client]
+) -> None:
+    browser = signed_in("demo2")
+    created = _create_living(browser, stack.catalog_ids[900:902], size=4)
+    assert browser.post("/api/v1/spotify/logout").status_code == 303  # tokens forgotten
+    engine = sa.create_engine(stack.spotify_db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                living_playlists.update()
+                .where(living_playlists.c.playlist_id == created["id"])
+                .values(version=2)
+            )
+        worker = stack.spotify.app.state.services.sync
+        assert created["id"] in {p.playlist_id for p in worker.store.pending()}
+        assert worker.sweep() == 0  # skipped, not failed
+        assert created["id"] in {p.playlist_id for p in worker.store.pending()}
+        with engine.connect() as conn:
+            synced = conn.execute(
+                sa.select(living_playlists.c.synced_version).where(
+                    living_playlists.c.playlist_id == created["id"]
+                )
+            ).scalar_one()
+        assert synced == 1  # kept pending for when they sign in again
+        songs = spotify_playlist(stack, "demo2", created["spotify_playlist_id"])
+        assert songs == [s["track_id"] for s in created["songs"]]
+    finally:
+        engine.dispose()
