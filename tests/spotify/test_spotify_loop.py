@@ -286,3 +286,26 @@ def test_a_signed_out_listener_stays_pending(
         assert songs == [s["track_id"] for s in created["songs"]]
     finally:
         engine.dispose()
+
+
+def test_expand_within_distance_returns_every_song_within_it(
+    stack: Any, signed_in: Callable[[str], httpx.Client]
+) -> None:
+    browser = signed_in("demo")
+    path = f"/api/v1/spotify/playlists/{ROAD_TRIP}/expand"
+    rules = {"max_popularity": 100, "max_per_artist": 5}
+    nearest = browser.post(path, json={"limit": 40, **rules}).json()["items"]
+    threshold = nearest[14]["distance"]
+    within = browser.post(path, json={"limit": 40, "within_distance": threshold, **rules})
+    assert within.status_code == 200, within.text
+    items = within.json()["items"]
+    assert items and all(i["distance"] <= threshold for i in items)
+    # Every song of the 40 nearest within the threshold, and nothing else.
+    assert [i["track_id"] for i in items] == [
+        i["track_id"] for i in nearest if i["distance"] <= threshold
+    ]
+    assert not {i["track_id"] for i in items} & set(spotify_playlist(stack, "demo", ROAD_TRIP))
+    # Above the recommender's fixed-count cap, a count alone is refused with the reason.
+    refused = browser.post(path, json={"limit": 300, **rules})
+    assert refused.status_code == 422
+    assert "within_distance" in refused.json()["detail"]

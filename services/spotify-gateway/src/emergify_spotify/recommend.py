@@ -63,10 +63,20 @@ def recommend(client: httpx.Client, ask: Ask, listener_id: str | None) -> dict[s
     body = ask.body()
     try:
         response = client.post("/api/v1/recommendations", json=body, headers=headers)
-        if ask.include_recent and _unknown_field(response, "include_recent"):
-            # A recommender without the field keeps no history to filter by: asking without
-            # it is the same question.
-            del body["include_recent"]
+        # Fields a recommender may not know yet, where asking without them is the same
+        # question: without include_recent it keeps no history to filter by; the `limit`
+        # nearest songs cut at the threshold (below) are every song within it, up to `limit`.
+        droppable = [
+            name
+            for name, same in (
+                ("include_recent", True),
+                ("within_distance", ask.limit <= MAX_LIMIT),
+            )
+            if name in body and same and _unknown_field(response, name)
+        ]
+        if droppable:
+            for name in droppable:
+                del body[name]
             response = client.post("/api/v1/recommendations", json=body, headers=headers)
     except httpx.HTTPError as exc:
         raise _unavailable(type(exc).__name__) from None
