@@ -171,6 +171,13 @@ class ListenerStates:
             if version is not None:
                 self.version = max(self.version, version)
 
+    def clear(self) -> None:
+        """Forget every cached state (listener-change events may have been missed)."""
+        with self._lock:
+            for listener_id in self._cache:
+                self._generation[listener_id] = self._generation.get(listener_id, 0) + 1
+            self._cache.clear()
+
     def served(self, listener_id: str, track_ids: Sequence[str], now: datetime) -> None:
         """Record a recommendation and drop the cached state so the next one skips it."""
         record_served(self.engine, listener_id, track_ids, now)
