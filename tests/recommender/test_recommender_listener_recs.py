@@ -131,6 +131,38 @@ def test_a_disliked_song_is_never_returned_again(loop: Loop) -> None:
     assert disliked in ids(loop.recommend(other, seeds=[seed]))
 
 
+def test_a_listener_change_event_drops_the_cached_state(loop: Loop) -> None:
+    states = loop.client.app.state.listeners
+    caller, listener = session()
+    track = loop.songs[3].track_id
+    loop.recommend(caller, seeds=[loop.songs[9].track_id])  # cached from here on
+    assert track not in states.get(listener).disliked
+    loop.sink.write(
+        "feedback",
+        next(_batch),
+        [
+            {
+                "listener_id": listener,
+                "event_id": uuid.uuid4().hex,
+                "track_id": track,
+                "signal": "dislike",
+                "at": datetime.now(UTC),
+                "kafka_partition": 0,
+                "kafka_offset": 0,
+            }
+        ],
+    )
+    assert track not in states.get(listener).disliked  # the table changed, nobody said so
+    loop.rec.publish(
+        loop.settings.kafka_bootstrap_servers,
+        loop.settings.listener_changes_topic,
+        listener,
+        ListenerChange(version=10_000, listener_ids=[listener]),
+    )
+    wait_for(lambda: track in states.get(listener).disliked, timeout=30)
+    assert states.version >= 10_000
+
+
 def test_a_banned_artist_has_no_song_in_the_answer(loop: Loop) -> None:
     caller, listener = session()
     by_artist: dict[str, list[Song]] = {}
