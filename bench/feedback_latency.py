@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--probes", type=int, default=40, help="dislikes to time")
     parser.add_argument("--quick", action="store_true", help="10 probes")
+    parser.add_argument(
+        "--database-url", default=None, help="default: SQLite in a temporary folder"
+    )
     args = parser.parse_args(argv)
     probes = 10 if args.quick else args.probes
     workdir = Path(tempfile.mkdtemp(prefix="emergify-bench-feedback-"))
@@ -73,7 +76,11 @@ def main(argv: list[str] | None = None) -> None:
             "EMERGIFY_TRIGGER_INTERVAL_SECONDS": "0.5",
         }
     )
-    stack = Stack(env=env, workdir=workdir, sink=lambda line: None)
+    if args.database_url:
+        env["EMERGIFY_DATABASE_URL"] = args.database_url
+    log = (workdir / "stack.log").open("w")
+    print(f"stack log: {log.name}", flush=True)
+    stack = Stack(env=env, workdir=workdir, sink=lambda line: print(line, file=log, flush=True))
     real = load_songs(SAMPLE)
     stack.start()
     try:
@@ -89,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
             what="the sample catalog",
         )
         # Warm-up: the first feedback micro-batch plans the query and warms the JVM.
-        probe(api, "bench-warmup", real[0].track_id, 300)
+        probe(api, "bench-warmup", real[0].track_id, 180)
         latencies = []
         loads = []
         for i in range(probes):
