@@ -158,3 +158,49 @@ def test_feedback_reaches_the_listener_tables_once(
     ]
     assert {lid for c in changes for lid in c.listener_ids} == {f"spotify:l{i}" for i in range(7)}
     assert [c.version for c in changes] == sorted(c.version for c in changes)
+
+
+@pytest.mark.spark
+def test_a_dead_feedback_query_is_started_again_from_its_checkpoint(
+    spark, broker: EmbeddedBroker, sqlite_url: str, tmp_path: Path, producer
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    settings = Settings(
+        kafka_bootstrap_servers=broker.bootstrap,
+        feedback_topic=f"feedback.{suffix}",
+        database_url=sqlite_url,
+        checkpoint_dir=str(tmp_path / "checkpoint"),
+        trigger_interval_seconds=0.5,
+    )
+    create_topics(broker.bootstrap, [settings.feedback_topic], 3)
+    engine = make_engine(sqlite_url)
+    create_tables(engine)
+    layer = FeedbackLayer(spark, settings, FeedbackSink(engine), publisher=None)
+
+    def send(n: int) -> None:
+        events = [
+            FeedbackEvent(listener_id=f"spotify:r{i}", track_id=TRACK, signal="skip")
+            for i in range(n)
+        ]
+        records = [(e.listener_id.encode(), e.model_dump_json().encode()) for e in events]
+        producer(broker.bootstrap, settings.feedback_topic, records)
+
+    def rows() -> int:
+        with engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(listener_feedback)).scalar()
+
+    layer.start()
+    try:
+        send(40)
+        wait_for(lambda: rows() == 40, what="the first events", timeout=120)
+        first = layer.query
+        first.stop()  # the query dies
+        layer.ensure_running()
+        assert layer.query is not first and layer.query.isActive
+        send(25)
+        wait_for(lambda: rows() == 65, what="the events after the restart", timeout=120)
+    finally:
+        layer.stop()
+    layer.ensure_running()  # stopped on purpose: stays stopped
+    assert not layer.query.isActive
+    assert rows() == 65

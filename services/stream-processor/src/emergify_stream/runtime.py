@@ -150,6 +150,7 @@ class StreamRuntime:
                 self.spark, self.settings, FeedbackSink(self.engine), self.publisher
             )
             self.feedback.start()
+            self.layer.watch.keep_alive.append(self.feedback.ensure_running)
             self.schedule.start()
             if self.settings.auto_retrain:
                 # A restarted processor may find a catalog that already needs a model.

@@ -100,6 +100,7 @@ class FeedbackLayer:
         self.query: StreamingQuery | None = None
         self.last_result: FeedbackBatchResult | None = None
         self._query_name: str | None = None
+        self._stopped = False
 
     def start(self) -> StreamingQuery:
         """Start the query from its checkpoint (or ``startingOffsets``)."""
@@ -149,7 +150,18 @@ class FeedbackLayer:
         self.last_result = result
         return result
 
+    def ensure_running(self) -> None:
+        """Start the query again from its checkpoint if it died (a broker that went away
+        mid-batch, a Python worker that failed to connect back under load)."""
+        query = self.query
+        if query is not None and not query.isActive and not self._stopped:
+            log.warning(
+                "the feedback query stopped; starting it again", error=str(query.exception())
+            )
+            self.start()
+
     def stop(self) -> None:
         """Stop the query (a micro-batch in flight re-runs from the checkpoint next time)."""
+        self._stopped = True
         if self.query is not None and self.query.isActive:
             self.query.stop()

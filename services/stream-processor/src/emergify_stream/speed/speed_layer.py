@@ -178,6 +178,9 @@ class BrokerWatch:
         )
         self.reconcile_needed = False
         self.reconciled = 0  # songs upserted from the master dataset, since start
+        #: Called every round: the other streaming queries of the process (the listener
+        #: feedback query) are started again here when they died, as the songs query is.
+        self.keep_alive: list[Callable[[], None]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="emergify-broker-watch", daemon=True)
 
@@ -213,6 +216,8 @@ class BrokerWatch:
             )
             self.reconcile_needed = True
             layer.start_query()
+        for keep_alive in self.keep_alive:
+            keep_alive()
         topic = layer.settings.songs_topic
         try:
             ends = self.probe.end_offsets()
