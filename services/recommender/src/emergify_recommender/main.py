@@ -28,6 +28,8 @@ from emergify_recommender.api.main import api_router
 from emergify_recommender.catalog import Catalog, CatalogNotReady
 from emergify_recommender.change_feed import ChangeFeed
 from emergify_recommender.config import Settings, get_settings
+from emergify_recommender.listeners import ListenerStates
+from emergify_recommender.living import LivingPlaylists
 
 log = structlog.get_logger()
 
@@ -47,8 +49,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
         catalog = Catalog(engine)
-        feed = ChangeFeed(settings, catalog)
+        # Its own listener cache: living playlists read only dislikes and bans, never "recent".
+        living = LivingPlaylists(settings, engine, ListenerStates(engine, recent_days=7.0))
+        feed = ChangeFeed(settings, catalog, on_change=living.on_catalog_change)
         app.state.catalog, app.state.change_feed = catalog, feed
+        app.state.living = living
         app.state.http = httpx.AsyncClient(headers=internal_headers(settings))
         # Compiling (or loading from its disk cache) the ranking kernel runs beside the first
         # load, so the first request does not pay for it and start-up does not wait on it.
@@ -68,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(
                 catalog.poll_forever(settings.refresh_interval_seconds), name="catalog-poll"
             ),
+            asyncio.create_task(living.run(lambda: catalog.index), name="living-playlists"),
         ]
         try:
             yield
