@@ -34,7 +34,6 @@ from emergify_contracts.song import Song
 from emergify_recommender.catalog import Catalog
 from emergify_recommender.config import Settings
 from emergify_recommender.index import SongIndex
-from emergify_recommender.listeners import ListenerStates
 from emergify_recommender.living import LivingPlaylists, Playlist, distances, seed_queries
 
 SIZE = 5
@@ -152,7 +151,7 @@ def feedback(engine: sa.Engine, listener_id: str, track_id: str, signal: str) ->
 
 
 def living_for(settings: Settings, engine: sa.Engine) -> LivingPlaylists:
-    living = LivingPlaylists(settings, engine, ListenerStates(engine, recent_days=7))
+    living = LivingPlaylists(settings, engine)
     living.reload()
     return living
 

@@ -21,7 +21,7 @@ import asyncio
 import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -36,13 +36,14 @@ from emergify_contracts.events import CatalogChange
 from emergify_contracts.listener import (
     ListenerChange,
     LivingPlaylistChange,
+    listener_feedback,
     living_batches,
     living_playlist_items,
     living_playlists,
 )
 from emergify_recommender.config import Settings
 from emergify_recommender.index import SongIndex
-from emergify_recommender.listeners import ListenerState, ListenerStates
+from emergify_recommender.listeners import FeedbackItem, ListenerState, state_from_rows
 from emergify_recommender.living_match import (
     NO_THRESHOLD,
     UNKNOWN_POPULARITY,
@@ -53,6 +54,9 @@ from emergify_recommender.living_match import (
 )
 
 log = structlog.get_logger()
+
+#: Ids per IN (...) list: far below every database's bound-parameter limit.
+_CHUNK = 1000
 
 
 @dataclass
@@ -108,15 +112,12 @@ def _playlist_from_row(row: sa.Row, items: dict[str, float]) -> Playlist:
 
 
 def load_playlists(
-    conn: Connection, playlist_ids: Sequence[str] | None = None, *, for_update: bool = False
+    conn: Connection, playlist_ids: Sequence[str] | None = None
 ) -> dict[str, Playlist]:
     """The active living playlists (all, or those named) with their desired items."""
     query = sa.select(living_playlists).where(living_playlists.c.stopped_at.is_(None))
     if playlist_ids is not None:
         query = query.where(living_playlists.c.playlist_id.in_(list(playlist_ids)))
-    if for_update and conn.dialect.name == "postgresql":
-        # Serializes this merge with a feedback removal of another replica on the same rows.
-        query = query.with_for_update()
     rows = conn.execute(query).all()
     if not rows:
         return {}
@@ -225,10 +226,11 @@ def merge(
 class LivingPlaylists:
     """Every active subscription in memory, matched against each catalog change."""
 
-    def __init__(self, settings: Settings, engine: Engine, listeners: ListenerStates) -> None:
+    def __init__(self, settings: Settings, engine: Engine) -> None:
         self._settings = settings
         self._engine = engine
-        self.listeners = listeners
+        # Dislikes and bans of playlist owners; a listener change drops the ones it names.
+        self._states: dict[str, ListenerState] = {}
         self._lock = threading.Lock()  # one merge or reload at a time in this replica
         self.playlists: dict[str, Playlist] = {}
         self._matcher: _Matcher | None = None
@@ -397,8 +399,12 @@ class LivingPlaylists:
         pairs: dict[str, dict[str, float]],
         now: datetime,
     ) -> dict[str, Playlist]:
-        fresh = load_playlists(conn, sorted(pairs), for_update=True)
+        fresh = self._locked(conn, sorted(pairs))
+        states = self._states_of({p.listener_id for p in fresh.values()}, now)
         written: dict[str, Playlist] = {}
+        deletes: list[dict[str, object]] = []
+        inserts: list[dict[str, object]] = []
+        bumps: list[dict[str, object]] = []
         for playlist_id, candidates in pairs.items():
             playlist = fresh.get(playlist_id)
             if playlist is None:
@@ -410,48 +416,93 @@ class LivingPlaylists:
             rows = np.asarray([index.position(t) for t in ids], np.int64)
             # The kernel's float32 distance picked the pairs; the stored one is the exact one.
             exact = dict(zip(ids, distances(index, queries, weights, rows).tolist(), strict=True))
-            state = self.listeners.get(playlist.listener_id, now)
-            desired = merge(index, playlist, playlist.items, exact, state)
+            desired = merge(index, playlist, playlist.items, exact, states[playlist.listener_id])
             added = [t for t in desired if t not in playlist.items]
             if not added:
                 continue
-            removed = [t for t in playlist.items if t not in desired]
-            if removed:
-                conn.execute(
-                    living_playlist_items.delete().where(
-                        living_playlist_items.c.playlist_id == playlist_id,
-                        living_playlist_items.c.track_id.in_(removed),
-                    )
-                )
-            conn.execute(
-                living_playlist_items.insert(),
-                [
-                    {
-                        "playlist_id": playlist_id,
-                        "track_id": t,
-                        "distance": desired[t],
-                        "added_at": now,
-                    }
-                    for t in added
-                ],
+            deletes.extend(
+                {"b_playlist": playlist_id, "b_track": t}
+                for t in playlist.items
+                if t not in desired
             )
+            inserts.extend(
+                {"playlist_id": playlist_id, "track_id": t, "distance": desired[t], "added_at": now}
+                for t in added
+            )
+            bumps.append({"b_playlist": playlist_id, "b_added": len(added)})
+            written[playlist_id] = replace(playlist, items=desired, version=playlist.version + 1)
+        # One statement each, executed for every row: thousands of playlists per batch.
+        if deletes:
+            conn.execute(
+                living_playlist_items.delete().where(
+                    living_playlist_items.c.playlist_id == sa.bindparam("b_playlist"),
+                    living_playlist_items.c.track_id == sa.bindparam("b_track"),
+                ),
+                deletes,
+            )
+        if inserts:
+            conn.execute(living_playlist_items.insert(), inserts)
+        if bumps:
             conn.execute(
                 living_playlists.update()
-                .where(living_playlists.c.playlist_id == playlist_id)
+                .where(living_playlists.c.playlist_id == sa.bindparam("b_playlist"))
                 .values(
                     version=living_playlists.c.version + 1,
-                    songs_added=living_playlists.c.songs_added + len(added),
-                )
+                    songs_added=living_playlists.c.songs_added + sa.bindparam("b_added"),
+                ),
+                bumps,
             )
-            playlist.items = desired
-            playlist.version += 1
-            written[playlist_id] = playlist
         return written
 
-    # --- feedback ----------------------------------------------------------------------
+    def _locked(self, conn: Connection, playlist_ids: Sequence[str]) -> dict[str, Playlist]:
+        """The named active playlists as the database holds them, their rows locked (on
+        PostgreSQL) until the transaction ends; memory's copy when its version is current."""
+        versions: dict[str, int] = {}
+        for lo in range(0, len(playlist_ids), _CHUNK):
+            query = sa.select(living_playlists.c.playlist_id, living_playlists.c.version).where(
+                living_playlists.c.playlist_id.in_(playlist_ids[lo : lo + _CHUNK]),
+                living_playlists.c.stopped_at.is_(None),
+            )
+            if conn.dialect.name == "postgresql":
+                # Serializes this merge with another replica's feedback removal on the rows.
+                query = query.with_for_update()
+            versions.update((r.playlist_id, int(r.version)) for r in conn.execute(query))
+        out: dict[str, Playlist] = {}
+        stale = []
+        for playlist_id, version in versions.items():
+            known = self.playlists.get(playlist_id)
+            if known is not None and known.version == version:
+                out[playlist_id] = replace(known, items=dict(known.items))
+            else:
+                stale.append(playlist_id)
+        for lo in range(0, len(stale), _CHUNK):
+            out.update(load_playlists(conn, stale[lo : lo + _CHUNK]))
+        return out
 
-    def owners(self) -> set[str]:
-        return {p.listener_id for p in self.playlists.values()}
+    def _states_of(self, listener_ids: Iterable[str], now: datetime) -> dict[str, ListenerState]:
+        """Listener states (dislikes, bans), those not cached read in a few queries."""
+        missing = [listener for listener in listener_ids if listener not in self._states]
+        events: dict[str, list[FeedbackItem]] = {listener: [] for listener in missing}
+        with self._engine.connect() as conn:
+            for lo in range(0, len(missing), _CHUNK):
+                for r in conn.execute(
+                    sa.select(
+                        listener_feedback.c.listener_id,
+                        listener_feedback.c.event_id,
+                        listener_feedback.c.track_id,
+                        listener_feedback.c.signal,
+                        listener_feedback.c.at,
+                    ).where(listener_feedback.c.listener_id.in_(missing[lo : lo + _CHUNK]))
+                ):
+                    events[r.listener_id].append(
+                        FeedbackItem(r.event_id, r.track_id, r.signal, r.at)
+                    )
+        for listener, items in events.items():
+            # No history: living playlists do not skip recently recommended songs.
+            self._states[listener] = state_from_rows(listener, items, [], now, recent_days=0)
+        return {listener: self._states[listener] for listener in listener_ids}
+
+    # --- feedback ----------------------------------------------------------------------
 
     def apply_listener_change(
         self, listener_ids: Iterable[str], index: SongIndex | None
@@ -459,46 +510,59 @@ class LivingPlaylists:
         """Drop the named listeners' disliked songs and banned artists' songs from their
         playlists' desired items; bump each changed playlist's version."""
         listener_ids = list(dict.fromkeys(listener_ids))
-        self.listeners.invalidate(listener_ids)
-        owners = self.owners()
-        named = [listener for listener in listener_ids if listener in owners]
-        if not named:
-            return []
         now = datetime.now(UTC)
         changes: list[LivingPlaylistChange] = []
-        with self._lock, self._engine.begin() as conn:
-            ids = [p.playlist_id for p in self.playlists.values() if p.listener_id in named]
-            fresh = load_playlists(conn, ids, for_update=True)
-            for playlist in fresh.values():
-                state = self.listeners.get(playlist.listener_id, now)
-                gone = [
-                    t
-                    for t in playlist.items
-                    if (index is not None and blocked(index, state, t))
-                    or t in state.disliked
-                    or t in state.banned_tracks
-                ]
-                if gone:
-                    conn.execute(
-                        living_playlist_items.delete().where(
-                            living_playlist_items.c.playlist_id == playlist.playlist_id,
-                            living_playlist_items.c.track_id.in_(gone),
+        with self._lock:
+            for listener in listener_ids:
+                self._states.pop(listener, None)
+            with self._engine.begin() as conn:
+                # The database, not memory, says who owns playlists: one created a moment ago
+                # may not have reached this replica yet.
+                ids: list[str] = []
+                for lo in range(0, len(listener_ids), _CHUNK):
+                    ids.extend(
+                        conn.execute(
+                            sa.select(living_playlists.c.playlist_id).where(
+                                living_playlists.c.listener_id.in_(listener_ids[lo : lo + _CHUNK]),
+                                living_playlists.c.stopped_at.is_(None),
+                            )
+                        ).scalars()
+                    )
+                if not ids:
+                    return []
+                fresh = self._locked(conn, ids)
+                states = self._states_of({p.listener_id for p in fresh.values()}, now)
+                for playlist in fresh.values():
+                    state = states[playlist.listener_id]
+                    gone = [
+                        t
+                        for t in playlist.items
+                        if t in state.disliked
+                        or t in state.banned_tracks
+                        or (index is not None and blocked(index, state, t))
+                    ]
+                    if gone:
+                        conn.execute(
+                            living_playlist_items.delete().where(
+                                living_playlist_items.c.playlist_id == playlist.playlist_id,
+                                living_playlist_items.c.track_id.in_(gone),
+                            )
                         )
-                    )
-                    conn.execute(
-                        living_playlists.update()
-                        .where(living_playlists.c.playlist_id == playlist.playlist_id)
-                        .values(version=living_playlists.c.version + 1)
-                    )
-                    for t in gone:
-                        playlist.items.pop(t)
-                    playlist.version += 1
-                    changes.append(
-                        LivingPlaylistChange(
-                            playlist_id=playlist.playlist_id, version=playlist.version
+                        conn.execute(
+                            living_playlists.update()
+                            .where(living_playlists.c.playlist_id == playlist.playlist_id)
+                            .values(version=living_playlists.c.version + 1)
                         )
-                    )
-                self.playlists[playlist.playlist_id] = playlist
+                        for t in gone:
+                            playlist.items.pop(t)
+                        playlist.version += 1
+                        changes.append(
+                            LivingPlaylistChange(
+                                playlist_id=playlist.playlist_id, version=playlist.version
+                            )
+                        )
+            # Committed: memory follows.
+            self.playlists.update(fresh)
             self._matcher = None
         return changes
 

@@ -28,7 +28,6 @@ from emergify_recommender.api.main import api_router
 from emergify_recommender.catalog import Catalog, CatalogNotReady
 from emergify_recommender.change_feed import ChangeFeed
 from emergify_recommender.config import Settings, get_settings
-from emergify_recommender.listeners import ListenerStates
 from emergify_recommender.living import LivingPlaylists
 
 log = structlog.get_logger()
@@ -49,8 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
         catalog = Catalog(engine)
-        # Its own listener cache: living playlists read only dislikes and bans, never "recent".
-        living = LivingPlaylists(settings, engine, ListenerStates(engine, recent_days=7.0))
+        living = LivingPlaylists(settings, engine)
         feed = ChangeFeed(settings, catalog, on_change=living.on_catalog_change)
         app.state.catalog, app.state.change_feed = catalog, feed
         app.state.living = living
