@@ -193,6 +193,18 @@ def test_a_near_copy_of_a_seed_enters_and_the_furthest_song_leaves(
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(living_batches)).scalar() == 1
 
+    # After a rebuild of the feature table, versions restart: a later change reusing version 2
+    # is new (committed after the marker), so it is matched.
+    second = near_copy(seed, 2, energy=min(1.0, seed.energy + 0.002))
+    catalog_db.insert_songs([rec.song_row(second, 2)])
+    reused = CatalogChange(table_version=2, upserted_ids=[second.track_id], songs=0)
+    index = asyncio.run(catalog.apply_change(reused))
+    assert fresh.apply_catalog_change(reused, index).changes == [
+        LivingPlaylistChange(playlist_id=playlist_id, version=3)
+    ]
+    assert second.track_id in desired(engine, playlist_id)
+    assert living.apply_catalog_change(reused, index).already_applied
+
 
 def test_rules_keep_popular_songs_and_banned_artists_out(
     catalog_db: Any, rec: Any, sample_songs: list[Song], sample_model: PortableModel

@@ -223,6 +223,43 @@ def merge(
     return kept
 
 
+class _AlreadyApplied(Exception):
+    """This catalog change was matched already (a replay, or another replica won)."""
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _claim(conn: Connection, change: CatalogChange, now: datetime) -> bool:
+    """Record that this transaction matches ``change``; False when it was matched already.
+
+    A marker older than the change's commit is a table version reused after a rebuild of
+    the feature table (versions restart): that change is new, and the marker is taken over
+    (compare-and-set, so only one replica wins it)."""
+    version = change.table_version
+    existing = conn.execute(
+        sa.select(living_batches.c.matched_at).where(living_batches.c.table_version == version)
+    ).scalar()
+    if existing is None:
+        try:
+            conn.execute(living_batches.insert().values(table_version=version, matched_at=now))
+        except IntegrityError as exc:  # another replica inserted it meanwhile
+            raise _AlreadyApplied from exc
+        return True
+    if _utc(existing) >= _utc(change.committed_at):
+        return False
+    taken = conn.execute(
+        living_batches.update()
+        .where(
+            living_batches.c.table_version == version,
+            living_batches.c.matched_at == existing,
+        )
+        .values(matched_at=now)
+    )
+    return taken.rowcount == 1
+
+
 class LivingPlaylists:
     """Every active subscription in memory, matched against each catalog change."""
 
@@ -342,12 +379,9 @@ class LivingPlaylists:
             written: dict[str, Playlist] = {}
             try:
                 with self._engine.begin() as conn:
-                    # First: a replica that already wrote this change makes this one fail here.
-                    conn.execute(
-                        living_batches.insert().values(
-                            table_version=change.table_version, matched_at=now
-                        )
-                    )
+                    # First: a replica that already wrote this change makes this one stop here.
+                    if not _claim(conn, change, now):
+                        raise _AlreadyApplied
                     # The replica that claims the change must match it against every playlist
                     # as the database holds it, not as its memory (maybe behind) does.
                     self._catch_up(conn)
@@ -355,7 +389,7 @@ class LivingPlaylists:
                     result.pairs = sum(map(len, pairs.values()))
                     if pairs:
                         written = self._write_entries(conn, index, pairs, now)
-            except IntegrityError:
+            except _AlreadyApplied:
                 result.already_applied = True
                 return result
             for playlist in written.values():
@@ -389,7 +423,11 @@ class LivingPlaylists:
             return
         for playlist_id in gone:
             del self.playlists[playlist_id]
-        self.playlists.update(load_playlists(conn, stale))
+        if len(stale) > len(versions) // 2:  # a start or a big gap: one read of everything
+            self.playlists = load_playlists(conn)
+        else:
+            for lo in range(0, len(stale), _CHUNK):
+                self.playlists.update(load_playlists(conn, stale[lo : lo + _CHUNK]))
         self._matcher = None
 
     def _write_entries(
