@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -42,7 +43,7 @@ from emergify_contracts.listener import (
     living_playlists,
 )
 from emergify_recommender.config import Settings
-from emergify_recommender.index import SongIndex
+from emergify_recommender.index import ID_LEN, SongIndex
 from emergify_recommender.listeners import FeedbackItem, ListenerState, state_from_rows
 from emergify_recommender.living_match import (
     NO_THRESHOLD,
@@ -135,11 +136,13 @@ def load_playlists(
     return {r.playlist_id: _playlist_from_row(r, items[r.playlist_id]) for r in rows}
 
 
-def seed_queries(index: SongIndex, playlist: Playlist) -> tuple[np.ndarray, np.ndarray]:
+def seed_queries(
+    index: SongIndex, playlist: Playlist, rows_of: dict[str, int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The playlist's seeds that the index holds: (standardized float64 vectors, weights)."""
     rows, weights = [], []
     for track_id, weight in playlist.seeds:
-        row = index.position(track_id)
+        row = index.position(track_id) if rows_of is None else rows_of.get(track_id)
         if row is not None:
             rows.append(row)
             weights.append(weight)
@@ -180,17 +183,33 @@ def blocked(index: SongIndex, state: ListenerState, track_id: str) -> bool:
     return bool(banned) and any(a in banned for a in index.artist_hashes[row])
 
 
+def positions(index: SongIndex, track_ids: Iterable[str]) -> dict[str, int]:
+    """Rows of the ``track_ids`` the index holds, looked up in one vectorized search."""
+    ids = [t for t in dict.fromkeys(track_ids) if t.isascii() and 0 < len(t) <= ID_LEN]
+    if not ids or not len(index):
+        return {}
+    keys = np.array([t.encode("ascii") for t in ids], dtype=index.ids.dtype)
+    at = np.minimum(np.searchsorted(index.ids, keys, sorter=index.id_order), len(index) - 1)
+    rows = index.id_order[at]
+    found = index.ids[rows] == keys
+    return {t: int(r) for t, r, ok in zip(ids, rows.tolist(), found.tolist(), strict=True) if ok}
+
+
 def merge(
     index: SongIndex,
     playlist: Playlist,
     current: dict[str, float],
     candidates: dict[str, float],
     state: ListenerState,
+    rows: dict[str, int] | None = None,
 ) -> dict[str, float]:
     """The new desired set: the ``size`` nearest of current ∪ candidates that pass the rules,
-    greedily in distance order (ties by track id), as the ranking's rules apply them."""
+    greedily in distance order (ties by track id), as the ranking's rules apply them.
+    ``rows`` may hold the songs' index rows, looked up beforehand for many playlists."""
+    if rows is None:
+        rows = positions(index, [*current, *candidates, *(t for t, _ in playlist.seeds)])
     banned = _banned_artists(index, state)
-    seed_rows = [r for r in (index.position(t) for t, _ in playlist.seeds) if r is not None]
+    seed_rows = [rows[t] for t, _ in playlist.seeds if t in rows]
     seen_dedup = {int(index.dedup_hashes[r]) for r in seed_rows}
     seed_ids = {t for t, _ in playlist.seeds}
     pool = dict(current)
@@ -205,7 +224,7 @@ def merge(
     for track_id, distance in sorted(pool.items(), key=lambda kv: (kv[1], kv[0])):
         if len(kept) >= playlist.size:
             break
-        row = index.position(track_id)
+        row = rows.get(track_id)
         if row is None:  # a song the index lost: it stays where it was, unjudged
             kept[track_id] = distance
             continue
@@ -221,6 +240,38 @@ def merge(
             per_artist[a] = per_artist.get(a, 0) + 1
         kept[track_id] = distance
     return kept
+
+
+def _write_diff(
+    conn: Connection,
+    deletes: list[tuple[str, str]],
+    inserts: list[dict[str, object]],
+    bumps: dict[str, int],
+) -> None:
+    """Write a batch's diff in a few set statements (thousands of playlists change per
+    micro-batch; a statement per row would cost more than the matching)."""
+    items = living_playlist_items.c
+    for lo in range(0, len(deletes), _CHUNK):
+        conn.execute(
+            living_playlist_items.delete().where(
+                sa.tuple_(items.playlist_id, items.track_id).in_(deletes[lo : lo + _CHUNK])
+            )
+        )
+    if inserts:  # executemany: SQLAlchemy batches it as multi-row INSERTs itself
+        conn.execute(living_playlist_items.insert(), inserts)
+    by_count: dict[int, list[str]] = {}
+    for playlist_id, count in bumps.items():
+        by_count.setdefault(count, []).append(playlist_id)
+    for count, ids in by_count.items():  # at most `size` distinct counts
+        for lo in range(0, len(ids), _CHUNK):
+            conn.execute(
+                living_playlists.update()
+                .where(living_playlists.c.playlist_id.in_(ids[lo : lo + _CHUNK]))
+                .values(
+                    version=living_playlists.c.version + 1,
+                    songs_added=living_playlists.c.songs_added + count,
+                )
+            )
 
 
 class _AlreadyApplied(Exception):
@@ -273,6 +324,9 @@ class LivingPlaylists:
         self._matcher: _Matcher | None = None
         self._producer: AIOKafkaProducer | None = None
         self.batches_matched = 0
+        self._pending: deque[CatalogChange] = deque()
+        self._latest_index: SongIndex | None = None
+        self._wake = asyncio.Event()
         self.state = "connecting"  # the playlist/listener feed, as ChangeFeed.state
         self.last_error: str | None = None
         self.last_match_seconds: float | None = None
@@ -439,57 +493,42 @@ class LivingPlaylists:
     ) -> dict[str, Playlist]:
         fresh = self._locked(conn, sorted(pairs))
         states = self._states_of({p.listener_id for p in fresh.values()}, now)
+        rows_of = positions(
+            index,
+            (
+                t
+                for playlist_id, playlist in fresh.items()
+                for t in (*playlist.items, *pairs[playlist_id], *(t for t, _ in playlist.seeds))
+            ),
+        )
         written: dict[str, Playlist] = {}
-        deletes: list[dict[str, object]] = []
+        deletes: list[tuple[str, str]] = []
         inserts: list[dict[str, object]] = []
-        bumps: list[dict[str, object]] = []
+        bumps: dict[str, int] = {}
         for playlist_id, candidates in pairs.items():
             playlist = fresh.get(playlist_id)
             if playlist is None:
                 continue  # stopped meanwhile
-            queries, weights = seed_queries(index, playlist)
+            queries, weights = seed_queries(index, playlist, rows_of)
             if not len(queries):
                 continue
             ids = list(candidates)
-            rows = np.asarray([index.position(t) for t in ids], np.int64)
+            rows = np.asarray([rows_of[t] for t in ids], np.int64)
             # The kernel's float32 distance picked the pairs; the stored one is the exact one.
             exact = dict(zip(ids, distances(index, queries, weights, rows).tolist(), strict=True))
-            desired = merge(index, playlist, playlist.items, exact, states[playlist.listener_id])
+            state = states[playlist.listener_id]
+            desired = merge(index, playlist, playlist.items, exact, state, rows_of)
             added = [t for t in desired if t not in playlist.items]
             if not added:
                 continue
-            deletes.extend(
-                {"b_playlist": playlist_id, "b_track": t}
-                for t in playlist.items
-                if t not in desired
-            )
+            deletes.extend((playlist_id, t) for t in playlist.items if t not in desired)
             inserts.extend(
                 {"playlist_id": playlist_id, "track_id": t, "distance": desired[t], "added_at": now}
                 for t in added
             )
-            bumps.append({"b_playlist": playlist_id, "b_added": len(added)})
+            bumps[playlist_id] = len(added)
             written[playlist_id] = replace(playlist, items=desired, version=playlist.version + 1)
-        # One statement each, executed for every row: thousands of playlists per batch.
-        if deletes:
-            conn.execute(
-                living_playlist_items.delete().where(
-                    living_playlist_items.c.playlist_id == sa.bindparam("b_playlist"),
-                    living_playlist_items.c.track_id == sa.bindparam("b_track"),
-                ),
-                deletes,
-            )
-        if inserts:
-            conn.execute(living_playlist_items.insert(), inserts)
-        if bumps:
-            conn.execute(
-                living_playlists.update()
-                .where(living_playlists.c.playlist_id == sa.bindparam("b_playlist"))
-                .values(
-                    version=living_playlists.c.version + 1,
-                    songs_added=living_playlists.c.songs_added + sa.bindparam("b_added"),
-                ),
-                bumps,
-            )
+        _write_diff(conn, deletes, inserts, bumps)
         return written
 
     def _locked(self, conn: Connection, playlist_ids: Sequence[str]) -> dict[str, Playlist]:
@@ -643,7 +682,26 @@ class LivingPlaylists:
                 log.debug("living producer stop failed", error=str(exc))
 
     async def on_catalog_change(self, change: CatalogChange, index: SongIndex) -> None:
-        """The change feed's hook: match, write, announce. Never raises (logs instead)."""
+        """The change feed's hook: queue the change for :meth:`match_forever`, so the change
+        feed never waits on a database write of living playlists."""
+        self._pending.append(change)
+        self._latest_index = index
+        self._wake.set()
+
+    async def match_forever(self) -> None:
+        """Match queued catalog changes in order, each against the newest index (which holds
+        every queued change's songs). Never raises anything but CancelledError."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                change = self._pending.popleft()
+                index = self._latest_index
+                if index is not None:
+                    await self.match_and_announce(change, index)
+
+    async def match_and_announce(self, change: CatalogChange, index: SongIndex) -> None:
+        """Match one change, write, announce. Never raises (logs instead)."""
         try:
             result = await asyncio.to_thread(self.apply_catalog_change, change, index)
         except Exception as exc:
@@ -664,8 +722,17 @@ class LivingPlaylists:
 
         No consumer group: every replica needs every event and reloads everything at
         (re)start, so it begins at the latest offset, like the change feed."""
-        s = self._settings
         await asyncio.to_thread(warm_up)  # compile before the first micro-batch, not during
+        matching = asyncio.create_task(self.match_forever(), name="living-match")
+        try:
+            await self._consume(index_of)
+        finally:
+            matching.cancel()
+            await asyncio.gather(matching, return_exceptions=True)
+            await self._close_producer()
+
+    async def _consume(self, index_of: Callable[[], SongIndex | None]) -> None:
+        s = self._settings
         backoff = s.change_feed_retry_initial_seconds
         while True:
             consumer = AIOKafkaConsumer(
@@ -693,7 +760,6 @@ class LivingPlaylists:
                             await self._apply(tp.topic, record.value, index_of())
             except asyncio.CancelledError:
                 self.state = "stopped"
-                await self._close_producer()
                 raise
             except Exception as exc:
                 self.state = "reconnecting"
