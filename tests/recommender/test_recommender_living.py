@@ -340,3 +340,27 @@ def test_the_app_matches_catalog_changes_and_applies_feedback_through_the_broker
         3,
     ]
     assert set(desired(engine, playlist_id)) == set(before) - {max(before, key=before.get)}
+
+
+def test_two_replicas_matching_the_same_change_at_once_write_it_once(
+    catalog_db: Any, rec: Any, sample_songs: list[Song], sample_model: PortableModel
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    catalog, index = seeded(catalog_db, rec, sample_songs, sample_model)
+    engine = catalog_db.engine
+    seed = sample_songs[10]
+    playlist_id, _ = subscribe(engine, index, "spotify:a", seed.track_id)
+    settings = rec.recommender_settings(catalog_db.url, "127.0.0.1:9")
+    replicas = [living_for(settings, engine), living_for(settings, engine)]
+    copy = near_copy(seed, 1)
+    change, index = stream_in(catalog_db, rec, catalog, [copy], 2)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda r: r.apply_catalog_change(change, index), replicas))
+
+    assert sorted(r.already_applied for r in results) == [False, True]
+    assert sum(len(r.changes) for r in results) == 1
+    row = header(engine, playlist_id)
+    assert (row.version, row.songs_added) == (2, 1)
+    assert copy.track_id in desired(engine, playlist_id)
