@@ -10,6 +10,7 @@ meanwhile), and a failing event is logged and skipped for the same reason.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import structlog
@@ -19,18 +20,24 @@ from pydantic import ValidationError
 from emergify_contracts.events import CatalogChange, ModelPublished
 from emergify_recommender.catalog import Catalog
 from emergify_recommender.config import Settings
+from emergify_recommender.index import SongIndex
 
 log = structlog.get_logger()
 
 FeedState = Literal["connecting", "connected", "reconnecting", "stopped"]
+#: Called after a catalog change is applied, with the index that holds its songs.
+ChangeHook = Callable[[CatalogChange, SongIndex], Awaitable[None]]
 
 
 class ChangeFeed:
     """Consumes ``catalog_changes_topic`` and ``models_topic`` into a :class:`Catalog`."""
 
-    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+    def __init__(
+        self, settings: Settings, catalog: Catalog, on_change: ChangeHook | None = None
+    ) -> None:
         self._settings = settings
         self._catalog = catalog
+        self._on_change = on_change  # living playlists match the change's songs
         self.state: FeedState = "connecting"
         self.events_applied = 0
         self.last_error: str | None = None
@@ -94,7 +101,10 @@ class ChangeFeed:
             return
         try:
             if topic == self._settings.catalog_changes_topic:
-                await self._catalog.apply_change(CatalogChange.model_validate_json(value))
+                change = CatalogChange.model_validate_json(value)
+                index = await self._catalog.apply_change(change)
+                if self._on_change is not None:
+                    await self._on_change(change, index)
             elif topic == self._settings.models_topic:
                 await self._catalog.apply_model(ModelPublished.model_validate_json(value))
             else:

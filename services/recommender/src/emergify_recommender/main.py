@@ -30,6 +30,7 @@ from emergify_recommender.change_feed import ChangeFeed
 from emergify_recommender.config import Settings, get_settings
 from emergify_recommender.listener_feed import ListenerFeed
 from emergify_recommender.listeners import ListenerStates
+from emergify_recommender.living import LivingPlaylists
 
 log = structlog.get_logger()
 
@@ -49,10 +50,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
         catalog = Catalog(engine)
-        feed = ChangeFeed(settings, catalog)
+        living = LivingPlaylists(settings, engine)
+        feed = ChangeFeed(settings, catalog, on_change=living.on_catalog_change)
         app.state.catalog, app.state.change_feed = catalog, feed
         app.state.listeners = ListenerStates(engine, settings.recent_days)
         app.state.listener_feed = ListenerFeed(settings, app.state.listeners)
+        app.state.living = living
         app.state.http = httpx.AsyncClient(headers=internal_headers(settings))
         # Compiling (or loading from its disk cache) the ranking kernel runs beside the first
         # load, so the first request does not pay for it and start-up does not wait on it.
@@ -73,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(
                 catalog.poll_forever(settings.refresh_interval_seconds), name="catalog-poll"
             ),
+            asyncio.create_task(living.run(lambda: catalog.index), name="living-playlists"),
         ]
         try:
             yield
