@@ -89,9 +89,7 @@ def test_sample_catalog_reaches_topic_and_lake(
     # Batches are built per partition by the service: each key where the default partitioner
     # (aiokafka's, Kafka's murmur2) puts it, so a track's versions stay in order.
     partitions = list(range(settings.topic_partitions))
-    assert all(
-        r.partition == DefaultPartitioner()(r.key, partitions, partitions) for r in records
-    )
+    assert all(r.partition == DefaultPartitioner()(r.key, partitions, partitions) for r in records)
     event = SongEvent.model_validate_json(records[0].value)
     assert event.upload_id == report["upload_id"]
     assert event.source == "csv:exportify"
