@@ -57,7 +57,7 @@ class Acks:
         Raises :class:`BrokerUnavailable` if it does not within the request timeout.
         """
         try:
-            # The sender retries within request_timeout_ms; one more second bounds the rest.
+            # Each batch is answered or failed within request_timeout_ms of being sent.
             async with asyncio.timeout(self._publisher._timeout_s * 2):
                 results = await asyncio.gather(*self._futures, return_exceptions=True)
         except _BROKER_ERRORS as exc:
