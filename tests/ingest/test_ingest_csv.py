@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pyarrow.compute as pc
+from aiokafka.partitioner import DefaultPartitioner
 from fastapi.testclient import TestClient
 
 from emergify_contracts.events import SongEvent
@@ -85,6 +86,10 @@ def test_sample_catalog_reaches_topic_and_lake(
     records = consume(broker.bootstrap, settings.songs_topic, 4470)
     assert len(records) == 4470
     assert {r.key.decode() for r in records} == expected_ids
+    # Batches are built per partition by the service: each key where the default partitioner
+    # (aiokafka's, Kafka's murmur2) puts it, so a track's versions stay in order.
+    partitions = list(range(settings.topic_partitions))
+    assert all(r.partition == DefaultPartitioner()(r.key, partitions, partitions) for r in records)
     event = SongEvent.model_validate_json(records[0].value)
     assert event.upload_id == report["upload_id"]
     assert event.source == "csv:exportify"

@@ -42,7 +42,8 @@ class Settings(EmergifySettings):
         description="Bound on every broker wait: a send fails (503) instead of hanging.",
     )
     kafka_compression: Literal["auto", "none", "lz4"] = Field(
-        "auto", description="'auto' uses lz4 when the lz4 package is installed, else none."
+        "auto",
+        description="'auto' uses lz4 when aiokafka's lz4 codec (cramjam) is installed, else none.",
     )
     kafka_connect_backoff_s: float = Field(
         2.0, gt=0, description="Pause between attempts to reach the broker at start-up."

@@ -1,11 +1,12 @@
 """One upload end to end: validate, append to the master dataset, publish, report.
 
 For each chunk of accepted songs: (1) append it to the master dataset, durably, then
-(2) publish it to the songs topic and wait for the broker's acknowledgement. The answer
-(202) goes out only after every chunk went through both. Parsing, validation, Parquet
-writing and JSON serialisation run in a worker thread so the event loop keeps serving
-/health and the Kafka client; while the broker acknowledges chunk ``n`` the thread already
-prepares chunk ``n + 1``.
+(2) hand it to the songs topic's producer. The answer (202) goes out only after every chunk
+is in the master dataset and the broker acknowledged every record; acknowledgements are
+collected as they come, so chunks keep flowing while earlier ones are in flight. Parsing,
+validation, Parquet writing and JSON serialisation run in a worker thread so the event loop
+keeps serving /health and the Kafka client; while the producer sends chunk ``n`` the thread
+already prepares chunk ``n + 1``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,7 +30,7 @@ from emergify_ingest.config import Settings
 from emergify_ingest.csv_columns import ColumnChunk, column_chunks, event_records
 from emergify_ingest.feedback import FeedbackLake
 from emergify_ingest.master_dataset import MasterDataset
-from emergify_ingest.publisher import BrokerUnavailable, Record, SongPublisher
+from emergify_ingest.publisher import Acks, BrokerUnavailable, Record, SongPublisher
 from emergify_ingest.upload import (
     SongChunk,
     UploadLedger,
@@ -104,21 +106,38 @@ class Ingestor:
                 return None
             return self._save(chunk, upload_id=upload_id, source=source, ingested_at=clock.next())
 
+        unacked: deque[tuple[int, Acks]] = deque()
+
+        async def settle(wait_all: bool) -> None:
+            # Acks arrive in order per partition; count what the broker confirmed so far.
+            nonlocal published
+            while unacked and (wait_all or unacked[0][1].done):
+                songs, acks = unacked[0]
+                await acks.wait()
+                unacked.popleft()
+                published += songs
+
         pending = asyncio.ensure_future(to_thread.run_sync(save_next))
         try:
             while (current := await pending) is not None:
                 saved += current.songs
-                # Prepare the next chunk while the broker acknowledges this one.
+                # Prepare the next chunk while the broker takes this one. Its acks are
+                # collected later: the producer keeps a batch per partition in flight.
                 pending = asyncio.ensure_future(to_thread.run_sync(save_next))
                 try:
-                    await self.publisher.publish(current.records)
+                    unacked.append((current.songs, await self.publisher.enqueue(current.records)))
+                    await settle(wait_all=False)
                 except BrokerUnavailable as exc:
                     # The thread may be writing the next chunk; let it finish so the count is true.
                     with contextlib.suppress(ProblemError):
                         if (extra := await pending) is not None:
                             saved += extra.songs
                     raise self._broker_problem(exc, upload_id, saved, published) from exc
-                published += current.songs
+            try:
+                # The 202 only once the broker acknowledged every record.
+                await settle(wait_all=True)
+            except BrokerUnavailable as exc:
+                raise self._broker_problem(exc, upload_id, saved, published) from exc
         finally:
             if not pending.done():
                 await asyncio.wait([pending])

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 from collections.abc import Sequence
 
+import numpy as np
 import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.codec import has_lz4
 from aiokafka.errors import KafkaError
 
 from emergify_contracts.topics import TopicRefused, ensure_topics
 from emergify_ingest.config import Settings
+from emergify_ingest.partitioning import partitions_for_keys
 
 log = structlog.get_logger()
 
@@ -34,11 +36,49 @@ class BrokerUnavailable(Exception):
     """The broker did not acknowledge a publish or cannot be reached; the message says why."""
 
 
+class Acks:
+    """The broker's pending acknowledgements of one :meth:`SongPublisher.enqueue`."""
+
+    def __init__(
+        self, publisher: SongPublisher, futures: list[asyncio.Future[object]], records: int
+    ) -> None:
+        self._publisher = publisher
+        self._futures = futures
+        self.records = records
+
+    @property
+    def done(self) -> bool:
+        """True once every batch has its answer (acknowledged or failed)."""
+        return all(f.done() for f in self._futures)
+
+    async def wait(self) -> None:
+        """Return once the broker acknowledged every record (``acks="all"``).
+
+        Raises :class:`BrokerUnavailable` if it does not within the request timeout.
+        """
+        try:
+            # Each batch is answered or failed within request_timeout_ms of being sent.
+            async with asyncio.timeout(self._publisher._timeout_s * 2):
+                results = await asyncio.gather(*self._futures, return_exceptions=True)
+        except _BROKER_ERRORS as exc:
+            self._publisher._acks_failed()
+            raise BrokerUnavailable(
+                f"the Kafka broker did not acknowledge the songs: {exc!r}"
+            ) from exc
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            self._publisher._acks_failed()
+            raise BrokerUnavailable(
+                f"the Kafka broker did not acknowledge {len(failures)} batches of "
+                f"{self.records} songs: {failures[0]!r}"
+            )
+
+
 def compression_type(setting: str) -> str | None:
     """aiokafka's ``compression_type`` for the ``kafka_compression`` setting."""
     if setting == "auto":
-        # lz4 is cheap and effective on JSON, but it is an optional dependency.
-        return "lz4" if importlib.util.find_spec("lz4") is not None else None
+        # lz4 is cheap and effective on JSON, but aiokafka's codec (cramjam) is optional.
+        return "lz4" if has_lz4() else None
     return None if setting == "none" else setting
 
 
@@ -52,6 +92,8 @@ class SongPublisher:
         self._connecting: asyncio.Task[None] | None = None
         self._topics_checked = False
         self._topics_lock = asyncio.Lock()
+        # Enqueues one after the other, so the records of consecutive calls keep their order.
+        self._enqueue_lock = asyncio.Lock()
         self.last_error: str | None = None
 
     @property
@@ -143,6 +185,17 @@ class SongPublisher:
 
         Raises :class:`BrokerUnavailable` if that does not happen within the timeouts.
         """
+        acks = await self.enqueue(records, topic)
+        await acks.wait()
+
+    async def enqueue(self, records: Sequence[Record], topic: str | None = None) -> Acks:
+        """Hand ``records`` to the producer, one batch per partition at a time, and return
+        at once with their pending acknowledgements (await :meth:`Acks.wait`).
+
+        Records are partitioned by key exactly as the default partitioner would, and
+        enqueued in order: calls that follow each other keep their order per partition.
+        Raises :class:`BrokerUnavailable` if the broker cannot be reached.
+        """
         producer = self._producer
         if producer is None:
             raise BrokerUnavailable(
@@ -151,20 +204,52 @@ class SongPublisher:
         await self._ensure_topic_exists(producer)
         topic = topic or self._settings.songs_topic
         try:
-            # Metadata, a full buffer and the acks each wait at most request_timeout_ms.
-            async with asyncio.timeout(self._timeout_s * 3):
-                futures = [await producer.send(topic, value=v, key=k) for k, v in records]
-                results = await asyncio.gather(*futures, return_exceptions=True)
+            # Metadata and a full queue each wait at most request_timeout_ms.
+            async with asyncio.timeout(self._timeout_s * 2), self._enqueue_lock:
+                partitions = sorted(await producer.partitions_for(topic))
+                where = partitions_for_keys([k for k, _ in records], len(partitions))
+                # One sender per partition, so every partition has a batch in flight.
+                sent = await asyncio.gather(
+                    *(
+                        self._send_partition(
+                            producer,
+                            topic,
+                            partition,
+                            [records[i] for i in np.flatnonzero(where == n)],
+                        )
+                        for n, partition in enumerate(partitions)
+                    )
+                )
         except _BROKER_ERRORS as exc:
             self._topics_checked = False
             raise BrokerUnavailable(f"the Kafka broker did not accept the songs: {exc!r}") from exc
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            self._topics_checked = False
-            raise BrokerUnavailable(
-                f"the Kafka broker did not acknowledge {len(failures)} of {len(records)} songs: "
-                f"{failures[0]!r}"
-            )
+        return Acks(self, [f for futures in sent for f in futures], len(records))
+
+    async def _send_partition(
+        self, producer: AIOKafkaProducer, topic: str, partition: int, records: list[Record]
+    ) -> list[asyncio.Future[object]]:
+        futures: list[asyncio.Future[object]] = []
+        batch = producer.create_batch()
+        for key, value in records:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                if batch.record_count() == 0:
+                    raise BrokerUnavailable(
+                        f"a song's event ({len(value)} bytes) is larger than a Kafka batch "
+                        f"({self._settings.kafka_max_batch_bytes} bytes)"
+                    )
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    raise BrokerUnavailable(
+                        f"a song's event ({len(value)} bytes) is larger than a Kafka batch "
+                        f"({self._settings.kafka_max_batch_bytes} bytes)"
+                    )
+        if batch.record_count():
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+        return futures
+
+    def _acks_failed(self) -> None:
+        self._topics_checked = False
 
     async def _ensure_topic_exists(self, producer: AIOKafkaProducer) -> None:
         # One metadata round trip per chunk. It fails fast when the broker is gone, and it

@@ -55,6 +55,9 @@ class ChangeFeed:
             # Notice re-created topics and new partitions within seconds, not minutes.
             metadata_max_age_ms=10_000,
             request_timeout_ms=10_000,
+            # Short fetches: a waiting fetch is answered when its wait runs out, not when an
+            # event arrives, so the wait is added to every song's freshness.
+            fetch_max_wait_ms=s.change_feed_fetch_max_wait_ms,
         )
 
     async def run(self) -> None:

@@ -26,6 +26,14 @@ class Settings(EmergifySettings):
     change_feed_retry_max_seconds: float = Field(
         15.0, gt=0, description="Longest wait between Kafka reconnection attempts (backoff cap)."
     )
+    change_feed_fetch_max_wait_ms: int = Field(
+        25,
+        ge=1,
+        le=500,
+        description="How long a change-feed fetch waits at the broker for new events. The "
+        "embedded broker answers a waiting fetch late, not as soon as an event arrives, so up "
+        "to this much is added to freshness (bench/README.md).",
+    )
     speed_layer_timeout_seconds: float = Field(
         1.0, gt=0, description="Timeout of the stream processor's /admin/status call."
     )

@@ -51,7 +51,7 @@ class Settings(EmergifySettings):
         description='Where a new checkpoint starts: earliest, latest or JSON {"topic": {"0": 23}}.',
     )
     trigger_interval_seconds: float = Field(
-        0.5,
+        0.2,
         gt=0,
         description="Micro-batch trigger: how often the source asks for the log end (an idle "
         "trigger is one short poll of a long-lived consumer); half of it is the average wait "
