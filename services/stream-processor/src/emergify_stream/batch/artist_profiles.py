@@ -46,11 +46,8 @@ SCALER_VIEW = "profile_scaler"
 #: the table already; younger ones are compared with the table at publish time.
 RECONCILE_MARGIN = timedelta(minutes=15)
 
-_CREDIT = T.ArrayType(
-    T.StructType(
-        [T.StructField("artist_key", T.StringType()), T.StructField("name", T.StringType())]
-    )
-)
+#: Each credit as ``[artist_key, name]`` (a plain array: the Arrow UDF path converts it as is).
+_CREDIT = T.ArrayType(T.ArrayType(T.StringType()))
 
 
 def _credits(artists: Sequence[str] | None, artist_ids: Sequence[str] | None) -> list[Any]:
@@ -77,15 +74,15 @@ WITH z AS (
   SELECT explode(credits) AS credit, size(credits) AS n_credits, genres, ingested_at, {zcols}
   FROM z
 )
-SELECT credit.artist_key AS artist_key,
-       max_by(credit.name, ingested_at) AS name,
+SELECT credit[0] AS artist_key,
+       max_by(credit[1], ingested_at) AS name,
        count(*) AS song_count,
        {sums},
        array_sort(array_distinct(flatten(collect_list(
          CASE WHEN n_credits = 1 THEN coalesce(genres, array()) ELSE array() END
        )))) AS genres
 FROM credits
-GROUP BY credit.artist_key
+GROUP BY credit[0]
 """
 
 
@@ -97,10 +94,11 @@ def scaler_frame(spark: SparkSession, model: PortableModel) -> DataFrame:
     return spark.createDataFrame([row])
 
 
+# (A lambda: Spark reads a function's type hints as a request for a pandas UDF.)
 def spark_profiles(spark: SparkSession, frame: DataFrame, model: PortableModel) -> pd.DataFrame:
     """Every artist's profile row over ``frame`` (:data:`PROFILE_INPUT_COLUMNS`, one row
     per song) under ``model``'s scaler, computed by :func:`profile_sql`."""
-    with_credits = frame.withColumn("credits", F.udf(_credits, _CREDIT)("artists", "artist_ids"))
+    with_credits = frame.withColumn("credits", F.udf(lambda a, i: _credits(a, i), _CREDIT)("artists", "artist_ids"))
     with_credits.createOrReplaceTempView(SONGS_VIEW)
     scaler_frame(spark, model).createOrReplaceTempView(SCALER_VIEW)
     return spark.sql(profile_sql()).toPandas()
