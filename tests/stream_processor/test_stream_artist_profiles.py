@@ -35,6 +35,7 @@ from emergify_stream.batch.artist_profiles import (
 from emergify_stream.batch.model_training import catalog_frame, run_batch_layer
 from emergify_stream.batch.rebuild import rebuild
 from emergify_stream.model_registry import ModelRegistry
+from emergify_stream.publisher import EventPublisher
 from emergify_stream.speed.feature_table import FeatureTableSink
 from emergify_stream.speed.speed_layer import SpeedLayer
 
@@ -214,7 +215,13 @@ def test_a_retrain_recomputes_every_profile_and_the_stream_keeps_them_current(
     # A song streamed in with a new artist gets a correct profile, announced on the
     # catalog-changes topic with its artist key.
     registry = ModelRegistry(engine)
-    layer = SpeedLayer(spark, settings, FeatureTableSink(engine, registry))
+    publisher = EventPublisher(
+        broker.bootstrap,
+        settings.songs_dlq_topic,
+        settings.catalog_changes_topic,
+        settings.models_topic,
+    )
+    layer = SpeedLayer(spark, settings, FeatureTableSink(engine, registry, publisher))
     new = catalog[1500].model_copy(
         update={"artists": ["Nobody Before"], "artist_ids": [NEW_ARTIST_ID]}
     )
@@ -238,6 +245,7 @@ def test_a_retrain_recomputes_every_profile_and_the_stream_keeps_them_current(
         wait_for(profiled, what="the new artist's profile")
     finally:
         layer.stop()
+        publisher.close()
     assert_matches(stored(engine, model.version), table_reference(engine, model))
     changes = [
         CatalogChange.model_validate_json(v)

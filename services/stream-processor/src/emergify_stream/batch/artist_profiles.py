@@ -98,7 +98,8 @@ def scaler_frame(spark: SparkSession, model: PortableModel) -> DataFrame:
 def spark_profiles(spark: SparkSession, frame: DataFrame, model: PortableModel) -> pd.DataFrame:
     """Every artist's profile row over ``frame`` (:data:`PROFILE_INPUT_COLUMNS`, one row
     per song) under ``model``'s scaler, computed by :func:`profile_sql`."""
-    with_credits = frame.withColumn("credits", F.udf(lambda a, i: _credits(a, i), _CREDIT)("artists", "artist_ids"))
+    credits = F.udf(lambda a, i: _credits(a, i), _CREDIT)
+    with_credits = frame.withColumn("credits", credits("artists", "artist_ids"))
     with_credits.createOrReplaceTempView(SONGS_VIEW)
     scaler_frame(spark, model).createOrReplaceTempView(SCALER_VIEW)
     return spark.sql(profile_sql()).toPandas()
