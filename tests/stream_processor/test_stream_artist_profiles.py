@@ -39,6 +39,7 @@ from emergify_stream.publisher import EventPublisher
 from emergify_stream.speed.feature_table import FeatureTableSink
 from emergify_stream.speed.speed_layer import SpeedLayer
 
+from .test_stream_feature_table import song_row
 from .test_stream_model_training import catalog_batch
 from .test_stream_rebuild import settings_for, write_lake
 from .test_stream_speed_layer import load_songs, read_topic, wait_for
@@ -261,4 +262,21 @@ def test_a_retrain_recomputes_every_profile_and_the_stream_keeps_them_current(
     assert run.model.version == model.version + 1
     assert_matches(stored(engine, run.model.version), table_reference(engine, run.model))
     assert run.metrics["artists"] == len(stored(engine, run.model.version).profiles.keys)
+    engine.dispose()
+
+
+def test_create_tables_adds_artist_keys_to_an_older_songs_table(database_url: str) -> None:
+    engine = make_engine(database_url)
+    create_tables(engine)
+    with engine.begin() as conn:  # as a database made before the column existed
+        conn.execute(sa.text("ALTER TABLE songs DROP COLUMN artist_keys"))
+    create_tables(engine)
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("songs")}
+    assert "artist_keys" in columns
+    sink = FeatureTableSink(engine, ModelRegistry(engine))
+    row = song_row(7)
+    sink.write("q", 0, pd.DataFrame([row]))
+    with engine.connect() as conn:
+        stored_keys = conn.execute(sa.select(songs.c.artist_keys)).scalar_one()
+    assert stored_keys == list(artist_keys(row["artists"], row["artist_ids"]))
     engine.dispose()

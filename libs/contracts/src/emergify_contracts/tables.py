@@ -135,3 +135,15 @@ def create_tables(engine: Engine) -> None:
     from emergify_contracts import listener  # noqa: F401
 
     metadata.create_all(engine)
+    _add_missing_song_columns(engine)
+
+
+def _add_missing_song_columns(engine: Engine) -> None:
+    """Add the derived ``songs`` columns a database made by an older version lacks (there is
+    no migration tool; create_all never alters an existing table)."""
+    present = {c["name"] for c in sa.inspect(engine).get_columns(songs.name)}
+    with engine.begin() as conn:
+        for name in ("artist_keys",):
+            if name not in present:
+                kind = songs.c[name].type.compile(dialect=engine.dialect)
+                conn.execute(sa.text(f"ALTER TABLE {songs.name} ADD COLUMN {name} {kind}"))
