@@ -46,7 +46,7 @@ artist_profiles = sa.Table(
     "artist_profiles",
     metadata,
     sa.Column("model_version", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("artist_key", sa.String(300), primary_key=True),
+    sa.Column("artist_key", sa.Text, primary_key=True),
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("song_count", sa.Integer, nullable=False),
     *(sa.Column(f"sum_{f}", sa.Float, nullable=False) for f in PROFILE_FEATURES),
