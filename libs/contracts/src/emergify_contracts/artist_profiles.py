@@ -50,6 +50,28 @@ def artist_keys(artists: Sequence[str], artist_ids: Sequence[str] = ()) -> tuple
     return tuple(dict.fromkeys(_NAME_PREFIX + n for n in names if n))
 
 
+def artist_credits(
+    artists: Sequence[str], artist_ids: Sequence[str] = ()
+) -> tuple[tuple[str, str], ...]:
+    """Each key of :func:`artist_keys` with a display name: the credited name at the same
+    position when names and ids line up one to one, else the first credited name."""
+    keys = artist_keys(artists, artist_ids)
+    names = [a.strip() for a in artists if a and a.strip()]
+    ids = [a.strip() for a in artist_ids if a and a.strip()]
+    if not ids:
+        # Name keys: the first spelling of each normalized name.
+        first: dict[str, str] = {}
+        for n in names:
+            first.setdefault(_NAME_PREFIX + normalize_artist_name(n), n)
+        return tuple((k, first.get(k, "")) for k in keys)
+    by_id: dict[str, str] = {}
+    if len(ids) == len(names):
+        for i, n in zip(ids, names, strict=True):
+            by_id.setdefault(i, n)
+    fallback = names[0] if names else ""
+    return tuple((k, by_id.get(k, fallback)) for k in keys)
+
+
 @dataclass(frozen=True)
 class ArtistProfiles:
     """Running sums of standardized features and song counts, one row per artist key."""

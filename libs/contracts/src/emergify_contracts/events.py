@@ -48,6 +48,13 @@ class CatalogChange(BaseModel):
     table_version: int = Field(description="Monotonic: the micro-batch id that committed.")
     upserted_ids: list[str]
     songs: int = Field(description="Rows in the feature table after the commit.")
+    artists_changed: list[str] = Field(
+        default_factory=list,
+        description="Artist keys whose artist_profiles rows the micro-batch changed.",
+    )
+    profiles_model_version: int | None = Field(
+        None, description="The model version of the artist_profiles rows it changed."
+    )
     committed_at: datetime = Field(default_factory=utcnow)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
+from emergify_contracts.artist_profiles import PROFILE_FEATURES
 from emergify_contracts.song_schemas import table_columns
 
 metadata = sa.MetaData()
@@ -21,6 +22,11 @@ songs = sa.Table(
     "songs",
     metadata,
     *table_columns(),
+    sa.Column(
+        "artist_keys",
+        sa.JSON,
+        doc="artist_keys(artists, artist_ids), derived by the sink (docs/similarity.md).",
+    ),
     sa.Column("cluster", sa.Integer, doc="Cluster under model_version; null before a model."),
     sa.Column("model_version", sa.Integer),
     sa.Column("upload_id", sa.String(64)),
@@ -32,6 +38,24 @@ songs = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 sa.Index("ix_songs_table_version", songs.c.table_version)
+
+#: Artist sound profiles as running sums per model version (docs/similarity.md,
+#: "Integration spec"): the batch layer writes every row of a new model version, the speed
+#: layer adds each micro-batch's deltas. Readers divide the sums by ``song_count``.
+artist_profiles = sa.Table(
+    "artist_profiles",
+    metadata,
+    sa.Column("model_version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("artist_key", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("song_count", sa.Integer, nullable=False),
+    *(sa.Column(f"sum_{f}", sa.Float, nullable=False) for f in PROFILE_FEATURES),
+    sa.Column("genres", sa.JSON, nullable=False, doc="Union over single-artist songs."),
+    sa.Column("table_version", sa.BigInteger, nullable=False, doc="Last writer's version."),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+#: The profile columns holding sums, in :data:`PROFILE_FEATURES` order.
+PROFILE_SUM_COLUMNS: tuple[str, ...] = tuple(f"sum_{f}" for f in PROFILE_FEATURES)
 
 #: Micro-batches already applied to the feature table, so a replayed batch writes nothing.
 stream_batches = sa.Table(
@@ -111,3 +135,15 @@ def create_tables(engine: Engine) -> None:
     from emergify_contracts import listener  # noqa: F401
 
     metadata.create_all(engine)
+    _add_missing_song_columns(engine)
+
+
+def _add_missing_song_columns(engine: Engine) -> None:
+    """Add the derived ``songs`` columns a database made by an older version lacks (there is
+    no migration tool; create_all never alters an existing table)."""
+    present = {c["name"] for c in sa.inspect(engine).get_columns(songs.name)}
+    with engine.begin() as conn:
+        for name in ("artist_keys",):
+            if name not in present:
+                kind = songs.c[name].type.compile(dialect=engine.dialect)
+                conn.execute(sa.text(f"ALTER TABLE {songs.name} ADD COLUMN {name} {kind}"))

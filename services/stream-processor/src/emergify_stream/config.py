@@ -122,6 +122,11 @@ class Settings(EmergifySettings):
     )
     min_songs_for_model: int = Field(50, ge=2)
     retrain_growth_fraction: float = Field(0.25, gt=0)
+    artist_profiles: bool = Field(
+        True,
+        description="Recompute every artist's profile on each retrain and keep them current "
+        "from the stream (docs/similarity.md). Off: no artist_profiles rows are written.",
+    )
     retrain_interval_seconds: float = Field(
         0.0,
         ge=0,

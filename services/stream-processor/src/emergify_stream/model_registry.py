@@ -108,12 +108,15 @@ class ModelRegistry:
         metrics: dict[str, Any],
         spark_model_path: str | None,
         before_commit: Callable[[], object] | None = None,
+        in_transaction: Callable[[Connection], object] | None = None,
     ) -> int:
         """Make ``model`` current: insert its row and re-assign every song's cluster, in one
         transaction, under :data:`CLUSTER_WRITE_LOCK`. Returns the number of songs updated.
 
-        ``before_commit`` runs last, inside the transaction: if it raises, nothing is
-        published (the batch layer waits there for the Spark model it saves meanwhile).
+        ``in_transaction`` runs after the re-assignment with the transaction's connection (the
+        batch layer writes the model's artist profiles there, so no reader sees the model
+        without them); ``before_commit`` runs last, inside the transaction: if either raises,
+        nothing is published (the batch layer waits there for the Spark model it saves).
         """
         with CLUSTER_WRITE_LOCK, self.engine.begin() as conn:
             conn.execute(
@@ -129,6 +132,8 @@ class ModelRegistry:
                 )
             )
             updated = reassign_clusters(conn, model)
+            if in_transaction is not None:
+                in_transaction(conn)
             if before_commit is not None:
                 before_commit()
         self._cached = model

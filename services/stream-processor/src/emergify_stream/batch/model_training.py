@@ -36,31 +36,50 @@ from emergify_contracts.lake import songs_location
 from emergify_contracts.model import PortableModel
 from emergify_contracts.song import AUDIO_FEATURES
 from emergify_contracts.tables import songs
+from emergify_stream.batch.artist_profiles import (
+    PROFILE_INPUT_COLUMNS,
+    ProfileRows,
+    reconcile_with_table,
+    spark_profiles,
+    write_profiles,
+)
 from emergify_stream.batch.master_dataset import latest_songs
 from emergify_stream.config import Settings
 from emergify_stream.model_registry import ModelRegistry
 from emergify_stream.publisher import EventPublisher
-from emergify_stream.speed.feature_table import song_count
+from emergify_stream.speed.feature_table import song_count, table_version
 
 log = structlog.get_logger()
 
 Source = Literal["master-dataset", "feature-table"]
-_TRAINING_COLUMNS = ("track_id", *AUDIO_FEATURES)
+#: The song columns training and the artist profiles read (fitting uses the features).
+_TRAINING_COLUMNS = PROFILE_INPUT_COLUMNS
+_CATALOG_LISTS = ("artists", "artist_ids", "genres")
 
 
 def load_catalog(engine: Engine) -> pd.DataFrame:
-    """Track ids and the nine audio features of every song in the feature table."""
-    query = sa.select(songs.c.track_id, *(songs.c[f] for f in AUDIO_FEATURES)).order_by(
-        songs.c.track_id
-    )
+    """Every song of the feature table: :data:`_TRAINING_COLUMNS` (track id, artists, genres,
+    ingestion time, the nine audio features)."""
+    query = sa.select(*(songs.c[c] for c in _TRAINING_COLUMNS)).order_by(songs.c.track_id)
     with engine.connect() as conn:
-        return pd.DataFrame(conn.execute(query).all(), columns=["track_id", *AUDIO_FEATURES])
+        return pd.DataFrame(conn.execute(query).all(), columns=list(_TRAINING_COLUMNS))
 
 
 def catalog_frame(spark: SparkSession, catalog: pd.DataFrame) -> DataFrame:
-    """The catalog as a Spark DataFrame (Arrow; JDBC is not available here)."""
+    """The catalog as a Spark DataFrame (Arrow; JDBC is not available here): track ids and
+    the features, plus the artist columns when ``catalog`` has them."""
     frame = catalog.astype({f: "float64" for f in AUDIO_FEATURES})
-    schema = "track_id string, " + ", ".join(f"{f} double" for f in AUDIO_FEATURES)
+    features = ", ".join(f"{f} double" for f in AUDIO_FEATURES)
+    if not set(_TRAINING_COLUMNS) <= set(frame.columns):
+        return spark.createDataFrame(
+            frame[["track_id", *AUDIO_FEATURES]], "track_id string, " + features
+        )
+    frame = frame[list(_TRAINING_COLUMNS)].copy()
+    for c in _CATALOG_LISTS:
+        frame[c] = [list(v) if v is not None else [] for v in frame[c]]
+    frame["ingested_at"] = pd.to_datetime(frame["ingested_at"], utc=True)
+    lists = ", ".join(f"{c} array<string>" for c in _CATALOG_LISTS)
+    schema = f"track_id string, {lists}, ingested_at timestamp, {features}"
     return spark.createDataFrame(frame, schema=schema)
 
 
@@ -312,32 +331,36 @@ def run_batch_layer(
     timings: dict[str, float] = {}
     version = registry.next_version()
     own_data = data is None
+    # Read before the songs are: every song of the table up to here is in the snapshot
+    # (the lake is written before the broker); later ones are reconciled at publish.
+    with engine.connect() as conn:
+        since = table_version(conn)
     with _timed(timings, "read"):
         if data is None:
             data = training_data(spark, engine, settings)
     try:
         with _timed(timings, "fit"):
             result = fit_pipeline(data.frame, data.songs, settings, version)
+        profiles = None
+        if settings.artist_profiles and set(PROFILE_INPUT_COLUMNS) <= set(data.frame.columns):
+            with _timed(timings, "profiles"):
+                profiles = ProfileRows.from_frame(spark_profiles(spark, data.frame, result.model))
+        elif settings.artist_profiles:
+            log.warning("training songs lack the artist columns: no artist profiles")
+        published = _publish(settings, registry, result, data, profiles, since, dict(timings))
     finally:
         if own_data:
             data.release()
-    path = Path(settings.models_dir).resolve() / f"v{version}"
+    updated, path, artists = published
+    timings.update(updated[1])
+    model = result.model
     metrics = {
         **result.metrics,
         "source": data.source,
         "source_detail": data.detail,
         "timings_seconds": dict(timings),
+        "artists": artists,
     }
-    # Spark saves the PipelineModel (JVM) while Python re-assigns the clusters (SQLite): the
-    # two overlap on two cores, and the registry commits only once the save has succeeded.
-    with ThreadPoolExecutor(1, thread_name_prefix="emergify-save") as pool:
-        saving = pool.submit(_timed_save, result.pipeline, path)
-        with _timed(timings, "reassign"):
-            updated = registry.publish(
-                result.model, metrics, str(path), before_commit=lambda: saving.result()
-            )
-        timings["save"] = saving.result()
-    model = result.model
     with _timed(timings, "announce"):
         if publisher is not None:
             publisher.model_published(
@@ -355,12 +378,58 @@ def run_batch_layer(
         k=model.k,
         silhouette=round(model.silhouette, 4),
         songs=model.songs,
+        artists=artists,
         source=data.source,
-        reassigned=updated,
+        reassigned=updated[0],
         path=str(path),
         timings=timings,
     )
-    return BatchRun(model=model, metrics=metrics, reassigned=updated, timings=timings)
+    return BatchRun(model=model, metrics=metrics, reassigned=updated[0], timings=timings)
+
+
+def _publish(
+    settings: Settings,
+    registry: ModelRegistry,
+    result: TrainingResult,
+    data: TrainingData,
+    profiles: ProfileRows | None,
+    since: int,
+    timings_so_far: dict[str, float],
+) -> tuple[tuple[int, dict[str, float]], Path, int | None]:
+    """Register the model: save the Spark model, re-assign every song and write the artist
+    profiles, all committed together. Returns ((songs re-assigned, timings), path, artists)."""
+    timings: dict[str, float] = {}
+    version = result.model.version
+    artists: list[int] = []
+
+    def write(conn: Any) -> None:
+        if profiles is None:
+            return
+        with _timed(timings, "profiles_write"):
+            reconcile_with_table(conn, profiles, data.frame, result.model, since)
+            artists.append(write_profiles(conn, profiles, version, table_version(conn)))
+
+    path = Path(settings.models_dir).resolve() / f"v{version}"
+    metrics = {
+        **result.metrics,
+        "source": data.source,
+        "source_detail": data.detail,
+        "timings_seconds": timings_so_far,
+    }
+    # Spark saves the PipelineModel (JVM) while Python re-assigns the clusters (SQLite): the
+    # two overlap on two cores, and the registry commits only once the save has succeeded.
+    with ThreadPoolExecutor(1, thread_name_prefix="emergify-save") as pool:
+        saving = pool.submit(_timed_save, result.pipeline, path)
+        with _timed(timings, "reassign"):
+            updated = registry.publish(
+                result.model,
+                metrics,
+                str(path),
+                before_commit=lambda: saving.result(),
+                in_transaction=write,
+            )
+        timings["save"] = saving.result()
+    return (updated, timings), path, artists[0] if artists else None
 
 
 def train_and_publish(

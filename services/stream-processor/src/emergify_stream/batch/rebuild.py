@@ -23,8 +23,8 @@ from pyspark.sql import DataFrame, SparkSession
 
 from emergify_contracts.lake import known_empty, songs_location
 from emergify_contracts.logs import configure_logging
-from emergify_contracts.song import AUDIO_FEATURES
 from emergify_contracts.tables import create_tables, make_engine, songs
+from emergify_stream.batch.artist_profiles import PROFILE_INPUT_COLUMNS
 from emergify_stream.batch.master_dataset import latest_songs
 from emergify_stream.batch.model_training import BatchRun, TrainingData, run_batch_layer
 from emergify_stream.config import Settings, get_settings
@@ -105,7 +105,7 @@ def rebuild(
             run = None
             if train:
                 data = TrainingData(
-                    latest.select("track_id", *AUDIO_FEATURES),
+                    latest.select(*PROFILE_INPUT_COLUMNS),
                     n,
                     "master-dataset",
                     f"latest version per track id in {songs_location(settings.lake_uri)} "

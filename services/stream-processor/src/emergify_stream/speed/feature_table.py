@@ -12,7 +12,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,12 +23,27 @@ import structlog
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from emergify_contracts.artist_profiles import SongChange, apply_song_changes, artist_keys
 from emergify_contracts.events import CatalogChange, DeadLetter
+from emergify_contracts.model import PortableModel
 from emergify_contracts.song import AUDIO_FEATURES
 from emergify_contracts.song_fields import fields_in
 from emergify_contracts.song_schemas import batch_columns
-from emergify_contracts.tables import database_unavailable, songs, stream_batches
+from emergify_contracts.tables import (
+    artist_profiles,
+    database_unavailable,
+    songs,
+    stream_batches,
+)
 from emergify_contracts.versions import newer_than
+from emergify_stream.batch.artist_profiles import (
+    has_profiles,
+    note_song,
+    read_profiles,
+    song_artist_keys,
+    standardized_version,
+    table_songs,
+)
 from emergify_stream.model_registry import CLUSTER_WRITE_LOCK, ModelRegistry
 from emergify_stream.publisher import EventPublisher
 
@@ -73,6 +88,10 @@ class BatchResult:
     upserted_ids: list[str]
     songs: int
     dead_letters: int
+    #: Artist keys whose ``artist_profiles`` rows this batch changed (empty on a replay or
+    #: before the first model), and the model version of those rows.
+    artists_changed: list[str] = field(default_factory=list)
+    profiles_model_version: int | None = None
 
 
 def _utc(value: Any) -> datetime:
@@ -107,6 +126,7 @@ def frame_to_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
         for name in _FLOAT_COLUMNS:
             value = _scalar(rec.get(name))
             row[name] = None if value is None else float(value)
+        row["artist_keys"] = list(artist_keys(row["artists"], row["artist_ids"]))
         row["ingested_at"] = _utc(rec["ingested_at"])
         offset = _scalar(rec.get("kafka_offset"))
         row["kafka_offset"] = None if offset is None else int(offset)
@@ -124,6 +144,18 @@ def upsert_statement(dialect_name: str) -> sa.Insert:
         index_elements=[songs.c.track_id],
         set_={c.name: stmt.excluded[c.name] for c in songs.columns if c.name != "track_id"},
         where=newer,
+    )
+
+
+def profile_upsert_statement(dialect_name: str) -> sa.Insert:
+    """``INSERT .. ON CONFLICT (model_version, artist_key) DO UPDATE`` of whole rows (the
+    sink computes the new sums and counts from the stored ones in its transaction)."""
+    dialect_insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+    stmt = dialect_insert(artist_profiles)
+    keys = ("model_version", "artist_key")
+    return stmt.on_conflict_do_update(
+        index_elements=[artist_profiles.c[k] for k in keys],
+        set_={c.name: stmt.excluded[c.name] for c in artist_profiles.columns if c.name not in keys},
     )
 
 
@@ -164,6 +196,7 @@ class FeatureTableSink:
         self.retry = retry or RetryPolicy()
         self.stopping = stopping or threading.Event()
         self._upsert = upsert_statement(engine.dialect.name)
+        self._profile_upsert = profile_upsert_statement(engine.dialect.name)
         self.last_result: BatchResult | None = None
         #: Why the current batch is waiting for the database (None when it is not).
         self.waiting_for_database: str | None = None
@@ -199,7 +232,7 @@ class FeatureTableSink:
                     if not self.applied(query_name, batch_id):
                         self.publisher.dead_letters(dead_letters)
                     dlq_sent = True
-                applied, version, count = self._commit(query_name, batch_id, rows)
+                applied, version, count, touched = self._commit(query_name, batch_id, rows)
                 break
             except sa.exc.SQLAlchemyError as exc:
                 if not database_unavailable(exc):
@@ -222,6 +255,8 @@ class FeatureTableSink:
             upserted_ids=ids,
             songs=count,
             dead_letters=len(dead_letters),
+            artists_changed=touched[1],
+            profiles_model_version=touched[0],
         )
         self.last_result = result
         log.info(
@@ -236,7 +271,13 @@ class FeatureTableSink:
         if ids and self.publisher is not None:
             try:
                 self.publisher.catalog_change(
-                    CatalogChange(table_version=version, upserted_ids=ids, songs=count)
+                    CatalogChange(
+                        table_version=version,
+                        upserted_ids=ids,
+                        songs=count,
+                        artists_changed=result.artists_changed,
+                        profiles_model_version=result.profiles_model_version,
+                    )
                 )
             except Exception:  # the table is committed; a consumer can catch up by version
                 log.exception("could not publish the catalog change", table_version=version)
@@ -246,21 +287,23 @@ class FeatureTableSink:
 
     def _commit(
         self, query_name: str, batch_id: int, rows: list[dict[str, Any]]
-    ) -> tuple[bool, int, int]:
-        """One transaction: the upserts and the batch marker, unless the marker exists.
-        Returns (applied, table version, songs in the table)."""
+    ) -> tuple[bool, int, int, tuple[int | None, list[str]]]:
+        """One transaction: the upserts, their artists' profiles and the batch marker, unless
+        the marker exists. Returns (applied, table version, songs in the table, (profiles'
+        model version, artist keys changed))."""
         with CLUSTER_WRITE_LOCK, self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 # One writer allocates table versions at a time.
                 conn.execute(sa.text("LOCK TABLE stream_batches IN EXCLUSIVE MODE"))
             stored_version = _marker(conn, query_name, batch_id)
+            touched: tuple[int | None, list[str]] = (None, [])
             if stored_version is not None:
                 applied, version = False, stored_version
             else:
                 applied = True
                 version = table_version(conn) + (1 if rows else 0)
                 if rows:
-                    self._upsert_rows(conn, rows, version)
+                    touched = self._upsert_rows(conn, rows, version)
                 conn.execute(
                     stream_batches.insert().values(
                         query_name=query_name,
@@ -270,7 +313,7 @@ class FeatureTableSink:
                         committed_at=datetime.now(UTC),
                     )
                 )
-            return applied, version, song_count(conn)
+            return applied, version, song_count(conn), touched
 
     def _wait_for_database(
         self, query_name: str, batch_id: int, exc: Exception, started: float, delay: float
@@ -298,8 +341,15 @@ class FeatureTableSink:
                 f"stopping while micro-batch {batch_id} waited for the database"
             ) from exc
 
-    def _upsert_rows(self, conn: Connection, rows: list[dict[str, Any]], version: int) -> None:
+    def _upsert_rows(
+        self, conn: Connection, rows: list[dict[str, Any]], version: int
+    ) -> tuple[int | None, list[str]]:
         model = self.registry.current(conn)
+        # Before the first model there is no scaler: no profiles; the first retrain computes
+        # them all. A model published before profiles existed leaves them to the next one.
+        keep_profiles = model is not None and has_profiles(conn, model.version)
+        ids = [r["track_id"] for r in rows]
+        before = table_songs(conn, ids) if keep_profiles else {}
         if model is not None:
             features = np.array([[r[f] for f in AUDIO_FEATURES] for r in rows], dtype=float)
             clusters = [int(c) for c in model.assign(features)]
@@ -314,3 +364,47 @@ class FeatureTableSink:
                 updated_at=now,
             )
         conn.execute(self._upsert, rows)
+        if not keep_profiles:
+            return None, []
+        assert model is not None
+        return model.version, self._update_profiles(conn, model, ids, before, version)
+
+    def _update_profiles(
+        self,
+        conn: Connection,
+        model: PortableModel,
+        ids: list[str],
+        before: dict[str, Any],
+        version: int,
+    ) -> list[str]:
+        """Move each written song's contribution from its old version to its new one in
+        ``artist_profiles`` (:func:`apply_song_changes`), in the caller's transaction.
+        Songs the upsert skipped (an older version than the stored one) change nothing."""
+        after = table_songs(conn, ids, songs.c.table_version == version)
+        changes, touched = [], set()
+        for track_id, new in after.items():
+            old = before.get(track_id)
+            if old is not None:
+                touched.update(song_artist_keys(old))
+            touched.update(song_artist_keys(new))
+            changes.append(
+                SongChange(
+                    None if old is None else standardized_version(model, old),
+                    standardized_version(model, new),
+                )
+            )
+        if not changes:
+            return []
+        current = read_profiles(conn, model.version, sorted(touched))
+        for new in after.values():
+            note_song(current, new)
+        try:
+            current.profiles = apply_song_changes(current.profiles, changes)
+        except ValueError:
+            # Rows out of step with the table (edited by hand?): the stream goes on, the
+            # next retrain recomputes every profile.
+            log.exception("artist profiles out of step; left to the next retrain")
+            return []
+        records = current.records(model.version, version)
+        conn.execute(self._profile_upsert, records)
+        return sorted(touched)
