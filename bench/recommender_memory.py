@@ -39,6 +39,9 @@ def status(field):
             return int(line.split()[1]) / 1024.0
     raise KeyError(field)
 
+import os, secrets
+# The app refuses to start without the internal credential; a throwaway one for this process.
+os.environ.setdefault("EMERGIFY_INTERNAL_TOKEN", secrets.token_urlsafe(32))
 from emergify_recommender.main import create_app
 import emergify_recommender.api.main  # noqa: F401  (every route module)
 from emergify_recommender import nearest
