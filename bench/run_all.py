@@ -17,6 +17,7 @@ BENCHMARKS = [
     "cluster_figures.py",
     "pipeline_figures.py",
     "ingest_throughput.py",
+    "replica_throughput.py",
 ]
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ ROOT_PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 OURS = {
     "ingest": ("emergify_ingest", "ingest_url"),
     "stream-processor": ("emergify_stream", "stream_processor_url"),
-    "recommender": ("emergify_recommender", "recommender_url"),
+    "recommender-1": ("emergify_recommender", "recommender_url"),
     "spotify-gateway": ("emergify_spotify", "spotify_gateway_url"),
     "api-gateway": ("emergify_gateway", "gateway_url"),
     "dashboard": ("emergify_dashboard", "dashboard_url"),
@@ -142,4 +142,31 @@ def test_spark_runs_from_our_image_with_a_real_spark_class() -> None:
         assert command[1].startswith("org.apache.spark.deploy.")
     assert (
         _env(SERVICES["stream-processor"])["EMERGIFY_SPARK_MASTER"] == "spark://spark-master:7077"
+    )
+
+
+RECOMMENDERS = ("recommender-1", "recommender-2", "recommender-3")
+
+
+def test_the_gateway_balances_across_three_recommender_replicas() -> None:
+    gateway = SERVICES["api-gateway"]
+    urls = _env(gateway)["EMERGIFY_RECOMMENDER_URLS"].split(",")
+    assert urls == [f"http://{name}:8003" for name in RECOMMENDERS]
+    assert set(RECOMMENDERS) <= set(gateway["depends_on"])
+    assert "recommender" not in SERVICES  # only the replicas, under their own names
+    for name in RECOMMENDERS:
+        replica = SERVICES[name]
+        env = _env(replica)
+        assert replica["image"] == "emergify/recommender", name
+        # Its own URL (the Host it answers to) and name (in every recommendation it serves).
+        assert env["EMERGIFY_RECOMMENDER_URL"] == f"http://{name}:8003"
+        assert env["EMERGIFY_REPLICA_NAME"] == name
+        # spotify-gateway's look-ups go to the shared alias: each replica answers to it.
+        assert replica["networks"]["default"]["aliases"] == ["recommender"]
+        assert "recommender" in env["EMERGIFY_ALLOWED_HOSTS"].split(",")
+        assert (
+            env["EMERGIFY_DATABASE_URL"] == _env(SERVICES["recommender-1"])["EMERGIFY_DATABASE_URL"]
+        )  # one catalog
+    assert urlparse(_env(SERVICES["spotify-gateway"])["EMERGIFY_RECOMMENDER_URL"]).hostname == (
+        "recommender"
     )

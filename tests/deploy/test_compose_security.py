@@ -21,7 +21,8 @@ from emergify_stream.config import Settings as StreamSettings
 REPO = Path(__file__).resolve().parents[2]
 TEXT = (REPO / "docker-compose.yml").read_text()
 SERVICES = yaml.safe_load(TEXT)["services"]
-INTERNAL = ("ingest", "stream-processor", "recommender", "spotify-gateway")
+RECOMMENDERS = ("recommender-1", "recommender-2", "recommender-3")
+INTERNAL = ("ingest", "stream-processor", *RECOMMENDERS, "spotify-gateway")
 INIT_SCRIPT = REPO / "deploy" / "postgres-init.sh"
 
 
@@ -42,7 +43,7 @@ def test_only_the_gateway_and_the_dashboard_are_published() -> None:
     for name, port in (
         ("ingest", "8001"),
         ("stream-processor", "8002"),
-        ("recommender", "8003"),
+        *((name, "8003") for name in RECOMMENDERS),
         ("spotify-gateway", "8004"),
         ("postgres", "5432"),
         ("kafka", "9092"),

@@ -102,6 +102,11 @@ class UploadReport(BaseModel):
     sha256: str = Field("", description="Digest of the uploaded file.")
 
 
+class Feedback(BaseModel):
+    track_id: str = Field(description="Spotify track id.")
+    signal: str = Field(description="like, dislike, ban_artist, skip.")
+
+
 def ingest_app() -> FastAPI:
     app = fake_service("ingest")
 
@@ -118,6 +123,19 @@ def ingest_app() -> FastAPI:
         return UploadReport(
             upload_id="u2", accepted=0, rejected=[], size=size, sha256=digest.hexdigest()
         )
+
+    @app.post("/api/v1/feedback", status_code=202, response_model=Feedback, tags=["feedback"])
+    async def post_feedback(feedback: Feedback) -> Feedback:
+        return feedback
+
+    @app.delete(
+        "/api/v1/listeners/{listener_id}/feedback",
+        status_code=202,
+        response_model=Feedback,
+        tags=["feedback"],
+    )
+    async def erase_feedback(listener_id: str) -> Feedback:
+        return Feedback(track_id="", signal="erase")
 
     return app
 

@@ -33,6 +33,8 @@ PUBLIC_CALLS: list[tuple[str, str, dict[str, Any], str, str, int]] = [
     ("GET", "/api/v1/model", {}, "recommender", "/api/v1/model", 200),
     ("GET", "/api/v1/clusters", {}, "recommender", "/api/v1/clusters", 200),
     ("POST", "/api/v1/model/retrain", {}, "stream-processor", "/admin/retrain", 202),
+    ("POST", "/api/v1/feedback", {"json": {"track_id": "a", "signal": "like"}}, "ingest",
+     "/api/v1/feedback", 202),
     ("GET", "/api/v1/spotify/me", {}, "spotify-gateway", "/api/v1/spotify/me", 200),
     ("POST", "/api/v1/spotify/playlists", {"json": {"name": "p", "track_ids": ["a"]}},
      "spotify-gateway", "/api/v1/spotify/playlists", 201),

@@ -10,8 +10,11 @@ directly).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +22,8 @@ from catalog_fixtures import seed_catalog
 from servers import ServedApp
 from spotify_stack import DASHBOARD_URL, run_spotify_stack, sign_in
 from testkit import drop_pg_database, new_pg_database
+
+from emergify_cli.broker import EmbeddedBroker
 
 ADMIN_KEY = "spotify-test-admin-key-0123456789abcdef"
 SESSION_SECRET = "spotify-test-session-secret-0123456789abcdef"
@@ -35,6 +40,7 @@ class Stack:
     spotify_db_url: str
     catalog_ids: list[str]
     admin_key: str = ADMIN_KEY
+    broker: str | None = None  # bootstrap servers, when the stack has a broker
     dashboard: str = DASHBOARD_URL
 
     def browser(self) -> httpx.Client:
@@ -53,9 +59,8 @@ class Stack:
             return api.get("/_sandbox/requests").json()["counts"]
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Sandbox, recommender, spotify-gateway and api-gateway, for one test module."""
+@contextmanager
+def _stack(tmp_path_factory: pytest.TempPathFactory, **spotify_overrides: Any) -> Iterator[Stack]:
     catalog_url = f"sqlite:///{tmp_path_factory.mktemp('catalog') / 'catalog.db'}"
     catalog_ids = list(seed_catalog(catalog_url))
     db_name, spotify_db_url = new_pg_database("emergify_spotify")
@@ -65,11 +70,47 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             spotify_db_url=spotify_db_url,
             admin_key=ADMIN_KEY,
             session_secret=SESSION_SECRET,
-            spotify_overrides={"max_retry_after_seconds": 5},
+            spotify_overrides={"max_retry_after_seconds": 5, **spotify_overrides},
         ) as s:
             yield Stack(s.sandbox, s.spotify, s.recommender, s.gateway, spotify_db_url, catalog_ids)
     finally:
         drop_pg_database(db_name)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Sandbox, recommender, spotify-gateway and api-gateway, for one test module."""
+    with _stack(tmp_path_factory) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def loop_stack(tmp_path_factory: pytest.TempPathFactory, broker: EmbeddedBroker) -> Iterator[Stack]:
+    """The stack with the embedded broker: the living-playlist sync worker consumes change
+    events. Its periodic sweep is an hour apart, so a test that sees a sync within seconds saw
+    the event (or the sweep at start) do it."""
+    with _stack(
+        tmp_path_factory,
+        kafka_bootstrap_servers=broker.bootstrap,
+        living_sync_interval_seconds=3600,
+        # A group of its own: members of other tests' groups (killed ones too) hold nothing.
+        living_sync_group=f"living-sync-{uuid.uuid4().hex}",
+    ) as s:
+        s.broker = broker.bootstrap
+        yield s
+
+
+@pytest.fixture(scope="module")
+def quiet_stack(
+    tmp_path_factory: pytest.TempPathFactory, broker: EmbeddedBroker
+) -> Iterator[Stack]:
+    """The stack whose spotify-gateway runs no sync worker (requests still sync inline), so
+    that a test can run the worker in a process of its own and kill it."""
+    with _stack(
+        tmp_path_factory, kafka_bootstrap_servers=broker.bootstrap, living_sync_enabled=False
+    ) as s:
+        s.broker = broker.bootstrap
+        yield s
 
 
 @pytest.fixture

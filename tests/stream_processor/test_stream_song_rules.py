@@ -26,7 +26,7 @@ from emergify_ingest.upload import (
     csv_candidates,
     inspect_csv,
 )
-from emergify_stream.speed_layer import clean_records
+from emergify_stream.speed.speed_layer import clean_records
 
 CORPUS = Path(__file__).parents[1] / "ingest" / "bad_uploads"
 GOOD_ID = "0123456789abcdefABCDEF"

@@ -100,6 +100,17 @@ class Settings(SessionSettings):
         Path("var/revoked-sessions.json"),
         description="Signed-out session cookies (hashed), refused until they expire.",
     )
+    recommender_urls: str = Field(
+        "",
+        description="Comma-separated base URLs of recommender replicas to balance across; "
+        "empty: the one recommender_url.",
+    )
+    replica_check_interval_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="How often each replica's /health is checked (a replica taken out after a "
+        "failure comes back at the first good check).",
+    )
     openapi_cache_seconds: float = Field(
         10.0, ge=0, description="How long the merged OpenAPI document is reused."
     )
@@ -117,6 +128,11 @@ class Settings(SessionSettings):
             return None
         key = self.dashboard_api_key.get_secret_value().strip()
         return key if key and key != ADMIN_KEY_PLACEHOLDER else None
+
+    def recommender_replicas(self) -> list[str]:
+        """The recommender replicas' base URLs: ``recommender_urls``, else ``recommender_url``."""
+        urls = [u.strip().rstrip("/") for u in self.recommender_urls.split(",") if u.strip()]
+        return urls or [self.recommender_url.rstrip("/")]
 
     def read_keys(self) -> list[str]:
         """The read-only keys, blanks removed."""

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import Literal
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # replicas imports probe from here
+    from emergify_gateway.replicas import ReplicaPool
 
 
 class ServiceHealth(BaseModel):
@@ -62,11 +65,12 @@ async def probe(client: httpx.AsyncClient, base_url: str, timeout: float) -> Ser
 
 
 async def check_services(
-    client: httpx.AsyncClient, urls: dict[str, str], timeout: float
+    client: httpx.AsyncClient, pools: Mapping[str, ReplicaPool], timeout: float
 ) -> HealthReport:
-    """Probe every service at once and combine the answers."""
-    names = list(urls)
-    results = await asyncio.gather(*(probe(client, urls[name], timeout) for name in names))
+    """Probe every service (each replica of a replicated one) at once and combine the
+    answers; the replicas' up/down state follows what they said."""
+    names = list(pools)
+    results = await asyncio.gather(*(pools[name].check(client, timeout) for name in names))
     services = dict(zip(names, results, strict=True))
     healthy = all(s.status == "ok" for s in services.values())
     return HealthReport(status="ok" if healthy else "degraded", services=services)

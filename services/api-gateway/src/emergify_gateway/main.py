@@ -25,6 +25,7 @@ from emergify_gateway.health import HealthCache, check_services
 from emergify_gateway.openapi import OpenAPIAggregator
 from emergify_gateway.proxy import Proxy, new_http_client
 from emergify_gateway.rate_limit import TokenBucketLimiter
+from emergify_gateway.replicas import ReplicaMonitor
 from emergify_gateway.request_body import RequestBodyMiddleware
 from emergify_gateway.request_context import (
     REQUEST_ID_HEADER,
@@ -83,11 +84,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             proxy = gateway.proxy
             gateway.health = HealthCache(
-                lambda: check_services(proxy.client, proxy.urls, settings.probe_timeout_seconds),
+                lambda: check_services(proxy.client, proxy.pools, settings.probe_timeout_seconds),
                 settings.health_cache_seconds,
             )
-            yield
-            gateway.proxy = gateway.openapi = gateway.health = None
+            monitor = ReplicaMonitor(
+                proxy.pools,
+                client,
+                settings.replica_check_interval_seconds,
+                settings.probe_timeout_seconds,
+            )
+            monitor.start()
+            try:
+                yield
+            finally:
+                await monitor.stop()
+                gateway.proxy = gateway.openapi = gateway.health = None
 
     app = FastAPI(
         title="Emergify API",

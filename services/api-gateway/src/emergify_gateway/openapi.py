@@ -274,7 +274,7 @@ class OpenAPIAggregator:
     ) -> None:
         self._base = base
         self._client = client
-        self._urls = dict(urls)
+        self._urls = urls  # looked up at each fetch: a live replica's address
         self._routes = routes
         self._timeout = timeout
         self._ttl = ttl_seconds

@@ -21,6 +21,7 @@ from emergify_contracts.internal_auth import INTERNAL_TOKEN_HEADER, internal_hea
 from emergify_contracts.listener import CALLER_HEADER
 from emergify_contracts.problems import ProblemError
 from emergify_gateway.config import Settings
+from emergify_gateway.replicas import Lease, LiveURLs, ReplicaPool
 from emergify_gateway.request_context import REQUEST_ID_HEADER
 from emergify_gateway.routes import Route, service_urls
 from emergify_gateway.security import API_KEY_HEADER, PRINCIPAL_HEADER, VIEWER_HEADER, Principal
@@ -57,7 +58,6 @@ _NOT_FORWARDED = HOP_BY_HOP | {
     CALLER_HEADER.lower(),
 }
 _NOT_RETURNED = HOP_BY_HOP | {REQUEST_ID_HEADER.lower()}
-_RETRYABLE_METHODS = frozenset({"GET", "HEAD"})
 UNAVAILABLE_RETRY_AFTER_SECONDS = 5
 
 log = structlog.get_logger()
@@ -110,7 +110,10 @@ class Proxy:
     def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
         self.client = client
         self.settings = settings
-        self.urls = service_urls(settings)
+        self.pools = {
+            name: ReplicaPool(name, urls) for name, urls in service_urls(settings).items()
+        }
+        self.urls = LiveURLs(self.pools)
 
     async def forward(
         self,
@@ -119,7 +122,11 @@ class Proxy:
         principal: Principal | None,
         caller: str | None = None,
     ) -> Response:
-        """Send ``request`` to ``route``'s service; stream the answer back."""
+        """Send ``request`` to a replica of ``route``'s service; stream the answer back.
+
+        When the connection is refused or breaks before any answer, the replica is taken out
+        and an idempotent request is sent once more, to another replica when there is one.
+        """
         limit = self.settings.max_upload_bytes if route.upload else self.settings.max_json_bytes
         check_declared_size(request, limit)
         service = route.service
@@ -129,72 +136,111 @@ class Proxy:
             # Small JSON bodies are read whole first: an upstream connection is taken only for
             # a complete body within the limit, never held open by a slow or oversized one.
             content = await _read_small(request, limit)
+        # A streamed body (an upload) cannot be sent twice.
+        attempts = 2 if request.method in route.idempotent and not route.upload else 1
+        pool = self.pools[service]
+        tried: frozenset[str] = frozenset()
+        for attempt in range(1, attempts + 1):
+            # The retry prefers another replica; with none left, the same one (a single
+            # service restarting, or a stale pooled connection).
+            replica = pool.pick(tried) or (pool.pick() if tried else None)
+            if replica is None:
+                raise _unavailable(service, "has no replica up")
+            tried |= {replica.url}
+            lease = pool.lease(replica)
+            try:
+                upstream = await self._send_once(
+                    request, route, replica.url, principal, caller, content, limit
+                )
+            except _WentAway as failure:
+                lease.release()
+                pool.mark_down(replica, failure.reason)
+                if attempt < attempts:
+                    log.info(
+                        "retrying on another replica",
+                        service=service,
+                        failed=replica.url,
+                        reason=failure.reason,
+                    )
+                    continue
+                raise _unavailable(service, failure.what) from None
+            except BaseException:
+                lease.release()
+                raise
+            response = StreamingResponse(
+                _relay(upstream, service, lease),
+                status_code=upstream.status_code,
+                background=BackgroundTask(_close, upstream, lease),
+            )
+            response.raw_headers = self._returned_headers(upstream, replica.url)
+            return response
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _send_once(
+        self,
+        request: Request,
+        route: Route,
+        base: str,
+        principal: Principal | None,
+        caller: str | None,
+        content: AsyncIterator[bytes] | bytes | None,
+        limit: int,
+    ) -> httpx.Response:
+        """One attempt on the replica at ``base``; transport failures become problems, except
+        those that leave the request unanswered and safe to send elsewhere (``_WentAway``)."""
+        service = route.service
         upstream_request = self.client.build_request(
             request.method,
-            self._upstream_url(request, route),
+            self._upstream_url(request, route, base),
             headers=self._upstream_headers(request, principal, caller),
             content=content,
             timeout=self._timeout(route),
         )
         try:
-            upstream = await self._send(upstream_request)
+            return await self.client.send(upstream_request, stream=True)
         except BodyTooLargeError:
             raise ProblemError(413, _too_large_detail(limit), max_bytes=limit) from None
         except ClientDisconnect:
             raise ProblemError(
                 400, "the client closed the connection before the whole body arrived"
             ) from None
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            log.warning("upstream unavailable", service=service, error=repr(exc))
-            raise _unavailable(service, "is unavailable") from None
-        except (httpx.ReadError, httpx.RemoteProtocolError) as exc:
-            if not _went_away(exc):
-                log.warning("upstream failed", service=service, error=repr(exc))
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            log.warning("upstream unavailable", service=service, replica=base, error=repr(exc))
+            raise _WentAway("is unavailable", f"cannot connect: {type(exc).__name__}") from None
+        except httpx.PoolTimeout as exc:
+            # The gateway's own connection pool is full: not the replica's fault.
+            log.warning("upstream pool full", service=service, error=repr(exc))
+            raise _unavailable(service, "is busy") from None
+        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
+            # An upload's write may fail because the upstream refused the body early: that is
+            # not a replica that went away.
+            uploading = route.upload and isinstance(exc, httpx.WriteError)
+            if uploading or not _went_away(exc):
+                log.warning("upstream failed", service=service, replica=base, error=repr(exc))
                 raise ProblemError(
                     502, f"{service} answered with a broken response", service=service
                 ) from None
             # Killed or restarted while handling the request: as unavailable as a closed port.
-            log.warning("upstream went away mid-request", service=service, error=repr(exc))
-            raise _unavailable(service, "went away before answering") from None
+            log.warning(
+                "upstream went away mid-request", service=service, replica=base, error=repr(exc)
+            )
+            raise _WentAway(
+                "went away before answering", f"connection broke: {type(exc).__name__}"
+            ) from None
         except httpx.TimeoutException as exc:
-            log.warning("upstream timed out", service=service, error=repr(exc))
+            log.warning("upstream timed out", service=service, replica=base, error=repr(exc))
             seconds = self._timeout(route).read
             raise ProblemError(
                 504, f"{service} did not answer within {seconds:g} s", service=service
             ) from None
         except httpx.HTTPError as exc:
-            log.warning("upstream failed", service=service, error=repr(exc))
+            log.warning("upstream failed", service=service, replica=base, error=repr(exc))
             raise ProblemError(
                 502, f"{service} closed the connection without a valid answer", service=service
             ) from None
 
-        response = StreamingResponse(
-            _relay(upstream, service),
-            status_code=upstream.status_code,
-            background=BackgroundTask(upstream.aclose),
-        )
-        response.raw_headers = self._returned_headers(upstream, service)
-        return response
-
-    async def _send(self, upstream_request: httpx.Request) -> httpx.Response:
-        try:
-            return await self.client.send(upstream_request, stream=True)
-        except httpx.ConnectError:
-            # Only bodiless idempotent calls are retried: a POST may have had its effect, and a
-            # streamed body cannot be sent twice.
-            has_body = "content-length" in upstream_request.headers and (
-                upstream_request.headers["content-length"] != "0"
-            )
-            if (
-                upstream_request.method not in _RETRYABLE_METHODS
-                or has_body
-                or "transfer-encoding" in upstream_request.headers
-            ):
-                raise
-            return await self.client.send(upstream_request, stream=True)
-
-    def _upstream_url(self, request: Request, route: Route) -> httpx.URL:
-        base = httpx.URL(self.urls[route.service])
+    def _upstream_url(self, request: Request, route: Route, base_url: str) -> httpx.URL:
+        base = httpx.URL(base_url)
         if route.upstream_path is not None:
             path = route.upstream_path.encode()
         else:
@@ -240,11 +286,8 @@ class Proxy:
             pool=self.settings.connect_timeout_seconds,
         )
 
-    def _returned_headers(
-        self, upstream: httpx.Response, service: str
-    ) -> list[tuple[bytes, bytes]]:
+    def _returned_headers(self, upstream: httpx.Response, base: str) -> list[tuple[bytes, bytes]]:
         dropped = _NOT_RETURNED | _connection_tokens(upstream.headers.get("connection", ""))
-        base = self.urls[service]
         headers = []
         for name, value in upstream.headers.multi_items():
             if name in dropped:
@@ -289,7 +332,7 @@ async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[by
         yield chunk
 
 
-async def _relay(upstream: httpx.Response, service: str) -> AsyncIterator[bytes]:
+async def _relay(upstream: httpx.Response, service: str, lease: Lease) -> AsyncIterator[bytes]:
     """The upstream body as it arrives, bytes untouched (compressed stays compressed)."""
     try:
         async for chunk in upstream.aiter_raw():
@@ -298,6 +341,24 @@ async def _relay(upstream: httpx.Response, service: str) -> AsyncIterator[bytes]
         # Headers are already sent: all that is left is to abort the response.
         log.warning("upstream answer broke off", service=service, error=repr(exc))
         raise
+    finally:
+        # Also here, not only in the background task: that one does not run when the
+        # client goes away mid-answer.
+        lease.release()
+
+
+async def _close(upstream: httpx.Response, lease: Lease) -> None:
+    lease.release()
+    await upstream.aclose()
+
+
+class _WentAway(Exception):
+    """The replica did not answer (refused, or the connection broke before an answer)."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(reason)
+        self.what = what  # for the caller's problem: "<service> <what>"
+        self.reason = reason  # for the logs and the health report
 
 
 def _unavailable(service: str, what: str) -> ProblemError:
@@ -313,7 +374,7 @@ def _unavailable(service: str, what: str) -> ProblemError:
 def _went_away(exc: httpx.HTTPError) -> bool:
     """Whether the upstream closed or reset the connection before sending any answer (it
     died or restarted), as opposed to sending something that is not HTTP."""
-    if isinstance(exc, httpx.ReadError):
+    if isinstance(exc, (httpx.ReadError, httpx.WriteError)):
         return True
     return "disconnected without sending a response" in str(exc).lower()
 

@@ -68,6 +68,9 @@ class Route:
     upstream_path: str | None = None  # None: the same path as the public one
     upload: bool = False  # large bodies: the longer upload timeout applies
     signs_out: bool = False  # the gateway also revokes the caller's session cookie
+    # Methods safe to send a second time (to another replica) when the first attempt failed
+    # before any answer: declared per route, because a POST may be idempotent too.
+    idempotent: frozenset[str] = frozenset()
 
     @property
     def upstream_template(self) -> str:
@@ -90,15 +93,25 @@ def _methods(*names: str) -> frozenset[str]:
     return frozenset(names)
 
 
+_GET = _methods("GET", "HEAD")
+
 ROUTES: tuple[Route, ...] = (
     Route(_methods("POST"), "/api/v1/songs", "ingest", Access.WRITE, upload=True),
     Route(_methods("POST"), "/api/v1/songs/upload", "ingest", Access.WRITE, upload=True),
-    Route(_methods("GET"), "/api/v1/songs", "recommender", Access.READ),
-    Route(_methods("GET"), "/api/v1/songs/{track_id}", "recommender", Access.READ),
-    Route(_methods("GET"), "/api/v1/catalog", "recommender", Access.READ),
-    Route(_methods("POST"), "/api/v1/recommendations", "recommender", Access.READ),
-    Route(_methods("GET"), "/api/v1/model", "recommender", Access.READ),
-    Route(_methods("GET"), "/api/v1/clusters", "recommender", Access.READ),
+    # Reads from the recommender's memory: any replica may answer them, twice if need be.
+    Route(_methods("GET"), "/api/v1/songs", "recommender", Access.READ, idempotent=_GET),
+    Route(_methods("GET"), "/api/v1/songs/{track_id}", "recommender", Access.READ, idempotent=_GET),
+    Route(_methods("GET"), "/api/v1/catalog", "recommender", Access.READ, idempotent=_GET),
+    # A POST only because the query is a document: it changes nothing.
+    Route(
+        _methods("POST"),
+        "/api/v1/recommendations",
+        "recommender",
+        Access.READ,
+        idempotent=_methods("POST"),
+    ),
+    Route(_methods("GET"), "/api/v1/model", "recommender", Access.READ, idempotent=_GET),
+    Route(_methods("GET"), "/api/v1/clusters", "recommender", Access.READ, idempotent=_GET),
     # A listener's feedback: a signed-in listener acts for themselves, a key holder for the
     # listeners it names (namespaced by its key; see emergify_contracts.listener).
     Route(_methods("POST"), "/api/v1/feedback", "ingest", Access.READ),
@@ -111,7 +124,10 @@ ROUTES: tuple[Route, ...] = (
         upstream_path="/admin/retrain",
     ),
     # Sign-in must work before the listener has anything to present.
-    Route(_methods("GET"), "/api/v1/spotify/login", "spotify-gateway", Access.PUBLIC),
+    Route(
+        _methods("GET"), "/api/v1/spotify/login", "spotify-gateway", Access.PUBLIC, idempotent=_GET
+    ),
+    # Not idempotent: the callback spends Spotify's one-time authorization code.
     Route(_methods("GET"), "/api/v1/spotify/callback", "spotify-gateway", Access.PUBLIC),
     # Signing out is a POST (a link or an image cannot sign anyone out); the gateway revokes
     # the session so a copied cookie stops working too.
@@ -124,7 +140,13 @@ ROUTES: tuple[Route, ...] = (
     ),
     # Key or session: /me*, and POST /playlists (saving a playlist in the listener's
     # own Spotify account changes nothing of Emergify's, so a session may do it).
-    Route(ANY_METHOD, "/api/v1/spotify/{rest:path}", "spotify-gateway", Access.READ),
+    Route(
+        ANY_METHOD,
+        "/api/v1/spotify/{rest:path}",
+        "spotify-gateway",
+        Access.READ,
+        idempotent=_methods("GET", "HEAD"),
+    ),
 )
 
 
@@ -136,12 +158,15 @@ def body_limit(settings: Settings, method: str, path: str) -> int:
     return settings.max_json_bytes
 
 
-def service_urls(settings: Settings) -> dict[str, str]:
-    """Base URL of every upstream service, by name."""
-    return {
-        name: str(getattr(settings, setting)).rstrip("/")
+def service_urls(settings: Settings) -> dict[str, list[str]]:
+    """Base URLs of every upstream service, by name: one each, several for recommender
+    replicas."""
+    urls = {
+        name: [str(getattr(settings, setting)).rstrip("/")]
         for name, setting in SERVICE_URL_SETTINGS.items()
     }
+    urls["recommender"] = settings.recommender_replicas()
+    return urls
 
 
 def route_for_upstream(

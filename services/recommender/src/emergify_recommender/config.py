@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 from functools import lru_cache
+from urllib.parse import urlparse
 
 from pydantic import Field
 
@@ -30,6 +32,17 @@ class Settings(EmergifySettings):
     max_clusters_sample: int = Field(
         20_000, ge=1, description="Largest `sample` accepted by GET /api/v1/clusters."
     )
+    replica_name: str | None = Field(
+        None,
+        description="This replica's name in answers (which replica answered); default: "
+        "host name and port.",
+    )
+
+    def replica(self) -> str:
+        """This replica's name: ``replica_name``, else ``<host name>:<port>``."""
+        if self.replica_name:
+            return self.replica_name
+        return f"{socket.gethostname()}:{urlparse(self.recommender_url).port or 8003}"
 
 
 @lru_cache

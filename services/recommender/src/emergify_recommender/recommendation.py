@@ -101,6 +101,7 @@ def recommend(
         )
     return RecommendationResponse(
         model_version=index.model_version,
+        table_version=index.table_version,
         seed=SeedInfo(
             track_ids=[index.track_id(s) for s in seeds],
             features=features_of(raw_query),

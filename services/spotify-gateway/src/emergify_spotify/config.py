@@ -65,6 +65,25 @@ class Settings(SessionSettings):
         200, ge=1, description="Most liked songs /me/favourite looks through."
     )
     oauth_state_ttl_seconds: int = Field(600, gt=0, description="How long a sign-in may take.")
+    taste_max_seeds: int = Field(
+        20, ge=1, le=50, description='Most seeds "recommend for me" draws from history.'
+    )
+    taste_half_life_days: float = Field(
+        30.0, gt=0, description="Half-life of a liked song's weight as a taste seed."
+    )
+    living_sync_enabled: bool = Field(
+        True, description="Run the living-playlist sync worker in this process."
+    )
+    living_sync_interval_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How often the sync worker sweeps for living playlists Spotify lags behind "
+        "(besides acting on each change event at once).",
+    )
+    living_sync_group: str = Field(
+        "emergify-spotify-living-sync",
+        description="Consumer group of the sync worker on the living-playlists topic.",
+    )
     # Whether a real app was configured before sandbox mode replaced the credentials.
     _explicit_client_id: bool = PrivateAttr(False)
 

@@ -17,7 +17,7 @@ import emergify_contracts.spotify_tables  # noqa: F401 - registers the tables on
 from emergify_contracts.internal_auth import guard_internal_service, internal_headers
 from emergify_contracts.problems import install_problem_handlers, operation_id
 from emergify_contracts.tables import create_tables, make_engine
-from emergify_spotify.api import auth, health, listener, playlists
+from emergify_spotify.api import auth, health, listener, loop, playlists
 from emergify_spotify.api.deps import Services
 from emergify_spotify.config import Settings, get_settings
 
@@ -50,9 +50,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # never reused just as the recommender closes it (a spurious failed lookup).
             limits=httpx.Limits(keepalive_expiry=2.0),
         )
+        worker = services.sync if settings.living_sync_enabled else None
+        if worker is not None:
+            worker.start()
         try:
             yield
         finally:
+            if worker is not None:
+                await worker.stop()
+            if services.publisher is not None:
+                await services.publisher.close()
             services.recommender.close()
             engine.dispose()
 
@@ -65,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.services = services
     install_problem_handlers(app, service="spotify-gateway")
-    for module in (health, auth, listener, playlists):
+    for module in (health, auth, listener, playlists, loop):
         app.include_router(module.router)
     guard_internal_service(app, settings, settings.spotify_gateway_url)
     return app

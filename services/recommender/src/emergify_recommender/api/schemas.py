@@ -138,6 +138,12 @@ class RecommendationResponse(BaseModel):
     """Recommended songs, nearest first."""
 
     model_version: int | None = Field(description="Model used; null before the first model.")
+    table_version: int | None = Field(
+        description="Newest micro-batch in the catalog that answered; null when it is empty."
+    )
+    replica: str | None = Field(
+        None, description="The recommender replica that answered (its EMERGIFY_REPLICA_NAME)."
+    )
     seed: SeedInfo
     items: list[RecommendedItem] = Field(description="Ascending by distance.")
     count: int
@@ -262,5 +268,6 @@ class Health(BaseModel):
     songs: int | None = None
     model_version: int | None = None
     table_version: int | None = None
+    replica: str | None = Field(None, description="This recommender replica's name.")
     change_feed: str | None = Field(None, description="Kafka change feed: connecting/connected/...")
     detail: str | None = None

@@ -13,6 +13,8 @@ from emergify_contracts import session
 from emergify_contracts.problems import ProblemError
 from emergify_spotify.catalog import Catalog
 from emergify_spotify.config import Settings
+from emergify_spotify.living import ChangePublisher, LivingStore
+from emergify_spotify.living_sync import SyncWorker
 from emergify_spotify.oauth import StateStore
 from emergify_spotify.playlist import IdempotencyLedger
 from emergify_spotify.spotify_api import SIGN_IN_AGAIN, SpotifyApi
@@ -29,6 +31,9 @@ class Services:
     tokens: TokenStore | None = None
     states: StateStore | None = None
     ledger: IdempotencyLedger | None = None
+    living: LivingStore | None = None
+    sync: SyncWorker | None = None
+    publisher: ChangePublisher | None = None
     database_error: str | None = None
 
     def open_stores(self, engine: Engine) -> None:
@@ -40,6 +45,9 @@ class Services:
             self.tokens = TokenStore(engine, cipher)
             self.states = StateStore(engine, cipher)
             self.ledger = IdempotencyLedger(engine)
+            self.living = LivingStore(engine)
+            self.sync = SyncWorker(self.settings, self.living, self.tokens)
+            self.publisher = ChangePublisher(self.settings)
 
 
 def get_services(request: Request) -> Services:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from emergify_recommender.api.deps import Feed, LiveCatalog
+from emergify_recommender.api.deps import AppSettings, Feed, LiveCatalog
 from emergify_recommender.api.schemas import Health
 
 router = APIRouter(tags=["health"])
@@ -18,7 +18,7 @@ router = APIRouter(tags=["health"])
     summary="Readiness of the recommender",
     responses={503: {"model": Health, "description": "The catalog is not loaded yet."}},
 )
-async def health(catalog: LiveCatalog, feed: Feed) -> JSONResponse:
+async def health(catalog: LiveCatalog, feed: Feed, settings: AppSettings) -> JSONResponse:
     """Ready when the first catalog load succeeded; the change feed's state is a detail
     (the fallback poll keeps the catalog fresh without it)."""
     index = catalog.index
@@ -26,6 +26,7 @@ async def health(catalog: LiveCatalog, feed: Feed) -> JSONResponse:
         body = Health(
             status="starting",
             service="recommender",
+            replica=settings.replica(),
             change_feed=feed.state,
             detail=catalog.last_error or "loading the catalog",
         )
@@ -36,6 +37,7 @@ async def health(catalog: LiveCatalog, feed: Feed) -> JSONResponse:
         songs=len(index),
         model_version=index.model_version,
         table_version=index.table_version,
+        replica=settings.replica(),
         change_feed=feed.state,
         detail=catalog.last_error,  # e.g. the last refresh failed: still serving the old index
     )

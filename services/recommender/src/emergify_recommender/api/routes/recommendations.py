@@ -34,6 +34,8 @@ def recommend(
     """The songs nearest to the seeds (Manhattan distance on standardized features; with
     several seeds, to the nearest seed), exactly as a brute force would rank them, under
     the playlist rules; optionally diversified by artist."""
-    return recommendation.recommend(
+    answer = recommendation.recommend(
         index, body, default_max_popularity=settings.emerging_max_popularity
     )
+    # Which replica answered is a fact of the serving process, not of the ranking.
+    return answer.model_copy(update={"replica": settings.replica()})
