@@ -94,6 +94,13 @@ def dashboard_stack(
             feedback_topic=feedback_topic,
             lake_uri=str(workdir / "lake"),
         ),
+        spotify_overrides={
+            # Living playlists: the sync worker listens for changes on the broker; its sweep
+            # is an hour apart (creating and refreshing sync at once anyway).
+            "kafka_bootstrap_servers": broker.bootstrap,
+            "living_sync_interval_seconds": 3600,
+            "living_sync_group": f"dashboard-living-{free_port()}",
+        },
         gateway_overrides={
             "read_api_keys": READ_KEY,
             "dashboard_api_key": DASHBOARD_KEY,

@@ -14,7 +14,6 @@ import copy
 from typing import Any
 
 import httpx
-import pytest
 from dashboard_pages import add_search_seeds, new_app, page_text, shown
 from kafka_io import consume
 from markdown_it import MarkdownIt
@@ -22,8 +21,10 @@ from streamlit.testing.v1 import AppTest
 
 from emergify_contracts.listener import FeedbackEvent
 from emergify_dashboard import state
+from emergify_dashboard.plain_text import md_text
 from emergify_dashboard.views.feedback import apply_feedback
 
+ROAD_TRIP = "demoroadtrip000000000a"  # a sandbox playlist of the demo listener
 EVIL_SONG = "[x](http://evil) ![i](http://evil/i.png)"
 EVIL_ARTIST = "![a](http://evil/a.png) www.evil.example"
 
@@ -201,61 +202,138 @@ def test_erase_what_emergify_keeps_publishes_an_erase_for_the_listener(
         assert "does not offer it yet" in page_text(at)
 
 
-def test_loop_routes_the_server_lacks_are_said_in_words_and_live_ones_are_shown(
-    dashboard_stack, dashboard_env
-) -> None:
+def test_recommend_for_me_shows_the_seeds_used_and_why(dashboard_stack, dashboard_env) -> None:
     cookie = dashboard_stack.sign_in("demo")
     at = new_app(cookie).run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
-
-    # Living playlists: listed on their tab.
-    if gateway_answers(dashboard_stack, cookie, "GET", "/api/v1/spotify/living-playlists"):
-        assert state.LIVING in at.session_state
-    else:
-        assert "Could not load your living playlists: this Emergify server does not offer" in (
-            page_text(at)
-        )
-
-    # The expand picker: the listener's playlists, on request.
-    at.button(key="load_playlists").click().run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
-    if gateway_answers(dashboard_stack, cookie, "GET", "/api/v1/spotify/me/playlists"):
-        picker = at.selectbox(key="expand_playlist")
-        sandbox_ids = {p["id"] for p in dashboard_stack.sandbox_playlists("demo")}
-        assert set(picker.options) <= sandbox_ids
-        at.radio(key="expand_mode").set_value("Every song within a distance").run()
-        assert at.number_input(key="expand_within").value == 3.0
-    else:
-        assert "Could not load your Spotify playlists: this Emergify server" in page_text(at)
-
-    # Recommend for me: an answer with seeds, or a readable refusal.
+    at.slider(key="limit").set_value(10)
     at.button(key="recommend_for_me").click().run()
     assert not at.exception
-    # AppTest's session state has no .get()
-    results = at.session_state[state.RESULTS] if state.RESULTS in at.session_state else None  # noqa: SIM401
-    if results:
-        assert results["source"] == "taste" and results["seeds_used"]
-        assert any("why" in d.value.columns for d in at.dataframe)
-    else:
-        assert any("Could not recommend from your Spotify history" in e.value for e in at.error)
+    # The same question straight to the gateway: the page must show what it answers.
+    direct = httpx.post(
+        f"{dashboard_stack.gateway.url}/api/v1/spotify/recommendations/for-me",
+        json={"limit": 10, "max_popularity": 30, "max_per_artist": 2, "include_recent": False},
+        cookies={"emergify_session": cookie},
+        headers={"X-API-Key": dashboard_stack.dashboard_key},
+        timeout=60,
+    )
+    if direct.status_code != 200:
+        # Seeds weighted by recency need the recommender's seed weights; until it takes them
+        # the listener reads the refusal in words.
+        problem = direct.json()
+        assert [e.value for e in at.error] == [
+            "Could not recommend from your Spotify history. "
+            + md_text(f"{problem['title']}: {problem['detail']}")
+        ]
+        return
+    assert not at.error, [e.value for e in at.error]
+    results = at.session_state[state.RESULTS]
+    assert results["source"] == "taste" and 0 < len(results["items"]) <= 10
+    seeds_used = results["seeds_used"]
+    assert seeds_used and all(s["track_id"] in dashboard_stack.catalog for s in seeds_used)
+    table = next(d.value for d in at.dataframe if "why" in d.value.columns)
+    assert list(table["song"]) == [
+        dashboard_stack.catalog[s["track_id"]]["name"] for s in seeds_used
+    ]
+    assert list(table["why"]) == [s["why"] for s in seeds_used]
+    assert "for you, from your Spotify history" in page_text(at)
+    assert at.button(key=f"dislike_{results['items'][0]['track_id']}")
 
 
-@pytest.mark.parametrize("source", ["favourites", "taste"])
-def test_living_playlist_create_needs_favourites_or_taste(
-    dashboard_stack, dashboard_env, source: str
-) -> None:
+def _pick_road_trip(at: AppTest) -> None:
+    at.button(key="load_playlists").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    picker = at.selectbox(key="expand_playlist")
+    # Options show as "name (n songs, k in the catalog)": plain text, counted by the gateway.
+    assert any(o.startswith("Road trip (") and "in the catalog)" in o for o in picker.options)
+    picker.set_value(ROAD_TRIP).run()
+    assert at.selectbox(key="expand_playlist").value == ROAD_TRIP
+
+
+def test_expand_a_playlist_by_count_or_within_a_distance(dashboard_stack, dashboard_env) -> None:
     at = new_app(dashboard_stack.sign_in("demo")).run()
-    if source == "favourites":
-        assert at.button(key="living_create").disabled  # no favourites chosen yet
-        add_search_seeds(at, "love", 2)
-        assert not at.button(key="living_create").disabled
-    else:
-        at.radio(key="living_source").set_value("My taste (Spotify history)").run()
-        assert not at.button(key="living_create").disabled
+    _pick_road_trip(at)
+    in_playlist = next(
+        set(p["track_ids"]) for p in dashboard_stack.sandbox_playlists() if p["id"] == ROAD_TRIP
+    )
+    at.slider(key="limit").set_value(8)
+    at.button(key="expand").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    counted = at.session_state[state.RESULTS]
+    assert counted["source"] == "expand" and len(counted["items"]) == 8
+    assert not {i["track_id"] for i in counted["items"]} & in_playlist
+    assert "to expand your playlist" in page_text(at)
+
+    threshold = round(counted["items"][3]["distance"], 3)
+    at.radio(key="expand_mode").set_value("Every song within a distance").run()
+    at.number_input(key="expand_within").set_value(max(threshold, 0.1)).run()
+    at.number_input(key="expand_cap").set_value(60).run()
+    at.button(key="expand").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    within = at.session_state[state.RESULTS]["items"]
+    assert within and all(i["distance"] <= max(threshold, 0.1) for i in within)
+    assert not {i["track_id"] for i in within} & in_playlist
+
+
+def test_living_playlist_create_see_refresh_and_stop(dashboard_stack, dashboard_env) -> None:
+    at = new_app(dashboard_stack.sign_in("demo")).run()
+    assert at.button(key="living_create").disabled  # no favourites chosen yet
+    add_search_seeds(at, "love", 2)
+    at.text_input(key="living_name").input("Dash [x](http://evil)").run()
+    at.slider(key="living_size").set_value(10).run()
+    at.button(key="living_create").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(
+        "Created “Dash [x](http://evil)” with 10 songs" in shown(s.value) for s in at.success
+    )
+    assert "<a " not in rendered_html(at)
+
+    listed = next(d.value for d in at.dataframe if "songs added" in d.value.columns)
+    assert list(listed["name"]) == ["Dash [x](http://evil)"] and list(listed["state"]) == ["living"]
+    songs = next(d.value for d in at.dataframe if "added" in d.value.columns)
+    assert len(songs) == 10 and songs["added"].str.endswith("UTC").all()
+    names = {s["name"] for s in dashboard_stack.catalog.values()}
+    assert set(songs["song"]) <= names
+    living = at.session_state[state.LIVING]["items"][0]
+    spotify = next(
+        p for p in dashboard_stack.sandbox_playlists() if p["id"] == living["spotify_playlist_id"]
+    )
+    assert len(spotify["track_ids"]) == 10  # written to Spotify at once
+
+    at.button(key="living_refresh").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("Refreshed “Dash [x](http://evil)”" in shown(s.value) for s in at.success)
+    assert at.session_state[state.LIVING]["items"][0]["last_refresh"]
+
+    at.button(key="living_stop").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("Stopped “Dash [x](http://evil)”" in shown(i.value) for i in at.info)
+    listed = next(d.value for d in at.dataframe if "songs added" in d.value.columns)
+    assert list(listed["state"]) == ["stopped"]
+    assert at.button(key="living_refresh").disabled and at.button(key="living_stop").disabled
+
+
+def test_a_living_playlist_from_taste(dashboard_stack, dashboard_env) -> None:
+    cookie = dashboard_stack.sign_in("demo2")
+    at = new_app(cookie).run()
+    at.radio(key="living_source").set_value("My taste (Spotify history)").run()
+    assert not at.button(key="living_create").disabled  # no favourites needed
+    at.text_input(key="living_name").input("Taste living").run()
     at.button(key="living_create").click().run()
     assert not at.exception
-    said = page_text(at)
-    # Created (and listed), or the gateway's refusal as a sentence: never a traceback.
-    assert "Created “Emergify · living”" in said or any(
-        "Could not create the living playlist" in e.value for e in at.error
+    # Taste seeds carry recency weights, which the recommender must accept (as for-me).
+    taste = httpx.post(
+        f"{dashboard_stack.gateway.url}/api/v1/spotify/recommendations/for-me",
+        json={"limit": 5},
+        cookies={"emergify_session": cookie},
+        headers={"X-API-Key": dashboard_stack.dashboard_key},
+        timeout=60,
     )
+    if taste.status_code != 200:
+        assert [e.value for e in at.error] == [
+            "Could not create the living playlist. "
+            + md_text(f"{taste.json()['title']}: {taste.json()['detail']}")
+        ]
+        return
+    assert not at.error, [e.value for e in at.error]
+    assert any("Created “Taste living”" in shown(s.value) for s in at.success)
+    assert at.session_state[state.LIVING]["items"][0]["taste"] is True
