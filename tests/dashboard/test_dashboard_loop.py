@@ -262,6 +262,7 @@ def test_expand_a_playlist_by_count_or_within_a_distance(dashboard_stack, dashbo
     assert counted["source"] == "expand" and len(counted["items"]) == 8
     assert not {i["track_id"] for i in counted["items"]} & in_playlist
     assert "to expand your playlist" in page_text(at)
+    assert at.text_input(key="playlist_name").value == "Emergify · more like Road trip"
 
     threshold = round(counted["items"][3]["distance"], 3)
     at.radio(key="expand_mode").set_value("Every song within a distance").run()

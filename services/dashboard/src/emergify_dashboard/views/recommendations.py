@@ -170,8 +170,17 @@ def _render_cluster_map(client: GatewayClient, settings: Settings, results: dict
     st.caption(caption)
 
 
-def default_playlist_name(favourites: list[dict[str, Any]]) -> str:
-    """``Emergify · like <first favourite>`` (and how many more)."""
+def default_playlist_name(
+    favourites: list[dict[str, Any]], results: dict[str, Any] | None = None
+) -> str:
+    """``Emergify · like <first favourite>`` (and how many more); for an expansion or a taste
+    answer, what it came from."""
+    results = results or {}
+    source = results.get("source")
+    if source == "expand" and results.get("expanded"):
+        return f"Emergify · more like {results['expanded']['name']}"[:200]
+    if source == "taste":
+        return "Emergify · for me"
     if not favourites:
         return "Emergify discoveries"
     more = f" +{len(favourites) - 1}" if len(favourites) > 1 else ""
@@ -195,7 +204,10 @@ def render_save(
         return
     name_col, public_col = st.columns([3, 1], vertical_alignment="bottom")
     name = name_col.text_input(
-        "Playlist name", value=default_playlist_name(favourites), max_chars=200, key="playlist_name"
+        "Playlist name",
+        value=default_playlist_name(favourites, results),
+        max_chars=200,
+        key="playlist_name",
     ).strip()
     public = public_col.checkbox("Public", value=False, key="playlist_public")
     if st.button("Save to Spotify", key="save_playlist", type="primary", disabled=not name):
