@@ -18,6 +18,7 @@ BENCHMARKS = [
     "pipeline_figures.py",
     "ingest_throughput.py",
     "replica_throughput.py",
+    "feedback_latency.py",
 ]
 
 if __name__ == "__main__":

@@ -16,10 +16,14 @@ from emergify_recommender.ranking import Ranked, _Rules
 
 
 def weighted_l1(
-    z: np.ndarray, queries: np.ndarray, weights: np.ndarray
+    z: np.ndarray,
+    queries: np.ndarray,
+    weights: np.ndarray,
+    query_weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per row of ``z`` (n x d), the distance to its nearest query and which (ties: the
-    earlier), the d terms added one after the other in feature order."""
+    earlier), the d terms added one after the other in feature order; a query's distances
+    are divided by its weight (``query_weights``, default 1)."""
     queries = np.atleast_2d(queries)
     best = np.full(z.shape[0], np.inf)
     nearest = np.zeros(z.shape[0], dtype=np.int64)
@@ -27,6 +31,8 @@ def weighted_l1(
         total = np.zeros(z.shape[0])
         for f in range(z.shape[1]):
             total += weights[f] * np.abs(z[:, f] - q[f])
+        if query_weights is not None:
+            total = total / query_weights[j]
         closer = total < best
         best[closer] = total[closer]
         nearest[closer] = j
@@ -48,13 +54,14 @@ def brute_force(
     max_per_artist: int = 2,
     exclude: Collection[int] = (),
     seeds: Sequence[int] = (),
+    query_weights: np.ndarray | None = None,
 ) -> list[Ranked]:
     """What :func:`emergify_recommender.ranking.rank` must return (diversity 0)."""
     if limit <= 0 or len(index) == 0:
         return []
     queries = np.atleast_2d(np.asarray(queries, dtype=np.float64))
     rows = np.arange(len(index), dtype=np.int64)
-    exact, nearest = weighted_l1(index.z, queries, index.weights)
+    exact, nearest = weighted_l1(index.z, queries, index.weights, query_weights)
     ok = np.ones(rows.size, dtype=bool)
     if max_popularity is not None:
         ok &= index.popularity <= max_popularity

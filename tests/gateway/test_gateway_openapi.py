@@ -60,6 +60,7 @@ def test_merged_document_has_every_public_path(gateway: TestClient) -> None:
         ("/api/v1/clusters", "get"),
         ("/api/v1/feedback", "post"),
         ("/api/v1/listeners/{listener_id}/feedback", "delete"),
+        ("/api/v1/listeners/{listener_id}/feedback", "get"),
         ("/api/v1/model/retrain", "post"),
         ("/api/v1/spotify/login", "get"),
         ("/api/v1/spotify/callback", "get"),

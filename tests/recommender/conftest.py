@@ -129,6 +129,7 @@ def unique_topics() -> dict[str, str]:
         "songs_dlq_topic": f"t{suffix}.songs.dlq",
         "catalog_changes_topic": f"t{suffix}.catalog-changes",
         "models_topic": f"t{suffix}.models",
+        "listener_changes_topic": f"t{suffix}.listener-changes",
     }
 
 

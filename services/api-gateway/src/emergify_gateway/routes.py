@@ -115,6 +115,7 @@ ROUTES: tuple[Route, ...] = (
     # A listener's feedback: a signed-in listener acts for themselves, a key holder for the
     # listeners it names (namespaced by its key; see emergify_contracts.listener).
     Route(_methods("POST"), "/api/v1/feedback", "ingest", Access.READ),
+    Route(_methods("GET"), "/api/v1/listeners/{listener_id}/feedback", "recommender", Access.READ),
     Route(_methods("DELETE"), "/api/v1/listeners/{listener_id}/feedback", "ingest", Access.READ),
     Route(
         _methods("POST"),

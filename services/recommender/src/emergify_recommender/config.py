@@ -32,6 +32,18 @@ class Settings(EmergifySettings):
     max_clusters_sample: int = Field(
         20_000, ge=1, description="Largest `sample` accepted by GET /api/v1/clusters."
     )
+    recent_days: float = Field(
+        7.0,
+        ge=0,
+        description="Songs recommended to a listener within this many days are skipped "
+        "unless the request sets include_recent.",
+    )
+    like_half_life_days: float = Field(
+        30.0, gt=0, description="A liked song's seed weight halves every this many days."
+    )
+    like_seed_limit: int = Field(
+        20, ge=0, le=50, description="At most this many liked songs (newest) become seeds."
+    )
     replica_name: str | None = Field(
         None,
         description="This replica's name in answers (which replica answered); default: "

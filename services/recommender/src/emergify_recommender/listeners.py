@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -146,6 +146,7 @@ class ListenerStates:
         self._cache: dict[str, ListenerState] = {}
         # Bumped by each invalidation: a state read before it must not be cached after it.
         self._generation: dict[str, int] = {}
+        self._epoch = 0  # bumped by clear(): nothing read before it may be cached after it
         self._lock = threading.Lock()
         self.version = 0  # the last listener-change version applied
 
@@ -154,11 +155,12 @@ class ListenerStates:
         with self._lock:
             cached = self._cache.get(listener_id)
             generation = self._generation.get(listener_id, 0)
+            epoch = self._epoch
         if cached is not None:
             return cached
         state = load_state(self.engine, listener_id, now or datetime.now(UTC), self.recent_days)
         with self._lock:
-            if self._generation.get(listener_id, 0) == generation:
+            if self._generation.get(listener_id, 0) == generation and self._epoch == epoch:
                 self._cache[listener_id] = state
         return state
 
@@ -171,7 +173,19 @@ class ListenerStates:
             if version is not None:
                 self.version = max(self.version, version)
 
+    def clear(self) -> None:
+        """Forget every cached state (listener-change events may have been missed)."""
+        with self._lock:
+            self._epoch += 1
+            self._cache.clear()
+
     def served(self, listener_id: str, track_ids: Sequence[str], now: datetime) -> None:
-        """Record a recommendation and drop the cached state so the next one skips it."""
+        """Record a recommendation; the cached state (if any) learns the songs at once, so
+        the next answer skips them without re-reading the listener's tables."""
         record_served(self.engine, listener_id, track_ids, now)
-        self.invalidate([listener_id])
+        with self._lock:
+            # A load already under way read the history before this write: never cache it.
+            self._generation[listener_id] = self._generation.get(listener_id, 0) + 1
+            cached = self._cache.get(listener_id)
+            if cached is not None:
+                self._cache[listener_id] = replace(cached, recent=cached.recent | set(track_ids))

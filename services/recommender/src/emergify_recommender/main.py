@@ -28,6 +28,8 @@ from emergify_recommender.api.main import api_router
 from emergify_recommender.catalog import Catalog, CatalogNotReady
 from emergify_recommender.change_feed import ChangeFeed
 from emergify_recommender.config import Settings, get_settings
+from emergify_recommender.listener_feed import ListenerFeed
+from emergify_recommender.listeners import ListenerStates
 
 log = structlog.get_logger()
 
@@ -49,6 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         catalog = Catalog(engine)
         feed = ChangeFeed(settings, catalog)
         app.state.catalog, app.state.change_feed = catalog, feed
+        app.state.listeners = ListenerStates(engine, settings.recent_days)
+        app.state.listener_feed = ListenerFeed(settings, app.state.listeners)
         app.state.http = httpx.AsyncClient(headers=internal_headers(settings))
         # Compiling (or loading from its disk cache) the ranking kernel runs beside the first
         # load, so the first request does not pay for it and start-up does not wait on it.
@@ -65,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         tasks = [
             asyncio.create_task(feed.run(), name="change-feed"),
+            asyncio.create_task(app.state.listener_feed.run(), name="listener-feed"),
             asyncio.create_task(
                 catalog.poll_forever(settings.refresh_interval_seconds), name="catalog-poll"
             ),

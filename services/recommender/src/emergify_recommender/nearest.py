@@ -4,6 +4,9 @@ Distance: a weighted L1 over ``d`` standardized features, ``sum_f w_f |z_f - q_f
 ``z_f = (x_f - mean_f) / scale_f`` computed from the stored values ``x`` exactly as NumPy
 does in float64 (so every distance equals a float64 brute-force recomputation, bit for bit).
 With several queries a song's distance is to its nearest query (ties: the earlier one).
+A query may carry a weight ``v`` in (0, 1]: its distances are ``total / v`` (float64), so a
+lighter seed reaches less far. Box bounds are divided the same way; rounding of a division
+by the same positive number is monotone, so a bound still never exceeds a distance.
 
 Search (see :mod:`emergify_recommender.cells` for the cells):
 
@@ -118,7 +121,12 @@ def _estimate(
 
 @nb.njit(cache=True, nogil=True)
 def _box_bound(
-    lo_t: np.ndarray, hi_t: np.ndarray, c: int, weights: np.ndarray, queries: np.ndarray
+    lo_t: np.ndarray,
+    hi_t: np.ndarray,
+    c: int,
+    weights: np.ndarray,
+    queries: np.ndarray,
+    query_weights: np.ndarray,
 ) -> float:
     """The lower bound of one box (min over queries), same operations as :func:`_bounds`."""
     best = np.inf
@@ -127,13 +135,17 @@ def _box_bound(
         for f in range(lo_t.shape[0]):
             q = queries[qi, f]
             total += weights[f] * max(0.0, lo_t[f, c] - q, q - hi_t[f, c])
-        best = min(best, total)
+        best = min(best, total / query_weights[qi])
     return best
 
 
 @nb.njit(cache=True, nogil=True)
 def _bounds(
-    lo_t: np.ndarray, hi_t: np.ndarray, weights: np.ndarray, queries: np.ndarray
+    lo_t: np.ndarray,
+    hi_t: np.ndarray,
+    weights: np.ndarray,
+    queries: np.ndarray,
+    query_weights: np.ndarray,
 ) -> np.ndarray:
     """Lower bounds of every box (columns of ``lo_t``/``hi_t``), vectorized over boxes."""
     n_boxes = lo_t.shape[1]
@@ -148,8 +160,9 @@ def _bounds(
             hi = hi_t[f]
             for c in range(n_boxes):
                 acc[c] += w * max(0.0, lo[c] - q, q - hi[c])
+        v = query_weights[qi]
         for c in range(n_boxes):
-            bounds[c] = min(bounds[c], acc[c])
+            bounds[c] = min(bounds[c], acc[c] / v)
     return bounds
 
 
@@ -175,6 +188,7 @@ def _search(
     widest: int,  # the most songs in one cell
     max_pop: int,
     queries: np.ndarray,  # nq x d, float64, standardized
+    query_weights: np.ndarray,  # nq, float64 in (0, 1]: a query's distances are divided by it
     m: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     d = values.shape[0]
@@ -182,7 +196,7 @@ def _search(
     n_groups = groups.size - 1
 
     # 1. Lower bounds of the groups; 2. a min-heap of those that can hold a candidate.
-    bounds = _bounds(group_lo_t, group_hi_t, weights, queries)
+    bounds = _bounds(group_lo_t, group_hi_t, weights, queries, query_weights)
     keys = np.empty(n_groups)
     ids = np.empty(n_groups, dtype=np.int64)
     size = 0
@@ -214,6 +228,16 @@ def _search(
     # Each term passes through ~8 float32 roundings and the sum adds d more: 64 + 4d unit
     # roundoffs of the magnitudes bound the error with room to spare.
     slack = (64.0 + 4.0 * d) * _U32 * (magnitude + q_max) * 1.0001 + 1e-12
+    # Weighted queries: estimates are scaled by 1 / v in float32, which adds a few more
+    # roundings (of 1 / v and of the product) relative to the scaled magnitude.
+    inv32 = np.empty(nq, dtype=np.float32)
+    inv_max = 1.0
+    for qi in range(nq):
+        inv32[qi] = np.float32(1.0 / query_weights[qi])
+        inv_max = max(inv_max, 1.0 / query_weights[qi])
+    if inv_max > 1.0:
+        slack = (slack + 8.0 * _U32 * (magnitude + q_max)) * inv_max * 1.0001
+    weighted = inv_max > 1.0
 
     hd = np.empty(m)
     hr = np.empty(m, dtype=np.int64)
@@ -233,7 +257,7 @@ def _search(
         for cell in range(groups[group], groups[group + 1]):
             if cell_min_pop[cell] > max_pop:
                 continue
-            if count == m and _box_bound(lo_t, hi_t, cell, weights, queries) > hd[0]:
+            if count == m and _box_bound(lo_t, hi_t, cell, weights, queries, query_weights) > hd[0]:
                 continue
             s0 = starts[cell]
             length = starts[cell + 1] - s0
@@ -244,8 +268,14 @@ def _search(
                 length = under
             # 3a. Estimates for the whole cell (vector loops).
             _estimate(values, s0, length, a32, b32, q32[0], best)
+            if weighted:
+                for j in range(length):
+                    best[j] = best[j] * inv32[0]
             for qi in range(1, nq):
                 _estimate(values, s0, length, a32, b32, q32[qi], other)
+                if weighted:
+                    for j in range(length):
+                        other[j] = other[j] * inv32[qi]
                 for j in range(length):
                     best[j] = min(best[j], other[j])
             # 3b. Exact distances for the songs that may enter the top m.
@@ -262,6 +292,7 @@ def _search(
                     for f in range(d):
                         z = (values[f, p] / divisors[f] - means[f]) / scales[f]
                         total += weights[f] * abs(z - queries[qi, f])
+                    total = total / query_weights[qi]
                     if total < dist:
                         dist = total
                         near = qi
@@ -284,12 +315,21 @@ def search(
     queries: np.ndarray,
     m: int,
     max_popularity: int | None = None,
+    query_weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The ``m`` songs of ``cells`` nearest to ``queries`` (rows, standardized) whose
     popularity is at most ``max_popularity`` (None: no cap), sorted by (distance, row):
-    their cell positions, rows, distances and nearest query. Fewer when fewer pass."""
+    their cell positions, rows, distances and nearest query. Fewer when fewer pass.
+    ``query_weights`` (one per query, in (0, 1]; None: all 1) divide that query's distances."""
     cap = NO_CAP if max_popularity is None else int(min(max_popularity, NO_CAP))
     queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float64)
+    if query_weights is None:
+        query_weights = np.ones(queries.shape[0])
+    query_weights = np.ascontiguousarray(query_weights, dtype=np.float64)
+    if query_weights.shape != (queries.shape[0],) or not np.all(
+        (query_weights > 0) & (query_weights <= 1)
+    ):
+        raise ValueError("query_weights: one weight in (0, 1] per query")
     pos, rows, dist, near = _search(
         cells.features.values,
         cells.divisors,
@@ -311,6 +351,7 @@ def search(
         max(cells.widest, 1),
         cap,
         queries,
+        query_weights,
         max(int(m), 1),
     )
     order = np.lexsort((rows, dist))

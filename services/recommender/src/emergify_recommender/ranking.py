@@ -152,10 +152,12 @@ def nearest_under_rules(
     max_per_artist: int = 2,
     exclude: Collection[int] = (),
     seeds: Sequence[int] = (),
+    query_weights: np.ndarray | None = None,
 ) -> list[Ranked]:
     """The exact first ``count`` songs of the brute-force rule-abiding order (see module
     docs), by (distance to the nearest query, row). ``seed_cluster`` is accepted for
-    callers that pass it; the search does not need it."""
+    callers that pass it; the search does not need it. ``query_weights`` (in (0, 1], one
+    per query) divide each query's distances."""
     del seed_cluster
     if count <= 0 or len(index) == 0:
         return []
@@ -167,7 +169,14 @@ def nearest_under_rules(
     m = count + count // 2 + len(blocked) + 8
     while True:
         _, rows, dist, nearest = search(
-            index.cells, index.means, index.scales, index.weights, queries, m, max_popularity
+            index.cells,
+            index.means,
+            index.scales,
+            index.weights,
+            queries,
+            m,
+            max_popularity,
+            query_weights=query_weights,
         )
         found = rows.size
         if blocked_rows.size:  # never answers: dropped up front, so the rules' fast path holds
@@ -223,6 +232,7 @@ def rank(
     exclude: Collection[int] = (),
     seeds: Sequence[int] = (),
     diversity: float = 0.0,
+    query_weights: np.ndarray | None = None,
 ) -> list[Ranked]:
     """Up to ``limit`` songs nearest to the query under the playlist rules, by distance.
 
@@ -245,5 +255,6 @@ def rank(
         max_per_artist=max_per_artist,
         exclude=exclude,
         seeds=seeds,
+        query_weights=query_weights,
     )
     return diversify(index, pool, limit, diversity)

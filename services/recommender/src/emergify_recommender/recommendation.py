@@ -15,8 +15,10 @@ from emergify_recommender.api.schemas import (
     RecommendationResponse,
     RecommendedItem,
     SeedInfo,
+    SeedUsed,
 )
 from emergify_recommender.index import SongIndex
+from emergify_recommender.listener_rules import ListenerPlan
 from emergify_recommender.ranking import explain, query_vector, rank
 
 
@@ -49,13 +51,18 @@ def _seed_rows(index: SongIndex, ids: list[str]) -> list[int]:
 
 
 def recommend(
-    index: SongIndex, body: RecommendationRequest, default_max_popularity: int | None = None
+    index: SongIndex,
+    body: RecommendationRequest,
+    default_max_popularity: int | None = None,
+    listener: ListenerPlan | None = None,
 ) -> RecommendationResponse:
     """The songs nearest to the seeds (Manhattan distance on standardized features; with
     several seeds, to the nearest seed), exactly as a brute force would rank them, under
     the playlist rules; optionally diversified by artist. ``default_max_popularity`` (the
     emerging threshold setting) applies when the request names none; a request may lift it
-    (100) or lower it. A seed missing from the catalog is a 404 problem."""
+    (100) or lower it. A seed missing from the catalog is a 404 problem. ``listener``
+    (see :mod:`emergify_recommender.listener_rules`) adds liked songs as weighted seeds
+    and blocks the songs the listener must not get."""
     if body.seeds is not None:
         seeds = _seed_rows(index, body.seeds)
         queries = query_vector(index, seeds)
@@ -67,6 +74,26 @@ def recommend(
         queries = index.standardize(raw_query)[None, :]
         clusters = [index.cluster_of(queries[0])]
     exclude = [row for row in map(index.position, body.exclude_ids) if row is not None]
+    # Weighted seeds and the listener's extras (likes after the request's seeds; blocked songs).
+    weights = _seed_weights(index, body, seeds)
+    seeds_used = [
+        SeedUsed(track_id=index.track_id(s), weight=w, why="seed")
+        for s, w in zip(seeds, weights, strict=True)
+    ]
+    query_seeds: list[int | None] = list(seeds) if seeds else [None]
+    rule_seeds = list(seeds)
+    query_weights = list(weights) if seeds else [1.0]
+    if listener is not None:
+        likes = [(r, w) for r, w in zip(listener.like_rows, listener.like_weights, strict=True)]
+        likes = [(r, w) for r, w in likes if r not in set(seeds)]
+        if likes:
+            queries = np.vstack([queries, query_vector(index, [r for r, _ in likes])])
+        for row, weight in likes:
+            query_seeds.append(row)
+            rule_seeds.append(row)
+            query_weights.append(weight)
+            seeds_used.append(SeedUsed(track_id=index.track_id(row), weight=weight, why="like"))
+        exclude.extend(listener.blocked)
     ranked = rank(
         index,
         queries,
@@ -77,9 +104,13 @@ def recommend(
         ),
         max_per_artist=body.max_per_artist,
         exclude=exclude,
-        seeds=seeds,
+        seeds=rule_seeds,
         diversity=body.diversity,
+        query_weights=(None if all(w == 1.0 for w in query_weights) else np.asarray(query_weights)),
     )
+    if body.within_distance is not None:
+        # The first `limit` of the exact order, cut at the threshold: every song within it.
+        ranked = [r for r in ranked if r.distance <= body.within_distance]
     items = []
     for r in ranked:
         why = explain(index, r.row, queries[r.seed])
@@ -93,7 +124,9 @@ def recommend(
                 popularity=index.popularity_of(r.row),
                 distance=r.distance,
                 cluster=r.cluster,
-                seed_track_id=index.track_id(seeds[r.seed]) if seeds else None,
+                seed_track_id=(
+                    None if query_seeds[r.seed] is None else index.track_id(query_seeds[r.seed])
+                ),
                 explanation=Explanation(closest=list(why.closest), furthest=list(why.furthest)),
                 features=features_of(index.raw_of(r.row)),
                 spotify_url=spotify_url(track_id),
@@ -110,4 +143,16 @@ def recommend(
         ),
         items=items,
         count=len(items),
+        listener_id=listener.listener_id if listener is not None else None,
+        seeds_used=seeds_used,
     )
+
+
+def _seed_weights(index: SongIndex, body: RecommendationRequest, seeds: list[int]) -> list[float]:
+    """The weight of each (deduplicated) seed row: the request's for its first mention."""
+    if body.seed_weights is None or body.seeds is None:
+        return [1.0] * len(seeds)
+    by_id: dict[str, float] = {}
+    for track_id, weight in zip(body.seeds, body.seed_weights, strict=True):
+        by_id.setdefault(track_id, weight)
+    return [by_id[index.track_id(s)] for s in seeds]

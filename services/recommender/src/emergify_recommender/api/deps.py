@@ -11,6 +11,7 @@ from emergify_recommender.catalog import Catalog
 from emergify_recommender.change_feed import ChangeFeed
 from emergify_recommender.config import Settings
 from emergify_recommender.index import SongIndex
+from emergify_recommender.listeners import ListenerStates
 
 
 def get_catalog(request: Request) -> Catalog:
@@ -38,8 +39,14 @@ def get_change_feed(request: Request) -> ChangeFeed:
     return request.app.state.change_feed
 
 
+def get_listener_states(request: Request) -> ListenerStates:
+    """The cached listener states (dislikes, bans, likes, recent songs)."""
+    return request.app.state.listeners
+
+
 LiveCatalog = Annotated[Catalog, Depends(get_catalog)]
 CurrentIndex = Annotated[SongIndex, Depends(get_index)]
 AppSettings = Annotated[Settings, Depends(get_settings_dep)]
 HttpClient = Annotated[httpx.AsyncClient, Depends(get_http)]
 Feed = Annotated[ChangeFeed, Depends(get_change_feed)]
+Listeners = Annotated[ListenerStates, Depends(get_listener_states)]

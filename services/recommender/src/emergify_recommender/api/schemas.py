@@ -58,7 +58,12 @@ class RecommendationRequest(BaseModel):
     seed_features: AudioFeatures | None = Field(
         None, description="A feature vector to match instead of seed songs."
     )
-    limit: int = Field(30, ge=1, le=100, description="How many songs to return.")
+    limit: int = Field(
+        30,
+        ge=1,
+        le=500,
+        description="How many songs to return: at most 100, or 500 with `within_distance`.",
+    )
     max_popularity: int | None = Field(
         None,
         ge=0,
@@ -80,11 +85,48 @@ class RecommendationRequest(BaseModel):
         "not yet in the playlist; 1 = a repeated artist costs the whole distance range of "
         "the over-fetched list.",
     )
+    # --- the listener loop (docs/listener-loop.md) ---
+    listener_id: str | None = Field(
+        None,
+        max_length=200,
+        description="API-key callers: the listener the request is for (namespaced by the "
+        "key). A signed-in listener needs none (`me` or their own id is accepted). With a "
+        "listener, their disliked songs and banned artists are never returned, their liked "
+        "songs are extra seeds, and songs recommended to them recently are skipped.",
+    )
+    include_recent: bool = Field(
+        False,
+        description="With a listener: also return songs recommended to them in the last "
+        "EMERGIFY_RECENT_DAYS days (skipped by default).",
+    )
+    seed_weights: list[Annotated[float, Field(gt=0.0, le=1.0)]] | None = Field(
+        None,
+        description="One weight in (0, 1] per seed, parallel to `seeds`: a seed's distances "
+        "are divided by its weight, so a lighter seed reaches less far. Default 1 each.",
+    )
+    within_distance: float | None = Field(
+        None,
+        gt=0.0,
+        description="Return every song within this distance (nearest first, at most "
+        "`limit`, which may then go up to 500) instead of a fixed count.",
+    )
 
     @model_validator(mode="after")
     def _one_seed_kind(self) -> RecommendationRequest:
         if (self.seeds is None) == (self.seed_features is None):
             raise ValueError("give exactly one of `seeds` (track ids) or `seed_features`")
+        return self
+
+    @model_validator(mode="after")
+    def _listener_options(self) -> RecommendationRequest:
+        if self.seed_weights is not None and (
+            self.seeds is None or len(self.seed_weights) != len(self.seeds)
+        ):
+            raise ValueError("`seed_weights` needs one weight per entry of `seeds`")
+        if self.limit > 100 and self.within_distance is None:
+            raise ValueError("`limit` above 100 needs `within_distance`")
+        if self.within_distance is not None and self.diversity > 0:
+            raise ValueError("`within_distance` returns the exact list: `diversity` must be 0")
         return self
 
 
@@ -134,6 +176,16 @@ class RecommendedItem(BaseModel):
     spotify_url: str
 
 
+class SeedUsed(BaseModel):
+    """One seed the ranking used, with its weight and why it is a seed."""
+
+    track_id: str
+    weight: float = Field(description="In (0, 1]: the seed's distances are divided by it.")
+    why: Literal["seed", "like"] = Field(
+        description="`seed`: named in the request; `like`: the listener liked it."
+    )
+
+
 class RecommendationResponse(BaseModel):
     """Recommended songs, nearest first."""
 
@@ -146,6 +198,31 @@ class RecommendationResponse(BaseModel):
     )
     seed: SeedInfo
     items: list[RecommendedItem] = Field(description="Ascending by distance.")
+    count: int
+    listener_id: str | None = Field(
+        None, description="The listener whose feedback and history applied (null: none)."
+    )
+    seeds_used: list[SeedUsed] = Field(
+        default_factory=list,
+        description="Every seed song the ranking matched against: the request's seeds, then "
+        "the listener's liked songs (newest first), with weights.",
+    )
+
+
+class FeedbackItemOut(BaseModel):
+    """One stored feedback event."""
+
+    event_id: str
+    track_id: str
+    signal: str
+    at: datetime
+
+
+class ListenerFeedback(BaseModel):
+    """What Emergify keeps of a listener's feedback, newest first."""
+
+    listener_id: str
+    items: list[FeedbackItemOut]
     count: int
 
 
