@@ -1,18 +1,19 @@
 """A real gateway for the dashboard's AppTest tests, served in-process on free ports.
 
-The Spotify sandbox, the spotify-gateway (tokens in SQLite), the ingest service (on the
-session's embedded broker), a recommender over a SQLite catalog seeded from the sample CSV,
-and the api-gateway in front — each a real app served by uvicorn. The stream processor is not
-started: the catalog is written straight into the feature table, and a clustering model
-(StandardScaler -> PCA -> KMeans, the batch layer's pipeline, computed with NumPy) is
-published through the stream processor's own model registry, so the recommender serves
-clusters exactly as it would after a batch run.
+The Spotify sandbox, the spotify-gateway (tokens in SQLite), the ingest service (songs and
+feedback topics on the session's embedded broker), a recommender over a SQLite catalog seeded
+from the sample CSV, and the api-gateway in front — each a real app served by uvicorn. The
+stream processor is not started: the catalog is written straight into the feature table,
+and a clustering model (StandardScaler -> PCA -> KMeans, the batch layer's pipeline, computed
+with NumPy) is published through the stream processor's own model registry, so the
+recommender serves clusters exactly as it would after a batch run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -45,6 +46,8 @@ class DashboardStack:
     admin_key: str = ADMIN_KEY
     read_key: str = READ_KEY
     dashboard_key: str = DASHBOARD_KEY
+    bootstrap: str = ""
+    feedback_topic: str = ""
 
     def sign_in(self, user: str = "demo") -> str:
         """Sign ``user`` in through the gateway like a browser; return the session cookie."""
@@ -77,7 +80,8 @@ def dashboard_stack(
     registry.engine.dispose()
 
     songs_topic = f"dashboard-{free_port()}.songs"
-    create_topics(broker.bootstrap, [songs_topic], 1)
+    feedback_topic = f"dashboard-{free_port()}.feedback"
+    create_topics(broker.bootstrap, [songs_topic, feedback_topic], 1)
     with run_spotify_stack(
         catalog_url=catalog_url,
         spotify_db_url=f"sqlite:///{workdir / 'spotify.db'}",
@@ -87,8 +91,16 @@ def dashboard_stack(
             _env_file=None,  # type: ignore[call-arg]
             kafka_bootstrap_servers=broker.bootstrap,
             songs_topic=songs_topic,
+            feedback_topic=feedback_topic,
             lake_uri=str(workdir / "lake"),
         ),
+        spotify_overrides={
+            # Living playlists: the sync worker listens for changes on the broker; its sweep
+            # is an hour apart (creating and refreshing sync at once anyway).
+            "kafka_bootstrap_servers": broker.bootstrap,
+            "living_sync_interval_seconds": 3600,
+            "living_sync_group": f"dashboard-living-{free_port()}",
+        },
         gateway_overrides={
             "read_api_keys": READ_KEY,
             "dashboard_api_key": DASHBOARD_KEY,
@@ -97,4 +109,22 @@ def dashboard_stack(
             "dashboard_uploads": True,
         },
     ) as stack:
-        yield DashboardStack(gateway=stack.gateway, sandbox=stack.sandbox, catalog=catalog)
+        yield DashboardStack(
+            gateway=stack.gateway,
+            sandbox=stack.sandbox,
+            catalog=catalog,
+            bootstrap=broker.bootstrap,
+            feedback_topic=feedback_topic,
+        )
+
+
+@pytest.fixture
+def dashboard_env(
+    dashboard_stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[None]:
+    """Point the dashboard's settings at the test gateway (environment beats any .env)."""
+    monkeypatch.chdir(tmp_path)  # no developer .env leaks in
+    monkeypatch.setenv("EMERGIFY_GATEWAY_URL", dashboard_stack.gateway.url)
+    monkeypatch.setenv("EMERGIFY_DASHBOARD_API_KEY", dashboard_stack.dashboard_key)
+    monkeypatch.delenv("EMERGIFY_DASHBOARD_UPLOADS", raising=False)
+    yield

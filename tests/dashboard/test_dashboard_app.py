@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import html
-import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from dashboard_pages import add_search_seeds, new_app, page_text, shown
 from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 
-import emergify_dashboard
 from emergify_cli.broker import free_port
 from emergify_dashboard import charts, state
 from emergify_dashboard.config import Settings
 from emergify_dashboard.gateway_client import problem_message
 from emergify_dashboard.views.catalog import ago
 
-APP = Path(emergify_dashboard.__file__).with_name("app.py")
-TIMEOUT = 60
 GOOD_ROW = (
     "id,name,popularity,duration_ms,explicit,artists,id_artists,release_date,danceability,"
     "energy,key,loudness,mode,speechiness,acousticness,instrumentalness,liveness,valence,tempo,"
@@ -32,51 +27,8 @@ GOOD_ROW = (
 )
 
 
-@pytest.fixture
-def dashboard_env(
-    dashboard_stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[None]:
-    """Point the dashboard's settings at the test gateway (environment beats any .env)."""
-    monkeypatch.chdir(tmp_path)  # no developer .env leaks in
-    monkeypatch.setenv("EMERGIFY_GATEWAY_URL", dashboard_stack.gateway.url)
-    monkeypatch.setenv("EMERGIFY_DASHBOARD_API_KEY", dashboard_stack.dashboard_key)
-    monkeypatch.delenv("EMERGIFY_DASHBOARD_UPLOADS", raising=False)
-    yield
-
-
-def new_app(cookie: str | None = None) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
-    if cookie:
-        at.session_state[state.SESSION_COOKIE_OVERRIDE] = cookie
-    return at
-
-
-def shown(markdown: object) -> str:
-    """The text a markdown element shows (escapes resolved, tags dropped)."""
-    rendered = MarkdownIt("commonmark").render(str(markdown))
-    return html.unescape(re.sub(r"<[^>]+>", "", rendered)).strip()
-
-
-def page_text(at: AppTest) -> str:
-    """Every piece of text the page shows, joined (for 'the page says ...' checks)."""
-    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
-    for kind in ("error", "warning", "info", "success"):
-        parts += [e.value for e in getattr(at, kind)]
-    return "\n".join(shown(p) for p in parts)
-
-
 def link_buttons(at: AppTest) -> dict[str, str]:
     return {b.proto.label: b.proto.url for b in at.get("link_button")}
-
-
-def add_search_seeds(at: AppTest, query: str, how_many: int) -> list[str]:
-    """Search the catalog and add the first ``how_many`` hits as favourites."""
-    at.text_input(key="search_q").input(query).run()
-    hits = at.multiselect(key="search_pick")
-    assert len(hits.options) >= how_many, hits.options
-    hits.set_value(hits.options[:how_many]).run()
-    at.button(key="add_search").click().run()
-    return [s["track_id"] for s in at.session_state[state.SEEDS]]
 
 
 def test_settings_never_fall_back_to_the_admin_key_and_uploads_are_off(
@@ -146,7 +98,8 @@ def test_search_several_favourites_and_get_recommendations(dashboard_stack, dash
     assert all(i["popularity"] is None or i["popularity"] <= 20 for i in items)
     artists = [a for i in items for a in i["artists"][:1]]
     assert len(artists) == len(set(artists))  # max one song per (first) artist
-    table = at.dataframe[0].value
+    # The recommendations table (the seeds-used table may come first).
+    table = next(d.value for d in at.dataframe if "spotify" in d.value.columns)
     assert list(table.columns) == ["#", "song", "artists", "distance", "popularity", "spotify"]
     assert table["spotify"].str.startswith("https://open.spotify.com/track/").all()
     assert list(table["distance"]) == sorted(table["distance"])

@@ -3,7 +3,8 @@ the whole stack as `make up` starts it — broker, Spark, every service, the Spo
 the dashboard — on free ports in a temporary folder.
 
 A listener signs in with Spotify (the sandbox's consent page), picks a random liked song,
-gets recommendations, sees the plots, saves the playlist and sees its link. Screenshots of the
+gets recommendations, sees the plots, dislikes a song (it leaves the list), saves the playlist
+and sees its link. Screenshots of the
 results page go to test-artifacts/ (laptop width and 390 px phone width).
 """
 
@@ -144,6 +145,10 @@ def test_sign_in_pick_recommend_plot_and_save_in_a_real_browser(
             charts = page.locator(".vega-embed")
             expect(charts).to_have_count(2)
             expect(charts.first.locator("canvas, svg").first).to_be_visible()
+
+            # Dislike the first song: it leaves the list at once, and the page says so.
+            page.get_by_role("button", name="Dislike").first.click()
+            expect(page.get_by_text("removed from this list")).to_be_visible()
 
             # Save to Spotify and see the link.
             name = page.get_by_label("Playlist name")

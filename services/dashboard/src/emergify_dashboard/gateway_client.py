@@ -11,6 +11,7 @@ import io
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -19,6 +20,15 @@ from emergify_contracts.session import SESSION_COOKIE
 
 SPOTIFY_PREFIX = "/api/v1/spotify"
 UPLOAD_PATH = "/api/v1/songs/upload"
+FEEDBACK_PATH = "/api/v1/feedback"
+MY_FEEDBACK_PATH = "/api/v1/listeners/me/feedback"
+RECOMMENDATIONS_PATH = "/api/v1/recommendations"
+#: Routes that act for the signed-in listener, so their session cookie goes along: the
+#: Spotify routes, the upload, feedback, what Emergify keeps about them, and recommendations
+#: (which leave out their dislikes and banned artists).
+_SESSION_PATHS = (UPLOAD_PATH, FEEDBACK_PATH, MY_FEEDBACK_PATH, RECOMMENDATIONS_PATH)
+#: Signals a listener can send from the dashboard.
+SIGNALS = ("like", "dislike", "ban_artist", "skip")
 
 
 class ApiError(Exception):
@@ -113,9 +123,9 @@ class GatewayClient:
         self, method: str, path: str, expect: tuple[int, ...] = (200,), **kwargs: Any
     ) -> Any:
         headers = dict(kwargs.pop("headers", None) or {})
-        if (path.startswith(SPOTIFY_PREFIX) or path == UPLOAD_PATH) and self.session_cookie:
-            # Only the session cookie goes out, and only to the Spotify routes and the upload
-            # (where the gateway lets the dashboard upload for a signed-in listener).
+        if (path.startswith(SPOTIFY_PREFIX) or path in _SESSION_PATHS) and self.session_cookie:
+            # Only the session cookie goes out, and only to routes that act for the listener
+            # (the catalog and model routes never see it).
             headers["Cookie"] = f"{SESSION_COOKIE}={self.session_cookie}"
         try:
             response = self._http.request(method, path, headers=headers, **kwargs)
@@ -185,9 +195,7 @@ class GatewayClient:
         after a timeout) does not make a second playlist.
         """
         body = {"name": name, "description": description, "public": public, "track_ids": track_ids}
-        key = hashlib.sha256(
-            json.dumps([self.session_cookie, body], sort_keys=True).encode()
-        ).hexdigest()
+        key = self._idempotency_key(body)
         return self._request(
             "POST",
             f"{SPOTIFY_PREFIX}/playlists",
@@ -206,6 +214,124 @@ class GatewayClient:
         """One catalog song with its features."""
         return self._request("GET", f"/api/v1/songs/{track_id}")
 
+    def _idempotency_key(self, body: dict[str, Any]) -> str:
+        """The same request from the same listener gets the same key (a double press or a
+        retry after a timeout creates nothing twice)."""
+        return hashlib.sha256(
+            json.dumps([self.session_cookie, body], sort_keys=True).encode()
+        ).hexdigest()
+
+    # -- the listener loop: feedback, taste, expand, living playlists -------------------------
+
+    def send_feedback(self, track_id: str, signal: str) -> dict[str, Any]:
+        """Tell Emergify what the signed-in listener thinks of a song; ``{event_id, ...}``."""
+        if signal not in SIGNALS:
+            raise ValueError(f"signal {signal!r} is not one of {', '.join(SIGNALS)}")
+        return self._request(
+            "POST", FEEDBACK_PATH, expect=(202,), json={"track_id": track_id, "signal": signal}
+        )
+
+    def my_feedback(self) -> dict[str, Any]:
+        """What Emergify keeps about the listener: ``{items: [{event_id, track_id, signal,
+        at}], count}``."""
+        return self._request("GET", MY_FEEDBACK_PATH)
+
+    def erase_my_feedback(self) -> dict[str, Any]:
+        """Erase the listener's feedback and recommendation history (answered 202)."""
+        return self._request("DELETE", MY_FEEDBACK_PATH, expect=(202,))
+
+    def recommend_for_me(
+        self,
+        limit: int,
+        max_popularity: int | None,
+        max_per_artist: int,
+        include_recent: bool = False,
+    ) -> dict[str, Any]:
+        """Recommendations seeded by the listener's Spotify history, with ``seeds_used``."""
+        body: dict[str, Any] = {
+            "limit": limit,
+            "max_per_artist": max_per_artist,
+            "include_recent": include_recent,
+        }
+        if max_popularity is not None:
+            body["max_popularity"] = max_popularity
+        return self._request("POST", f"{SPOTIFY_PREFIX}/recommendations/for-me", json=body)
+
+    def my_playlists(self) -> list[dict[str, Any]]:
+        """The listener's Spotify playlists: ``{id, name, items_total, in_catalog}``."""
+        answer = self._request("GET", f"{SPOTIFY_PREFIX}/me/playlists")
+        return answer["items"] if isinstance(answer, dict) else answer
+
+    def expand_playlist(
+        self,
+        playlist_id: str,
+        *,
+        limit: int,
+        within_distance: float | None = None,
+        max_popularity: int | None = None,
+        max_per_artist: int | None = None,
+    ) -> dict[str, Any]:
+        """Songs like those of one of the listener's playlists (none already in it):
+        ``limit`` of them, or with ``within_distance`` every one that close (at most ``limit``)."""
+        body: dict[str, Any] = {"limit": limit}
+        if within_distance is not None:
+            body["within_distance"] = within_distance
+        if max_popularity is not None:
+            body["max_popularity"] = max_popularity
+        if max_per_artist is not None:
+            body["max_per_artist"] = max_per_artist
+        return self._request(
+            "POST", f"{SPOTIFY_PREFIX}/playlists/{quote(playlist_id, safe='')}/expand", json=body
+        )
+
+    def create_living_playlist(
+        self,
+        name: str,
+        size: int,
+        max_popularity: int | None,
+        max_per_artist: int,
+        seeds: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """A Spotify playlist Emergify keeps fresh, from ``seeds`` or (None) the listener's
+        taste; ``{id, spotify_playlist_id, url, songs, ...}``."""
+        body: dict[str, Any] = {"name": name, "size": size, "max_per_artist": max_per_artist}
+        if max_popularity is not None:
+            body["max_popularity"] = max_popularity
+        if seeds:
+            body["seeds"] = seeds
+        else:
+            body["taste"] = True
+        return self._request(
+            "POST", f"{SPOTIFY_PREFIX}/living-playlists", expect=(200, 201), json=body
+        )
+
+    def living_playlists(self) -> list[dict[str, Any]]:
+        """The listener's living playlists, newest first, with last refresh and songs added."""
+        answer = self._request("GET", f"{SPOTIFY_PREFIX}/living-playlists")
+        return answer["items"] if isinstance(answer, dict) else answer
+
+    def living_playlist(self, living_id: str) -> dict[str, Any]:
+        """One living playlist with its songs (``track_id, distance, added_at``)."""
+        return self._request(
+            "GET", f"{SPOTIFY_PREFIX}/living-playlists/{quote(living_id, safe='')}"
+        )
+
+    def refresh_living_playlist(self, living_id: str) -> dict[str, Any]:
+        """Re-rank a living playlist now."""
+        return self._request(
+            "POST",
+            f"{SPOTIFY_PREFIX}/living-playlists/{quote(living_id, safe='')}/refresh",
+            expect=(200, 202),
+        )
+
+    def stop_living_playlist(self, living_id: str) -> dict[str, Any] | None:
+        """Stop a living playlist (the Spotify playlist stays the listener's)."""
+        return self._request(
+            "DELETE",
+            f"{SPOTIFY_PREFIX}/living-playlists/{quote(living_id, safe='')}",
+            expect=(200, 202, 204),
+        )
+
     def recommendations(
         self,
         seeds: list[str],
@@ -222,7 +348,7 @@ class GatewayClient:
         }
         if max_popularity is not None:
             body["max_popularity"] = max_popularity
-        return self._request("POST", "/api/v1/recommendations", json=body)
+        return self._request("POST", RECOMMENDATIONS_PATH, json=body)
 
     def catalog(self) -> dict[str, Any]:
         """Song count, last update, model version and speed-layer freshness."""

@@ -15,12 +15,16 @@ from emergify_dashboard.config import Settings
 from emergify_dashboard.gateway_client import GatewayClient
 from emergify_dashboard.listener_session import session_cookie
 from emergify_dashboard.views.catalog import render_catalog
+from emergify_dashboard.views.expand import render_expand
 from emergify_dashboard.views.favourites import render_favourites
 from emergify_dashboard.views.listener import render_listener
+from emergify_dashboard.views.living import render_living
+from emergify_dashboard.views.privacy import render_privacy
 from emergify_dashboard.views.recommendations import (
     render_controls,
     render_results,
     render_save,
+    request_for_me,
     request_recommendations,
 )
 
@@ -52,11 +56,14 @@ def render(settings: Settings) -> None:
     st.caption("Playlists of emerging artists that sound like the songs you love.")
     with make_client(settings) as client:
         signed_in = render_listener(client)
-        discover, catalog = st.tabs(["Discover", "Catalog"])
+        discover, living, kept, catalog = st.tabs(
+            ["Discover", "Living playlists", "What Emergify keeps", "Catalog"]
+        )
         with discover:
             favourites = render_favourites(client, signed_in)
             controls = render_controls(settings)
-            if st.button(
+            favourites_col, taste_col = st.columns(2)
+            if favourites_col.button(
                 "Get recommendations",
                 key="recommend",
                 type="primary",
@@ -64,9 +71,22 @@ def render(settings: Settings) -> None:
                 icon=":material/auto_awesome:",
             ):
                 request_recommendations(client, favourites, controls)
-            results = render_results(client, settings)
+            if signed_in:
+                include_recent = taste_col.checkbox(
+                    "Include songs recommended to me lately", key="include_recent"
+                )
+                if taste_col.button(
+                    "Recommend for me", key="recommend_for_me", icon=":material/person:"
+                ):
+                    request_for_me(client, controls, include_recent)
+                render_expand(client, controls)
+            results = render_results(client, settings, signed_in)
             if results:
                 render_save(client, signed_in, favourites, results)
+        with living:
+            render_living(client, signed_in, favourites, controls)
+        with kept:
+            render_privacy(client, signed_in)
         with catalog:
             render_catalog(client, settings, signed_in)
 

@@ -19,3 +19,17 @@ UPLOAD = "upload_result"
 SESSION_COOKIE_OVERRIDE = "session_cookie"
 #: The session cookie this browser signed out with: the browser may still send it (revoked).
 SIGNED_OUT_COOKIE = "signed_out_cookie"
+#: What the last feedback button did, shown once above the list: ``{kind, text}``.
+FEEDBACK_NOTICE = "feedback_notice"
+#: Song names by track id, looked up once (seeds of "for me", living-playlist songs).
+SONG_NAMES = "song_names"
+#: The listener's Spotify playlists for the expand picker, once loaded: ``{cookie, items}``.
+MY_PLAYLISTS = "my_playlists"
+#: The listener's living playlists, once loaded: ``{cookie, items}``.
+LIVING = "living_playlists"
+#: The last living-playlist action's message: ``{kind, text}``.
+LIVING_NOTICE = "living_notice"
+#: What Emergify keeps about the listener, once asked: the gateway's ``{items, count}``.
+MY_FEEDBACK = "my_feedback"
+#: The last erase's answer (the 202's ``{event_id, ...}``).
+ERASED = "erased"

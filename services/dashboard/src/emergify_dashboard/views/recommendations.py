@@ -11,6 +11,14 @@ from emergify_dashboard import charts, state
 from emergify_dashboard.config import Settings
 from emergify_dashboard.gateway_client import SPOTIFY_PREFIX, ApiError, GatewayClient
 from emergify_dashboard.plain_text import md_text
+from emergify_dashboard.views.feedback import render_feedback, render_notice, render_seeds_used
+
+#: Where the shown answer came from, for its caption.
+SOURCES = {
+    "favourites": "like your favourites",
+    "taste": "for you, from your Spotify history",
+    "expand": "to expand your playlist",
+}
 
 
 @dataclass(frozen=True)
@@ -57,17 +65,43 @@ def request_recommendations(
     except ApiError as exc:
         st.error(f"Could not get recommendations. {md_text(exc)}")
         return
+    keep_results(answer, "favourites")
+
+
+def keep_results(answer: dict[str, Any], source: str) -> None:
+    """Show ``answer`` as the current recommendations (a new answer: nothing saved yet)."""
+    answer["source"] = source
     st.session_state[state.RESULTS] = answer
     st.session_state.pop(state.PLAYLIST, None)
 
 
-def render_results(client: GatewayClient, settings: Settings) -> dict[str, Any] | None:
-    """The last recommendations: table, feature plot and cluster map."""
+def request_for_me(client: GatewayClient, controls: Controls, include_recent: bool) -> None:
+    """Recommend for me: seeds from the listener's Spotify history (the answer names them)."""
+    try:
+        answer = client.recommend_for_me(
+            limit=controls.limit,
+            max_popularity=controls.max_popularity,
+            max_per_artist=controls.max_per_artist,
+            include_recent=include_recent,
+        )
+    except ApiError as exc:
+        st.error(f"Could not recommend from your Spotify history. {md_text(exc)}")
+        return
+    keep_results(answer, "taste")
+
+
+def render_results(
+    client: GatewayClient, settings: Settings, signed_in: bool = False
+) -> dict[str, Any] | None:
+    """The last recommendations: feedback buttons, seeds used, table, feature plot, cluster
+    map."""
     results = st.session_state.get(state.RESULTS)
     if not results:
         return None
     items = results["items"]
     st.subheader("3 · Your emerging playlist")
+    render_notice()
+    render_seeds_used(client, results)
     if not items:
         st.warning(
             "No song passes these rules: raise the emerging threshold or allow more songs "
@@ -75,9 +109,10 @@ def render_results(client: GatewayClient, settings: Settings) -> dict[str, Any] 
         )
         return results
     version = results.get("model_version")
+    source = SOURCES.get(results.get("source", "favourites"), "")
     st.caption(
-        f"{len(items)} songs, nearest first (Manhattan distance on standardized audio features"
-        + (f", model v{version})" if version is not None else ")")
+        f"{len(items)} songs {source}, nearest first (Manhattan distance on standardized audio "
+        "features" + (f", model v{version})" if version is not None else ")")
     )
     st.dataframe(
         charts.playlist_frame(items),
@@ -92,6 +127,8 @@ def render_results(client: GatewayClient, settings: Settings) -> dict[str, Any] 
             ),
         },
     )
+    if signed_in:
+        render_feedback(client, items)
     features_col, map_col = st.columns(2)
     with features_col:
         st.markdown("**Sound: your favourite vs the picks**")
@@ -133,8 +170,17 @@ def _render_cluster_map(client: GatewayClient, settings: Settings, results: dict
     st.caption(caption)
 
 
-def default_playlist_name(favourites: list[dict[str, Any]]) -> str:
-    """``Emergify · like <first favourite>`` (and how many more)."""
+def default_playlist_name(
+    favourites: list[dict[str, Any]], results: dict[str, Any] | None = None
+) -> str:
+    """``Emergify · like <first favourite>`` (and how many more); for an expansion or a taste
+    answer, what it came from."""
+    results = results or {}
+    source = results.get("source")
+    if source == "expand" and results.get("expanded"):
+        return f"Emergify · more like {results['expanded']['name']}"[:200]
+    if source == "taste":
+        return "Emergify · for me"
     if not favourites:
         return "Emergify discoveries"
     more = f" +{len(favourites) - 1}" if len(favourites) > 1 else ""
@@ -158,7 +204,10 @@ def render_save(
         return
     name_col, public_col = st.columns([3, 1], vertical_alignment="bottom")
     name = name_col.text_input(
-        "Playlist name", value=default_playlist_name(favourites), max_chars=200, key="playlist_name"
+        "Playlist name",
+        value=default_playlist_name(favourites, results),
+        max_chars=200,
+        key="playlist_name",
     ).strip()
     public = public_col.checkbox("Public", value=False, key="playlist_public")
     if st.button("Save to Spotify", key="save_playlist", type="primary", disabled=not name):
