@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ from emergify_contracts.events import SongEvent
 from emergify_contracts.song import Song, describe_validation_error
 from emergify_contracts.song_fields import SONG_FIELDS, SongField
 from emergify_contracts.tables import songs
+from emergify_recommender.records import record_class as record_class_of
 
 BPM_RANGE = SongField(
     "bpm_confidence",
@@ -52,6 +54,13 @@ def test_a_new_field_reaches_every_derived_schema(with_dummy: tuple[SongField, .
     song_schema = event["$defs"]["Song"]["properties"]
     assert (song_schema[name]["minimum"], song_schema[name]["maximum"]) == (0.0, 1.0)
     assert "song" in event["required"]
+
+    # The serving layer's record, derived too (and filled from a table row).
+    record_class = record_class_of(with_dummy)
+    assert name in {f.name for f in dataclasses.fields(record_class)}
+    row = {"track_id": "x" * 22, "name": "n", "artists": ["a"], "table_version": 1, name: 0.5}
+    row.update({f.name: 0.1 for f in SONG_FIELDS if f.audio_feature})
+    assert getattr(record_class.from_row(row), name) == 0.5
 
     for listing in (
         derived.lake_columns(with_dummy),

@@ -1,13 +1,36 @@
-"""A song of the feature table as the serving layer receives it."""
+"""A song of the feature table as the serving layer receives it.
+
+:class:`SongRecord` is derived from the one song contract
+(:data:`emergify_contracts.song_fields.SONG_FIELDS`, the fields stored for the recommender):
+the nine audio features packed into ``features``, list fields as tuples, every optional field
+defaulting to None or (), plus the table's bookkeeping columns. A new song field reaches it
+without an edit here.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from emergify_contracts.song import AUDIO_FEATURES
+from emergify_contracts.song_fields import SONG_FIELDS, SongField, fields_in
+
+_PYTHON_TYPES: dict[str, Any] = {
+    "text": str,
+    "integer": int,
+    "number": float,
+    "boolean": bool,
+    "text_list": tuple[str, ...],
+}
+#: Bookkeeping columns of ``songs`` the serving layer keeps beside the song's own fields.
+_BOOKKEEPING: tuple[tuple[str, Any], ...] = (
+    ("source", str | None),
+    ("upload_id", str | None),
+    ("ingested_at", datetime | None),
+    ("updated_at", datetime | None),
+)
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -18,55 +41,65 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class SongRecord:
-    """One song of the feature table, as the serving layer keeps it."""
+def _song_fields(fields: tuple[SongField, ...] = SONG_FIELDS) -> tuple[SongField, ...]:
+    return tuple(f for f in fields_in("recommender", fields) if not f.audio_feature)
 
-    track_id: str
-    name: str
-    artists: tuple[str, ...]
-    features: tuple[float, ...]
-    table_version: int
-    artist_ids: tuple[str, ...] = ()
-    album: str | None = None
-    release_date: str | None = None
-    duration_ms: int | None = None
-    popularity: int | None = None
-    explicit: bool | None = None
-    genres: tuple[str, ...] = ()
-    key: int | None = None
-    mode: int | None = None
-    time_signature: int | None = None
-    source: str | None = None
-    upload_id: str | None = None
-    ingested_at: datetime | None = None
-    updated_at: datetime | None = None
 
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> SongRecord:
-        """Build a record from a ``songs`` table row (column name -> value)."""
-        return cls(
-            track_id=row["track_id"],
-            name=row["name"],
-            artists=tuple(row["artists"] or ()),
-            features=tuple(float(row[f]) for f in AUDIO_FEATURES),
-            table_version=int(row["table_version"]),
-            artist_ids=tuple(row.get("artist_ids") or ()),
-            album=row.get("album"),
-            release_date=row.get("release_date"),
-            duration_ms=row.get("duration_ms"),
-            popularity=row.get("popularity"),
-            explicit=row.get("explicit"),
-            genres=tuple(row.get("genres") or ()),
-            key=row.get("key"),
-            mode=row.get("mode"),
-            time_signature=row.get("time_signature"),
-            source=row.get("source"),
-            upload_id=row.get("upload_id"),
-            ingested_at=as_utc(row.get("ingested_at")),
-            updated_at=as_utc(row.get("updated_at")),
-        )
+def _spec(f: SongField) -> tuple[str, Any] | tuple[str, Any, Any]:
+    kind = _PYTHON_TYPES[f.kind]
+    if f.required:
+        return (f.name, kind)
+    if f.kind == "text_list":
+        return (f.name, kind, dataclasses.field(default=()))
+    return (f.name, kind | None, dataclasses.field(default=None))
 
-    def feature_dict(self) -> dict[str, float]:
-        """The nine audio features by name."""
-        return dict(zip(AUDIO_FEATURES, self.features, strict=True))
+
+def record_class(fields: tuple[SongField, ...] = SONG_FIELDS) -> type:
+    """The record dataclass for the song ``fields`` (the contract's, unless a test adds one)."""
+    own = _song_fields(fields)
+    required = [_spec(f) for f in own if f.required]
+    optional = [_spec(f) for f in own if not f.required]
+    return dataclasses.make_dataclass(
+        "SongRecord",
+        [
+            *required,
+            ("features", tuple[float, ...]),
+            ("table_version", int),
+            *optional,
+            *((name, kind, dataclasses.field(default=None)) for name, kind in _BOOKKEEPING),
+        ],
+        frozen=True,
+        slots=True,
+        namespace={
+            "__doc__": "One song of the feature table, as the serving layer keeps it.",
+            "__module__": __name__,
+            "from_row": classmethod(_from_row),
+            "song_fields": own,
+            "feature_dict": _feature_dict,
+        },
+    )
+
+
+def _from_row(cls: type, row: Mapping[str, Any]) -> Any:
+    """Build a record from a ``songs`` table row (column name -> value)."""
+    values: dict[str, Any] = {}
+    for f in cls.song_fields:
+        value = row.get(f.name)
+        values[f.name] = tuple(value or ()) if f.kind == "text_list" else value
+    return cls(
+        **values,
+        features=tuple(float(row[name]) for name in AUDIO_FEATURES),
+        table_version=int(row["table_version"]),
+        source=row.get("source"),
+        upload_id=row.get("upload_id"),
+        ingested_at=as_utc(row.get("ingested_at")),
+        updated_at=as_utc(row.get("updated_at")),
+    )
+
+
+def _feature_dict(self: Any) -> dict[str, float]:
+    """The nine audio features by name."""
+    return dict(zip(AUDIO_FEATURES, self.features, strict=True))
+
+
+SongRecord = record_class()
