@@ -156,7 +156,10 @@ def test_songs_accepted_around_a_broker_restart_all_reach_the_feature_table(
     assert response.status_code == 503, response.text
     assert response.json()["saved"] == 40
     wait_for(
-        lambda: httpx.get(f"{ingest_url}/health").json()["kafka"] != "connected",
+        lambda: (
+            httpx.get(f"{ingest_url}/health", headers=INTERNAL_HEADERS).json()["kafka"]
+            != "connected"
+        ),
         30,
         "ingest to notice the broker is gone",
     )

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from catalog_fixtures import json_song, track_id
 from servers import ServedApp
-from testkit import wait_for
+from testkit import INTERNAL_HEADERS, wait_for
 
 from emergify_cli.broker import EmbeddedBroker, free_port
 from emergify_ingest.config import Settings as IngestSettings
@@ -92,7 +92,9 @@ def test_songs_uploaded_during_a_training_run_are_covered_by_the_next_model_unas
     def status() -> dict[str, Any] | None:
         assert proc.poll() is None, "the stream processor exited"
         with contextlib.suppress(httpx.HTTPError):
-            response = httpx.get(f"{processor_url}/admin/status", timeout=10)
+            response = httpx.get(
+                f"{processor_url}/admin/status", timeout=10, headers=INTERNAL_HEADERS
+            )
             if response.status_code == 200:
                 return response.json()
         return None
@@ -100,17 +102,27 @@ def test_songs_uploaded_during_a_training_run_are_covered_by_the_next_model_unas
     def healthy() -> bool:
         assert proc.poll() is None, "the stream processor exited"
         with contextlib.suppress(httpx.HTTPError):
-            return httpx.get(f"{processor_url}/health", timeout=2).status_code == 200
+            return (
+                httpx.get(
+                    f"{processor_url}/health", timeout=2, headers=INTERNAL_HEADERS
+                ).status_code
+                == 200
+            )
         return False
 
     wait_for(healthy, 180, "the stream processor to be healthy")
-    wait_for(lambda: httpx.get(f"{ingest_url}/health").status_code == 200, 60, "ingest ready")
+    wait_for(
+        lambda: httpx.get(f"{ingest_url}/health", headers=INTERNAL_HEADERS).status_code == 200,
+        60,
+        "ingest ready",
+    )
 
     # The sample catalog: the growth rule starts the first model once it is materialised.
     first = httpx.post(
         f"{ingest_url}/api/v1/songs/upload",
         files={"file": ("every_fresh_find.csv", sample_csv.read_bytes(), "text/csv")},
         timeout=120,
+        headers=INTERNAL_HEADERS,
     )
     assert first.status_code == 202, first.text
     sample = first.json()["accepted"]
@@ -121,7 +133,9 @@ def test_songs_uploaded_during_a_training_run_are_covered_by_the_next_model_unas
         json_song(track_id(i * 7919 + 12345), name=f"Arrived {i}", energy=(i % 97) / 97)
         for i in range(int(sample * 0.3))
     ]
-    second = httpx.post(f"{ingest_url}/api/v1/songs", json=extra, timeout=120)
+    second = httpx.post(
+        f"{ingest_url}/api/v1/songs", json=extra, timeout=120, headers=INTERNAL_HEADERS
+    )
     assert second.status_code == 202, second.text
     assert second.json()["accepted"] == len(extra)
     during = status()
@@ -139,9 +153,9 @@ def test_songs_uploaded_during_a_training_run_are_covered_by_the_next_model_unas
     assert final["training_error"] is None and final["training_queued"] is False
 
     # Asked for while a run is under way: queued, and run once that one ends.
-    asked = httpx.post(f"{processor_url}/admin/retrain", timeout=30)
+    asked = httpx.post(f"{processor_url}/admin/retrain", timeout=30, headers=INTERNAL_HEADERS)
     assert asked.status_code == 202 and asked.json()["status"] == "started", asked.text
-    again = httpx.post(f"{processor_url}/admin/retrain", timeout=30)
+    again = httpx.post(f"{processor_url}/admin/retrain", timeout=30, headers=INTERNAL_HEADERS)
     assert again.status_code == 202 and again.json()["status"] == "queued", again.text
     version = final["model"]["version"]
     wait_for(
