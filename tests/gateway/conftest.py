@@ -240,6 +240,17 @@ def recommender_app() -> FastAPI:
     async def clusters() -> ClusterPoints:
         return ClusterPoints(points=[ClusterPoint(track_id="t1", x=0.1, y=0.2, cluster=1)])
 
+    class ListenerFeedback(BaseModel):
+        count: int = Field(description="Events stored for the listener.")
+
+    @app.get(
+        "/api/v1/listeners/{listener_id}/feedback",
+        response_model=ListenerFeedback,
+        tags=["listeners"],
+    )
+    async def listener_feedback(listener_id: str) -> ListenerFeedback:
+        return ListenerFeedback(count=0)
+
     return app
 
 
