@@ -293,7 +293,8 @@ def test_expand_within_distance_returns_every_song_within_it(
 ) -> None:
     browser = signed_in("demo")
     path = f"/api/v1/spotify/playlists/{ROAD_TRIP}/expand"
-    rules = {"max_popularity": 100, "max_per_artist": 5}
+    # include_recent: the second ask must not skip what the first one just recommended.
+    rules = {"max_popularity": 100, "max_per_artist": 5, "include_recent": True}
     nearest = browser.post(path, json={"limit": 40, **rules}).json()["items"]
     threshold = nearest[14]["distance"]
     within = browser.post(path, json={"limit": 40, "within_distance": threshold, **rules})

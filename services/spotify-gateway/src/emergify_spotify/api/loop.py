@@ -73,6 +73,9 @@ class ExpandRequest(BaseModel):
     )
     max_popularity: int | None = Field(None, ge=0, le=100)
     max_per_artist: int | None = Field(None, ge=1, le=50)
+    include_recent: bool = Field(
+        False, description="Also songs recommended to the listener lately (skipped otherwise)."
+    )
 
     @model_validator(mode="after")
     def _limit_fits(self) -> ExpandRequest:
@@ -247,6 +250,7 @@ def expand_playlist(
             max_per_artist=body.max_per_artist,
             exclude_ids=ids,
             within_distance=body.within_distance,
+            include_recent=body.include_recent,
         ),
         api.listener_id,
     )
