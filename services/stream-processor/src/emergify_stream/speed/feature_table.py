@@ -36,7 +36,7 @@ from emergify_contracts.tables import (
     stream_batches,
 )
 from emergify_contracts.versions import newer_than
-from emergify_stream.batch.artist_profiles import (
+from emergify_stream.artist_rows import (
     has_profiles,
     note_song,
     read_profiles,
