@@ -169,7 +169,7 @@ CASES = [
             10: "time_signature 9 is outside [0, 7]",
             11: "valence nan is outside [0, 1]",
             12: "tempo inf BPM must be a finite number",
-            13: "duration_ms -1 must be >= 0",
+            13: "duration_ms -1 is outside [0, 86400000]",
         },
     ),
     Case("bom_crlf_exportify.csv", 202, {}),

@@ -155,3 +155,12 @@ def test_vendor_json_media_type_is_accepted(client: TestClient) -> None:
 def test_unknown_routes_are_problems(client: TestClient) -> None:
     assert_problem(client.get("/api/v1/nothing"), 404)
     assert_problem(client.get(URL), 405)
+
+
+def test_a_duration_too_large_for_any_column_is_a_rejected_row(client: TestClient) -> None:
+    # Found by the fuzzer: accepted, it overflowed the master dataset's int64 column (a 500).
+    response = client.post(URL, json=song(duration_ms=10**30))
+    body = assert_problem(response, 422)
+    assert body["rejected"][0]["errors"] == [
+        "duration_ms 1000000000000000000000000000000 is outside [0, 86400000]"
+    ]

@@ -125,7 +125,8 @@ SONG_FIELDS: tuple[SongField, ...] = (
         pattern_message="{field} '{value}' is not YYYY, YYYY-MM or YYYY-MM-DD",
         column_length=10,
     ),
-    SongField("duration_ms", "integer", minimum=0),
+    # A day: no track is longer, and the bound keeps a huge number out of int64 columns.
+    SongField("duration_ms", "integer", minimum=0, maximum=86_400_000),
     SongField("popularity", "integer", minimum=0, maximum=100),
     SongField("explicit", "boolean"),
     SongField(

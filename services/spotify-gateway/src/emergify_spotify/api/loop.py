@@ -3,13 +3,13 @@ a playlist, and living playlists (docs/listener-loop.md)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Path
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from emergify_contracts.listener import LivingPlaylistChange
 from emergify_contracts.problems import ProblemError, problem_responses
@@ -101,10 +101,19 @@ class LivingRequest(BaseModel):
         return self
 
 
+def _utc(value: datetime) -> datetime:
+    # SQLite hands timezone-aware columns back naive; they were written in UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+#: A timestamp that always carries its offset (RFC 3339 date-time).
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+
+
 class LivingSong(BaseModel):
     track_id: str
     distance: float
-    added_at: datetime
+    added_at: UtcDatetime
 
 
 class LivingPlaylist(BaseModel):
@@ -120,9 +129,9 @@ class LivingPlaylist(BaseModel):
     version: int
     synced_version: int
     songs_added: int
-    created_at: datetime
-    last_refresh: datetime | None
-    stopped_at: datetime | None
+    created_at: UtcDatetime
+    last_refresh: UtcDatetime | None
+    stopped_at: UtcDatetime | None
     songs: list[LivingSong] | None = None
 
 
