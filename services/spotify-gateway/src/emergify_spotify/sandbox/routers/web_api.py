@@ -32,6 +32,15 @@ def me(request: Request, objects: Objects) -> dict[str, Any]:
     return objects.user(bearer(request))
 
 
+def _top_listener(request: Request, limit: int, offset: int, time_range: str) -> Listener:
+    """The listener asking for their top items, after Spotify's checks of the request."""
+    listener = bearer(request, "user-top-read")
+    check_paging(limit, offset)
+    if time_range not in TIME_RANGES:
+        raise ApiError(400, "Invalid time range")
+    return listener
+
+
 @router.get("/v1/me/top/artists")
 def top(
     request: Request,
@@ -40,10 +49,7 @@ def top(
     offset: int = 0,
     time_range: str = "medium_term",
 ) -> dict[str, Any]:
-    listener = bearer(request, "user-top-read")
-    check_paging(limit, offset)
-    if time_range not in TIME_RANGES:
-        raise ApiError(400, "Invalid time range")
+    listener = _top_listener(request, limit, offset, time_range)
     artists = [objects.artist(a) for a in top_artists(listener)]
     return objects.page(artists, limit, offset, "/v1/me/top/artists", time_range=time_range)
 
@@ -56,10 +62,7 @@ def top_tracks_of(
     offset: int = 0,
     time_range: str = "medium_term",
 ) -> dict[str, Any]:
-    listener = bearer(request, "user-top-read")
-    check_paging(limit, offset)
-    if time_range not in TIME_RANGES:
-        raise ApiError(400, "Invalid time range")
+    listener = _top_listener(request, limit, offset, time_range)
     tracks = [objects.track(t) for t in top_tracks(listener, time_range)]
     return objects.page(tracks, limit, offset, "/v1/me/top/tracks", time_range=time_range)
 
