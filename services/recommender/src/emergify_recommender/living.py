@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 import numpy as np
 import sqlalchemy as sa
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
@@ -43,6 +43,7 @@ from emergify_contracts.listener import (
     living_playlists,
 )
 from emergify_recommender.config import Settings
+from emergify_recommender.follower import FeedState, KafkaFollower
 from emergify_recommender.index import ID_LEN, SongIndex
 from emergify_recommender.listeners import FeedbackItem, ListenerState, state_from_rows
 from emergify_recommender.living_match import (
@@ -327,9 +328,14 @@ class LivingPlaylists:
         self._pending: deque[CatalogChange] = deque()
         self._latest_index: SongIndex | None = None
         self._wake = asyncio.Event()
-        self.state = "connecting"  # the playlist/listener feed, as ChangeFeed.state
+        self._follower: KafkaFollower | None = None  # the playlist/listener feed
         self.last_error: str | None = None
         self.last_match_seconds: float | None = None
+
+    @property
+    def state(self) -> FeedState:
+        """The playlist/listener feed's state, as ``ChangeFeed.state``."""
+        return self._follower.state if self._follower is not None else "connecting"
 
     # --- loading ---------------------------------------------------------------------
 
@@ -732,46 +738,22 @@ class LivingPlaylists:
             await self._close_producer()
 
     async def _consume(self, index_of: Callable[[], SongIndex | None]) -> None:
-        s = self._settings
-        backoff = s.change_feed_retry_initial_seconds
-        while True:
-            consumer = AIOKafkaConsumer(
-                s.living_playlists_topic,
-                s.listener_changes_topic,
-                bootstrap_servers=s.kafka_bootstrap_servers,
-                group_id=None,
-                enable_auto_commit=False,
-                auto_offset_reset="latest",
-                client_id="emergify-recommender-living",
-                metadata_max_age_ms=10_000,
-                request_timeout_ms=10_000,
-            )
-            try:
-                await consumer.start()
-                for tp in consumer.assignment():
-                    await consumer.position(tp)
-                await asyncio.to_thread(self.reload)
-                self.state, self.last_error = "connected", None
-                backoff = s.change_feed_retry_initial_seconds
-                while True:
-                    batches = await consumer.getmany(timeout_ms=1000, max_records=500)
-                    for tp, records in batches.items():
-                        for record in records:
-                            await self._apply(tp.topic, record.value, index_of())
-            except asyncio.CancelledError:
-                self.state = "stopped"
-                raise
-            except Exception as exc:
-                self.state = "reconnecting"
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("living playlists feed unavailable; retrying", error=self.last_error)
-            finally:
-                try:
-                    await consumer.stop()
-                except Exception as exc:
-                    log.debug("living consumer stop failed", error=str(exc))
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, s.change_feed_retry_max_seconds)
+        async def handle(topic: str, value: bytes | None) -> None:
+            await self._apply(topic, value, index_of())
+
+        async def reload() -> None:
+            await asyncio.to_thread(self.reload)
+
+        follower = KafkaFollower(
+            self._settings,
+            "living playlists feed",
+            (self._settings.living_playlists_topic, self._settings.listener_changes_topic),
+            handle,
+            client_id="emergify-recommender-living",
+            on_connect=reload,
+        )
+        self._follower = follower
+        await follower.run()
 
     async def _apply(self, topic: str, value: bytes | None, index: SongIndex | None) -> None:
         if value is None:
