@@ -9,11 +9,6 @@ port; no service is restarted by hand.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,13 +16,11 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from catalog_fixtures import json_song, track_id
-from servers import ServedApp
+from pipeline_parts import WritePath, write_path
 from testkit import INTERNAL_HEADERS, wait_for
 
-from emergify_cli.broker import EmbeddedBroker, free_port
+from emergify_cli.broker import EmbeddedBroker
 from emergify_contracts.tables import make_engine, songs
-from emergify_ingest.config import Settings as IngestSettings
-from emergify_ingest.main import create_app
 
 
 def batch(first: int, n: int) -> list[dict]:
@@ -38,61 +31,15 @@ def batch(first: int, n: int) -> list[dict]:
 
 
 @pytest.fixture
-def stack(
-    fresh_broker: EmbeddedBroker, pg_url: str, tmp_path: Path
-) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
-    """Ingest (served in a thread) and the stream processor (a process), sharing a lake."""
-    tag = uuid.uuid4().hex[:8]
-    topics = {
-        "EMERGIFY_SONGS_TOPIC": f"songs.{tag}",
-        "EMERGIFY_SONGS_DLQ_TOPIC": f"dlq.{tag}",
-        "EMERGIFY_CATALOG_CHANGES_TOPIC": f"changes.{tag}",
-        "EMERGIFY_MODELS_TOPIC": f"models.{tag}",
-    }
-    port = free_port()
-    env = {
-        **os.environ,
-        **topics,
-        "EMERGIFY_KAFKA_BOOTSTRAP_SERVERS": fresh_broker.bootstrap,
-        "EMERGIFY_DATABASE_URL": pg_url,
-        "EMERGIFY_LAKE_URI": str(tmp_path / "lake"),
-        "EMERGIFY_CHECKPOINT_DIR": str(tmp_path / "checkpoint"),
-        "EMERGIFY_MODELS_DIR": str(tmp_path / "models"),
-        "EMERGIFY_STREAM_PROCESSOR_URL": f"http://127.0.0.1:{port}",
-        "EMERGIFY_BROKER_WATCH_INTERVAL_SECONDS": "1",
-        "EMERGIFY_AUTO_RETRAIN": "false",
-        "EMERGIFY_LOG_LEVEL": "INFO",
-    }
-    log_path = tmp_path / "processor.log"
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "emergify_stream"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    settings = IngestSettings(
-        _env_file=None,  # type: ignore[call-arg]
-        kafka_bootstrap_servers=fresh_broker.bootstrap,
-        lake_uri=str(tmp_path / "lake"),
-        kafka_request_timeout_ms=2_000,
-        kafka_connect_backoff_s=0.2,
-        **{k.removeprefix("EMERGIFY_").lower(): v for k, v in topics.items()},
-    )
-    ingest = ServedApp(create_app(settings)).start()
-    try:
-        yield ingest.url, f"http://127.0.0.1:{port}", proc
-    finally:
-        ingest.stop()
-        if proc.poll() is None:
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(60)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-        print(log_path.read_text()[-4000:])
+def stack(fresh_broker: EmbeddedBroker, pg_url: str, tmp_path: Path) -> Iterator[WritePath]:
+    with write_path(
+        fresh_broker.bootstrap,
+        pg_url,
+        tmp_path,
+        {"EMERGIFY_BROKER_WATCH_INTERVAL_SECONDS": "1", "EMERGIFY_AUTO_RETRAIN": "false"},
+        {"kafka_request_timeout_ms": 2_000, "kafka_connect_backoff_s": 0.2},
+    ) as parts:
+        yield parts
 
 
 def upload(ingest_url: str, songs_: list[dict], timeout: float = 60.0) -> list[int]:
@@ -114,9 +61,9 @@ def upload(ingest_url: str, songs_: list[dict], timeout: float = 60.0) -> list[i
 @pytest.mark.spark
 @pytest.mark.postgres
 def test_songs_accepted_around_a_broker_restart_all_reach_the_feature_table(
-    stack: tuple[str, str, subprocess.Popen[bytes]], fresh_broker: EmbeddedBroker, pg_url: str
+    stack: WritePath, fresh_broker: EmbeddedBroker, pg_url: str
 ) -> None:
-    ingest_url, processor_url, proc = stack
+    ingest_url, processor_url, proc = stack.ingest_url, stack.processor_url, stack.processor
     engine = make_engine(pg_url)
 
     def stored() -> list[str]:
@@ -127,7 +74,7 @@ def test_songs_accepted_around_a_broker_restart_all_reach_the_feature_table(
             return []
 
     def healthy() -> bool:
-        assert proc.poll() is None, "the stream processor exited"
+        assert proc.alive(), "the stream processor exited"
         with contextlib.suppress(httpx.HTTPError):
             return (
                 httpx.get(

@@ -8,11 +8,6 @@ as its own process (Spark inside), SQLite, a lake in a temporary folder.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,77 +15,28 @@ from typing import Any
 import httpx
 import pytest
 from catalog_fixtures import json_song, track_id
-from servers import ServedApp
+from pipeline_parts import WritePath, write_path
 from testkit import INTERNAL_HEADERS, wait_for
 
-from emergify_cli.broker import EmbeddedBroker, free_port
-from emergify_ingest.config import Settings as IngestSettings
-from emergify_ingest.main import create_app
+from emergify_cli.broker import EmbeddedBroker
 
 
 @pytest.fixture
-def stack(
-    broker: EmbeddedBroker, sqlite_url: str, tmp_path: Path
-) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
-    """Ingest (served in a thread) and the stream processor (a process), sharing a lake."""
-    tag = uuid.uuid4().hex[:8]
-    topics = {
-        "EMERGIFY_SONGS_TOPIC": f"songs.{tag}",
-        "EMERGIFY_SONGS_DLQ_TOPIC": f"dlq.{tag}",
-        "EMERGIFY_CATALOG_CHANGES_TOPIC": f"changes.{tag}",
-        "EMERGIFY_MODELS_TOPIC": f"models.{tag}",
-    }
-    port = free_port()
-    env = {
-        **os.environ,
-        **topics,
-        "EMERGIFY_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-        "EMERGIFY_DATABASE_URL": sqlite_url,
-        "EMERGIFY_LAKE_URI": str(tmp_path / "lake"),
-        "EMERGIFY_CHECKPOINT_DIR": str(tmp_path / "checkpoint"),
-        "EMERGIFY_MODELS_DIR": str(tmp_path / "models"),
-        "EMERGIFY_STREAM_PROCESSOR_URL": f"http://127.0.0.1:{port}",
-        "EMERGIFY_AUTO_RETRAIN": "true",
-        "EMERGIFY_LOG_LEVEL": "INFO",
-    }
-    log_path = tmp_path / "processor.log"
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "emergify_stream"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    settings = IngestSettings(
-        _env_file=None,  # type: ignore[call-arg]
-        kafka_bootstrap_servers=broker.bootstrap,
-        lake_uri=str(tmp_path / "lake"),
-        **{k.removeprefix("EMERGIFY_").lower(): v for k, v in topics.items()},
-    )
-    ingest = ServedApp(create_app(settings)).start()
-    try:
-        yield ingest.url, f"http://127.0.0.1:{port}", proc
-    finally:
-        ingest.stop()
-        if proc.poll() is None:
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(60)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-        print(log_path.read_text()[-4000:])
+def stack(broker: EmbeddedBroker, sqlite_url: str, tmp_path: Path) -> Iterator[WritePath]:
+    with write_path(
+        broker.bootstrap, sqlite_url, tmp_path, {"EMERGIFY_AUTO_RETRAIN": "true"}
+    ) as parts:
+        yield parts
 
 
 @pytest.mark.spark
 def test_songs_uploaded_during_a_training_run_are_covered_by_the_next_model_unasked(
-    stack: tuple[str, str, subprocess.Popen[bytes]], sample_csv: Path
+    stack: WritePath, sample_csv: Path
 ) -> None:
-    ingest_url, processor_url, proc = stack
+    ingest_url, processor_url, proc = stack.ingest_url, stack.processor_url, stack.processor
 
     def status() -> dict[str, Any] | None:
-        assert proc.poll() is None, "the stream processor exited"
+        assert proc.alive(), "the stream processor exited"
         with contextlib.suppress(httpx.HTTPError):
             response = httpx.get(
                 f"{processor_url}/admin/status", timeout=10, headers=INTERNAL_HEADERS
@@ -100,7 +46,7 @@ def test_songs_uploaded_during_a_training_run_are_covered_by_the_next_model_unas
         return None
 
     def healthy() -> bool:
-        assert proc.poll() is None, "the stream processor exited"
+        assert proc.alive(), "the stream processor exited"
         with contextlib.suppress(httpx.HTTPError):
             return (
                 httpx.get(

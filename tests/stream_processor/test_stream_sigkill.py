@@ -3,11 +3,7 @@ feature table holds every produced song exactly once."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from catalog_fixtures import song_event
 from kafka_io import produce
-from testkit import INTERNAL_HEADERS, answers_200, wait_for
+from testkit import INTERNAL_HEADERS, ServiceProcess, wait_for
 
 from emergify_cli.broker import EmbeddedBroker, create_topics, free_port
 from emergify_contracts.tables import make_engine, songs, stream_batches
@@ -25,45 +21,10 @@ from emergify_contracts.tables import make_engine, songs, stream_batches
 N_SONGS = 20_000
 
 
-class Processor:
-    """``python -m emergify_stream`` in its own process group (Spark's JVM included)."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env = env
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "emergify_stream"],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):  # the group is gone already
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(30)
-
-    def terminate(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM to the service only, as an orchestrator would
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.kill()  # whatever the group left behind
-
-
 @pytest.fixture
 def processor(
     broker: EmbeddedBroker, pg_url: str, tmp_path: Path
-) -> Iterator[tuple[Processor, str, str]]:
+) -> Iterator[tuple[ServiceProcess, str, str]]:
     port = free_port()
     suffix = tmp_path.name[-10:]
     env = {
@@ -84,23 +45,15 @@ def processor(
         "EMERGIFY_LOG_LEVEL": "INFO",
     }
     create_topics(broker.bootstrap, [env["EMERGIFY_SONGS_TOPIC"]], 3)
-    proc = Processor(env, tmp_path / "processor.log")
+    proc = ServiceProcess("emergify_stream", env, tmp_path / "processor.log")
     yield proc, f"http://127.0.0.1:{port}", env["EMERGIFY_SONGS_TOPIC"]
     proc.terminate()
-
-
-def wait_healthy(base_url: str, proc: Processor, timeout: float = 180.0) -> None:
-    def healthy() -> bool:
-        assert proc.proc is not None and proc.proc.poll() is None, proc.log_path.read_text()[-3000:]
-        return answers_200(f"{base_url}/health", headers=INTERNAL_HEADERS)
-
-    wait_for(healthy, timeout, "the stream processor to be healthy")
 
 
 @pytest.mark.spark
 @pytest.mark.postgres
 def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
-    processor: tuple[Processor, str, str], broker: EmbeddedBroker, pg_url: str
+    processor: tuple[ServiceProcess, str, str], broker: EmbeddedBroker, pg_url: str
 ) -> None:
     proc, base_url, topic = processor
     engine = make_engine(pg_url)
@@ -117,7 +70,7 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
     assert len(expected) == N_SONGS
 
     proc.start()
-    wait_healthy(base_url, proc)
+    proc.wait_healthy(base_url)
 
     def send() -> None:
         for lo in range(0, N_SONGS, 2000):
@@ -132,7 +85,7 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
     assert 0 < killed_at < N_SONGS
 
     proc.start()
-    wait_healthy(base_url, proc)
+    proc.wait_healthy(base_url)
     wait_for(lambda: count() >= N_SONGS, 300, f"{N_SONGS} songs after the restart", 0.5)
 
     def admin_status() -> dict:
