@@ -61,7 +61,11 @@ def _accepted(event: FeedbackEvent) -> FeedbackAccepted:
     )
 
 
-async def _accept(event: FeedbackEvent, ingestor: IngestorDep, settings: SettingsDep) -> None:
+async def _accept(
+    event: FeedbackEvent, ingestor: IngestorDep, settings: SettingsDep
+) -> FeedbackAccepted:
+    """Keep ``event`` in the lake, publish it, and answer what was accepted (503 while the
+    broker is away)."""
     try:
         await accept_feedback(
             event, ingestor.feedback_lake, ingestor.publisher, settings.feedback_topic
@@ -70,6 +74,7 @@ async def _accept(event: FeedbackEvent, ingestor: IngestorDep, settings: Setting
         raise ProblemError(
             503, f"feedback could not be published: {exc}", headers={"Retry-After": "5"}
         ) from None
+    return _accepted(event)
 
 
 @router.post(
@@ -86,11 +91,7 @@ async def post_feedback(
     event = FeedbackEvent(
         listener_id=listener, track_id=body.track_id, signal=FeedbackSignal(body.signal)
     )
-    await _accept(event, ingestor, settings)
-    return FeedbackAccepted(
-        **event.model_dump(include={"event_id", "listener_id", "track_id", "at"}),
-        signal=event.signal.value,
-    )
+    return await _accept(event, ingestor, settings)
 
 
 @router.delete(
@@ -105,8 +106,4 @@ async def erase_feedback(
 ) -> FeedbackAccepted:
     listener = effective_listener(caller, listener_id)
     event = FeedbackEvent(listener_id=listener, track_id=None, signal=FeedbackSignal.ERASE)
-    await _accept(event, ingestor, settings)
-    return FeedbackAccepted(
-        **event.model_dump(include={"event_id", "listener_id", "track_id", "at"}),
-        signal=event.signal.value,
-    )
+    return await _accept(event, ingestor, settings)
