@@ -402,6 +402,23 @@ def make_gateway(upstreams: dict[str, ServedApp]) -> Iterator[Callable[..., Test
 
 
 @pytest.fixture
+def served_gateway(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., str]]:
+    """``served_gateway(**overrides)``: the gateway served by uvicorn with the options it
+    runs with in production (limits, keep-alive); its base URL."""
+    from emergify_gateway.__main__ import uvicorn_options
+
+    with servers.serving() as serve:
+
+        def start(**overrides: Any) -> str:
+            settings = make_settings(**overrides)
+            options = uvicorn_options(settings)
+            options.pop("host"), options.pop("port")
+            return serve(create_app(settings), **options).url
+
+        yield start
+
+
+@pytest.fixture
 def gateway(make_gateway: Callable[..., TestClient]) -> TestClient:
     """The gateway app with default test settings."""
     return make_gateway()

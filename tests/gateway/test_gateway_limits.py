@@ -16,28 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
-import servers
-
-from emergify_gateway.__main__ import uvicorn_options
-from emergify_gateway.config import Settings
-from emergify_gateway.main import create_app
 
 SIXTY_MIB = 60 * 1024 * 1024
 ADMIN_KEY = "test-admin-key-0123456789abcdef"  # the admin key of tests/gateway/conftest.py
-
-
-@pytest.fixture
-def served_gateway(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., str]]:
-    """``served_gateway(**settings)``: the gateway served by uvicorn; its base URL."""
-    with servers.serving() as serve:
-
-        def start(**overrides: Any) -> str:
-            settings = make_settings(**overrides)
-            options = uvicorn_options(settings)
-            options.pop("host"), options.pop("port")
-            return serve(create_app(settings), **options).url
-
-        yield start
 
 
 def _urllib_post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:

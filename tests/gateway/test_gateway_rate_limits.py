@@ -7,44 +7,25 @@ one a real deployment sees.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import servers
 from typer.testing import CliRunner
 
 from emergify_cli.main import app as cli
-from emergify_gateway.__main__ import uvicorn_options
-from emergify_gateway.config import Settings
 from emergify_gateway.keystore import KeyFile
-from emergify_gateway.main import create_app
 from emergify_gateway.rate_limit import parse_rate
 from emergify_gateway.routes import Access
 
 ADMIN_KEY = "test-admin-key-0123456789abcdef"  # the admin key of tests/gateway/conftest.py
 
 
-@pytest.fixture
-def served(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., str]]:
-    """``served(**settings)``: the gateway served by uvicorn; its base URL."""
-    with servers.serving() as serve:
-
-        def start(**overrides: Any) -> str:
-            settings = make_settings(**overrides)
-            options = uvicorn_options(settings)
-            options.pop("host"), options.pop("port")
-            return serve(create_app(settings), **options).url
-
-        yield start
-
-
 def test_forwarded_for_from_an_untrusted_client_is_ignored(
-    served: Callable[..., str],
+    served_gateway: Callable[..., str],
 ) -> None:
-    base = served(rate_limit_per_minute=1, rate_limit_burst=2)
+    base = served_gateway(rate_limit_per_minute=1, rate_limit_burst=2)
     answers = [
         httpx.get(f"{base}/api/v1/model", headers={"X-Forwarded-For": f"10.0.0.{n}"}).status_code
         for n in range(4)
@@ -53,8 +34,12 @@ def test_forwarded_for_from_an_untrusted_client_is_ignored(
     assert answers == [401, 401, 429, 429]
 
 
-def test_forwarded_for_from_a_trusted_proxy_names_the_client(served: Callable[..., str]) -> None:
-    base = served(rate_limit_per_minute=1, rate_limit_burst=2, trusted_proxies=["127.0.0.0/8"])
+def test_forwarded_for_from_a_trusted_proxy_names_the_client(
+    served_gateway: Callable[..., str],
+) -> None:
+    base = served_gateway(
+        rate_limit_per_minute=1, rate_limit_burst=2, trusted_proxies=["127.0.0.0/8"]
+    )
 
     def get(forwarded: str) -> int:
         headers = {"X-Forwarded-For": forwarded}
@@ -67,9 +52,9 @@ def test_forwarded_for_from_a_trusted_proxy_names_the_client(served: Callable[..
 
 
 def test_two_hundred_recommendations_with_the_admin_key_are_not_throttled(
-    served: Callable[..., str],
+    served_gateway: Callable[..., str],
 ) -> None:
-    base = served()  # default limits
+    base = served_gateway()  # default limits
     with httpx.Client(base_url=base, headers={"X-API-Key": ADMIN_KEY}, timeout=30) as client:
         answers = [
             client.post("/api/v1/recommendations", json={"seeds": ["a"]}).status_code
@@ -79,12 +64,14 @@ def test_two_hundred_recommendations_with_the_admin_key_are_not_throttled(
 
 
 def test_a_key_is_limited_per_key_not_per_address(
-    served: Callable[..., str], tmp_path: Path
+    served_gateway: Callable[..., str], tmp_path: Path
 ) -> None:
     keys = KeyFile(tmp_path / "keys.json")
     a = {"X-API-Key": keys.create("a", {Access.READ}).key}
     b = {"X-API-Key": keys.create("b", {Access.READ}).key}
-    base = served(api_keys_file=tmp_path / "keys.json", rate_limit_per_minute=1, rate_limit_burst=2)
+    base = served_gateway(
+        api_keys_file=tmp_path / "keys.json", rate_limit_per_minute=1, rate_limit_burst=2
+    )
     with httpx.Client(base_url=base, timeout=10) as client:
         assert [client.get("/api/v1/model", headers=a).status_code for _ in range(3)] == [
             200,
@@ -97,7 +84,7 @@ def test_a_key_is_limited_per_key_not_per_address(
         assert client.get("/api/v1/model").status_code == 401
 
 
-def test_each_key_carries_its_own_rate(served: Callable[..., str], tmp_path: Path) -> None:
+def test_each_key_carries_its_own_rate(served_gateway: Callable[..., str], tmp_path: Path) -> None:
     key_file = tmp_path / "keys.json"
     result = CliRunner().invoke(
         cli,
@@ -106,7 +93,7 @@ def test_each_key_carries_its_own_rate(served: Callable[..., str], tmp_path: Pat
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     fast = {"X-API-Key": result.output.strip().splitlines()[-1]}
-    base = served(api_keys_file=key_file, rate_limit_per_minute=1, rate_limit_burst=2)
+    base = served_gateway(api_keys_file=key_file, rate_limit_per_minute=1, rate_limit_burst=2)
     with httpx.Client(base_url=base, timeout=10) as client:
         assert {client.get("/api/v1/model", headers=fast).status_code for _ in range(60)} == {200}
         # The admin keys API sets a rate too, and lists it.
