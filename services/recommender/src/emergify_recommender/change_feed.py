@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from emergify_contracts.events import CatalogChange, ModelPublished
 from emergify_recommender.catalog import Catalog
 from emergify_recommender.config import Settings
-from emergify_recommender.follower import FeedState, KafkaFollower
+from emergify_recommender.follower import FollowsTopics, KafkaFollower
 from emergify_recommender.index import SongIndex
 
 log = structlog.get_logger()
@@ -25,7 +25,7 @@ log = structlog.get_logger()
 ChangeHook = Callable[[CatalogChange, SongIndex], Awaitable[None]]
 
 
-class ChangeFeed:
+class ChangeFeed(FollowsTopics):
     """Consumes ``catalog_changes_topic`` and ``models_topic`` into a :class:`Catalog`."""
 
     def __init__(
@@ -43,18 +43,6 @@ class ChangeFeed:
             client_id="emergify-recommender",
             fetch_max_wait_ms=settings.change_feed_fetch_max_wait_ms,
         )
-
-    @property
-    def state(self) -> FeedState:
-        return self._follower.state
-
-    @property
-    def last_error(self) -> str | None:
-        return self._follower.last_error
-
-    async def run(self) -> None:
-        """Consume until cancelled. Never raises anything but CancelledError."""
-        await self._follower.run()
 
     async def _apply(self, topic: str, value: bytes | None) -> None:
         if value is None:

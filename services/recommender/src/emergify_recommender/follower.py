@@ -115,3 +115,22 @@ class KafkaFollower:
                     log.debug(f"{self.name} stop failed", error=str(exc))
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, s.change_feed_retry_max_seconds)
+
+
+class FollowsTopics:
+    """A feed driven by one :class:`KafkaFollower` (``self._follower``): its state, last
+    error and run loop are the follower's."""
+
+    _follower: KafkaFollower
+
+    @property
+    def state(self) -> FeedState:
+        return self._follower.state
+
+    @property
+    def last_error(self) -> str | None:
+        return self._follower.last_error
+
+    async def run(self) -> None:
+        """Consume until cancelled. Never raises anything but CancelledError."""
+        await self._follower.run()

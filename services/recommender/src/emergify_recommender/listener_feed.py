@@ -13,13 +13,13 @@ from pydantic import ValidationError
 
 from emergify_contracts.listener import ListenerChange
 from emergify_recommender.config import Settings
-from emergify_recommender.follower import FeedState, KafkaFollower
+from emergify_recommender.follower import FollowsTopics, KafkaFollower
 from emergify_recommender.listeners import ListenerStates
 
 log = structlog.get_logger()
 
 
-class ListenerFeed:
+class ListenerFeed(FollowsTopics):
     """Consumes ``listener_changes_topic`` into :meth:`ListenerStates.invalidate`."""
 
     def __init__(self, settings: Settings, states: ListenerStates) -> None:
@@ -36,18 +36,6 @@ class ListenerFeed:
             # Short polls: feedback must reach the next answer within seconds.
             poll_ms=200,
         )
-
-    @property
-    def state(self) -> FeedState:
-        return self._follower.state
-
-    @property
-    def last_error(self) -> str | None:
-        return self._follower.last_error
-
-    async def run(self) -> None:
-        """Consume until cancelled. Never raises anything but CancelledError."""
-        await self._follower.run()
 
     async def _forget_all(self) -> None:
         # Whatever changed while disconnected is unknown: read every listener afresh.
