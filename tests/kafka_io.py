@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
+from kafka import KafkaConsumer
 from pydantic import BaseModel
 
 
@@ -101,3 +102,14 @@ def consume(
     watermark (or ``deadline_s`` passed), so that surplus records are in the answer too.
     """
     return asyncio.run(_consume(bootstrap, topic, expected, deadline_s))
+
+
+def read_topic(bootstrap: str, topic: str) -> list[bytes]:
+    """Every value of ``topic`` from the start, until no record came for 3 s."""
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=3000
+    )
+    try:
+        return [m.value for m in consumer]
+    finally:
+        consumer.close()

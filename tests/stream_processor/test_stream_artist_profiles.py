@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from kafka_io import read_topic
 
 from emergify_cli.broker import EmbeddedBroker, create_topics
 from emergify_contracts.artist_profiles import ArtistProfiles, artist_keys, artist_profiles
@@ -42,7 +43,7 @@ from emergify_stream.speed.speed_layer import SpeedLayer
 from .test_stream_feature_table import song_row
 from .test_stream_model_training import catalog_batch
 from .test_stream_rebuild import settings_for, write_lake
-from .test_stream_speed_layer import load_songs, read_topic, wait_for
+from .test_stream_speed_layer import load_songs, wait_for
 
 T1 = datetime(2025, 6, 1, 8, 0, tzinfo=UTC)
 NEW_ARTIST_ID = "0" * 21 + "Z"

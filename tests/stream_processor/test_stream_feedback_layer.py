@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from kafka import KafkaConsumer
+from kafka_io import read_topic
 from testkit import wait_for
 
 from emergify_cli.broker import EmbeddedBroker, create_topics
@@ -23,16 +23,6 @@ from emergify_stream.speed.feedback_layer import FeedbackLayer, clean_feedback
 from emergify_stream.speed.feedback_sink import FeedbackSink
 
 TRACK = "70kFiCsoYnJxMgIZ82WQmj"
-
-
-def read_topic(bootstrap: str, topic: str) -> list[bytes]:
-    consumer = KafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=3000
-    )
-    try:
-        return [m.value for m in consumer]
-    finally:
-        consumer.close()
 
 
 def good() -> dict:

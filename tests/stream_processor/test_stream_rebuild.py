@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from kafka_io import read_topic
 
 from emergify_cli.broker import EmbeddedBroker, create_topics
 from emergify_contracts.events import CatalogChange, ModelPublished, SongEvent
@@ -38,7 +39,7 @@ from emergify_stream.speed.feature_table import FeatureTableSink
 from emergify_stream.speed.speed_layer import SpeedLayer
 
 from .test_stream_model_training import catalog_batch
-from .test_stream_speed_layer import load_songs, read_topic, wait_for
+from .test_stream_speed_layer import load_songs, wait_for
 
 T0 = datetime(2025, 5, 1, 9, 30, tzinfo=UTC)
 N_SONGS = 1500

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from kafka import KafkaConsumer
+from kafka_io import read_topic
 from testkit import wait_for
 
 from emergify_cli.broker import EmbeddedBroker, create_topics
@@ -34,16 +34,6 @@ def load_songs(path: Path) -> list[Song]:
             except RowError:
                 continue
         return out
-
-
-def read_topic(bootstrap: str, topic: str) -> list[bytes]:
-    consumer = KafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=3000
-    )
-    try:
-        return [m.value for m in consumer]
-    finally:
-        consumer.close()
 
 
 @pytest.mark.spark
