@@ -9,7 +9,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
     "evaluation.py",
-    "quality.py",
     "ranking_speed.py",
     "ranking_kernel.py",
     "recommender_memory.py",
