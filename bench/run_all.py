@@ -18,6 +18,8 @@ BENCHMARKS = [
     "ingest_throughput.py",
     "replica_throughput.py",
     "feedback_latency.py",
+    "living_match.py",
+    "living_latency.py",
 ]
 
 if __name__ == "__main__":
