@@ -37,6 +37,7 @@ from loop_stack import (
     write_results,
 )
 
+from emergify_cli.stack import SERVICES
 from emergify_cli.synthetic_catalog import load_songs
 
 
@@ -98,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     loads: list[float] = []
     load_before = machine_load()
-    with running_stack("feedback", database_url=args.database_url) as running:
+    # Only what the loop runs through: no dashboard, no spotify-gateway (a lighter stack on a
+    # shared machine; the gateway answers 503 for the Spotify routes, which are not used).
+    services = tuple(s for s in SERVICES if s.name not in ("dashboard", "spotify-gateway"))
+    with running_stack("feedback", services=services, database_url=args.database_url) as running:
         # Warm-up: the first feedback micro-batch plans the query and warms the JVM.
         model_version = running.model_version
         probe(running, "bench-warmup", real[0].track_id, 600)
