@@ -91,7 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--database-url", default=None, help="default: SQLite in a temporary folder"
     )
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="start no probe after this many minutes of probing (the JSON says how many ran)",
+    )
     args = parser.parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress, piped
     probes = 10 if args.quick else args.probes
     real = load_songs(SAMPLE)
     committed: list[float] = []
@@ -106,7 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         # Warm-up: the first feedback micro-batch plans the query and warms the JVM.
         model_version = running.model_version
         probe(running, "bench-warmup", real[0].track_id, 600)
+        started = time.monotonic()
         for i in range(probes):
+            if args.max_minutes and time.monotonic() - started > args.max_minutes * 60:
+                print(f"--max-minutes reached after {i} probes", flush=True)
+                probes = i
+                break
             seed = real[(i * 97 + 11) % len(real)].track_id
             try:
                 c, e = probe(running, f"bench-{i}", seed, args.probe_timeout)
@@ -118,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             committed.append(c)
             effects.append(e)
             loads.append(machine_load()["load_1m"])
+            print(f"probe {i}: committed {c:.2f} s, effect {e:.2f} s (load {loads[-1]})")
     if not effects:
         print("no probe succeeded:\n" + "\n".join(failures), file=sys.stderr)
         return 1

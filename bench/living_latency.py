@@ -172,7 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--database-url", default=None, help="default: SQLite in a temporary folder"
     )
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="start no probe after this many minutes of probing (the JSON says how many ran)",
+    )
     args = parser.parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress, piped
     probes = 5 if args.quick else args.probes
     real = load_songs(SAMPLE)
     run = secrets.token_hex(2)  # new ids on every run
@@ -195,7 +202,12 @@ def main(argv: list[str] | None = None) -> int:
             # Warm-up: the first living playlist and the first catalog change after it.
             warm = real[7]
             probe(running, browser, sandbox, warm, near_copy(warm, 0, run), args.size, 600)
+            started = time.monotonic()
             for i in range(1, probes + 1):
+                if args.max_minutes and time.monotonic() - started > args.max_minutes * 60:
+                    print(f"--max-minutes reached after {i - 1} probes", flush=True)
+                    probes = i - 1
+                    break
                 seed = real[(i * 131 + 17) % len(real)]
                 try:
                     stamps = probe(
@@ -215,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
                 desired.append(stamps["desired_s"])
                 spotify.append(stamps["spotify_s"])
                 loads.append(machine_load()["load_1m"])
+                print(
+                    f"probe {i}: 202 -> desired {stamps['desired_s']:.2f} s, -> Spotify "
+                    f"{stamps['spotify_s']:.2f} s (load {loads[-1]})",
+                    flush=True,
+                )
         finally:
             browser.close()
             sandbox.close()
