@@ -92,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         "--database-url", default=None, help="default: SQLite in a temporary folder"
     )
     parser.add_argument(
+        "--model-wait",
+        type=float,
+        default=300.0,
+        help="seconds to wait for a first model before probing without one",
+    )
+    parser.add_argument(
         "--max-minutes",
         type=float,
         default=None,
@@ -109,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     # Only what the loop runs through: no dashboard, no spotify-gateway (a lighter stack on a
     # shared machine; the gateway answers 503 for the Spotify routes, which are not used).
     services = tuple(s for s in SERVICES if s.name not in ("dashboard", "spotify-gateway"))
-    with running_stack("feedback", services=services, database_url=args.database_url) as running:
+    with running_stack(
+        "feedback", services=services, database_url=args.database_url, model_timeout=args.model_wait
+    ) as running:
         # Warm-up: the first feedback micro-batch plans the query and warms the JVM.
         model_version = running.model_version
         probe(running, "bench-warmup", real[0].track_id, 600)

@@ -173,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
         "--database-url", default=None, help="default: SQLite in a temporary folder"
     )
     parser.add_argument(
+        "--model-wait",
+        type=float,
+        default=300.0,
+        help="seconds to wait for a first model before probing without one",
+    )
+    parser.add_argument(
         "--max-minutes",
         type=float,
         default=None,
@@ -192,7 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     gateway_url = f"http://127.0.0.1:{free_port()}"
     env = {"EMERGIFY_GATEWAY_URL": gateway_url, **sandbox_env(gateway_url)}
     with running_stack(
-        "living", services=services, env=env, database_url=args.database_url
+        "living",
+        services=services,
+        env=env,
+        database_url=args.database_url,
+        model_timeout=args.model_wait,
     ) as running:
         sandbox = httpx.Client(base_url=running.stack.url("spotify-sandbox"), timeout=60)
         browser = httpx.Client(base_url=gateway_url, follow_redirects=False, timeout=300)
