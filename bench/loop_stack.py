@@ -9,6 +9,7 @@ waited for. They never turn a failure into a figure.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -22,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from emergify_cli.stack import ServiceSpec, Stack, free_port_env
+from emergify_cli.stack import SERVICES, ServiceSpec, Stack, free_port_env
 from emergify_cli.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -153,11 +154,16 @@ def running_stack(
     log_path = workdir / "stack.log"
     log = log_path.open("w")
     print(f"stack log: {log_path}", flush=True)
+    # A busy machine starts the Spark driver slowly: give every service 15 minutes to come up.
+    specs = tuple(
+        dataclasses.replace(spec, start_timeout=max(spec.start_timeout, 900.0))
+        for spec in (services or SERVICES)
+    )
     stack = Stack(
         env=stack_env,
         workdir=workdir,
+        services=specs,
         sink=lambda line: print(line, file=log, flush=True),
-        **({"services": services} if services else {}),
     )
     stack.start()
     api = httpx.Client(base_url=stack.url("api-gateway"), headers={"X-API-Key": key}, timeout=300)
