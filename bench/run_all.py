@@ -9,7 +9,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
     "evaluation.py",
-    "quality.py",
     "ranking_speed.py",
     "ranking_kernel.py",
     "recommender_memory.py",
@@ -19,6 +18,8 @@ BENCHMARKS = [
     "ingest_throughput.py",
     "replica_throughput.py",
     "feedback_latency.py",
+    "living_match.py",
+    "living_latency.py",
 ]
 
 if __name__ == "__main__":

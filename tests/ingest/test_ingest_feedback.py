@@ -49,8 +49,8 @@ def test_feedback_reaches_the_lake_and_the_topic_keyed_by_listener(
         events[record.key.decode()].append(FeedbackEvent.model_validate_json(record.value))
     assert [e.signal for e in events["spotify:alice"]] == ["like", "erase"]
     assert [e.signal for e in events["key:k7:bob"]] == ["ban_artist"]
+    # The erase took alice's like out of the lake (the topic keeps it for the speed layer).
     assert {e["event_id"] for e in lake_events(feedback_client)} == {
-        liked.json()["event_id"],
         keyed.json()["event_id"],
         erased.json()["event_id"],
     }
@@ -94,3 +94,44 @@ def test_bad_feedback_is_a_4xx_with_the_reason(
     assert response.headers["content-type"].startswith("application/problem+json")
     assert reason in response.text
     assert lake_events(feedback_client) == []
+
+
+def test_erase_deletes_the_listeners_earlier_feedback_from_the_lake(
+    feedback_client, consume, broker
+) -> None:
+    alice, bob = {CALLER_HEADER: "session:alice"}, {CALLER_HEADER: "session:bob"}
+
+    def send(headers: dict[str, str], signal: str) -> str:
+        r = feedback_client.post(
+            "/api/v1/feedback", json={"track_id": TRACK, "signal": signal}, headers=headers
+        )
+        assert r.status_code == 202, r.text
+        return r.json()["event_id"]
+
+    send(alice, "like")
+    send(alice, "dislike")
+    kept_bob = send(bob, "like")
+    first_erase = feedback_client.delete("/api/v1/listeners/me/feedback", headers=alice)
+    assert first_erase.status_code == 202, first_erase.text
+    after = send(alice, "ban_artist")
+    erased = feedback_client.delete("/api/v1/listeners/me/feedback", headers=alice)
+    assert erased.status_code == 202, erased.text
+
+    by_listener: dict[str, list[str]] = {}
+    for row in lake_events(feedback_client):
+        by_listener.setdefault(row["listener_id"], []).append(row["event_id"])
+    # Alice: only the last erase (a listener id and a time) stays; Bob is untouched.
+    assert by_listener == {"spotify:alice": [erased.json()["event_id"]], "spotify:bob": [kept_bob]}
+    root = Path(feedback_client.app.state.settings.lake_uri) / lake.FEEDBACK_DIR
+    names = [f.name for f in root.glob(lake.FILES_GLOB)]
+    assert not any("alice" in name or "bob" in name for name in names)  # ids are hashed
+    # The topic still carries every event in order: the speed layer applies the erases.
+    settings = feedback_client.app.state.settings
+    records = consume(broker.bootstrap, settings.feedback_topic, 7)
+    alice_events = [
+        FeedbackEvent.model_validate_json(r.value)
+        for r in records
+        if r.key.decode() == "spotify:alice"
+    ]
+    assert [e.signal for e in alice_events] == ["like", "dislike", "erase", "ban_artist", "erase"]
+    assert alice_events[3].event_id == after

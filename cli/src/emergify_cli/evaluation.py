@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import re
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from emergify_contracts.artist_profiles import (
 )
 from emergify_contracts.similarity import blended_vectors
 from emergify_contracts.song import AUDIO_FEATURES, Layout, RowError, detect_layout, row_to_song
+from emergify_contracts.song_keys import dedup_key, normalize_text
 
 #: The original notebooks' columns: raw, unscaled, key included (tempo and loudness dominate).
 NOTEBOOK_COLUMNS: tuple[str, ...] = (
@@ -45,29 +44,6 @@ NOTEBOOK_COLUMNS: tuple[str, ...] = (
 )
 DEFAULT_WEIGHTS: tuple[float, ...] = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 _CHUNK = 128  # seeds whose distance rows are computed at once (memory: chunk x n x 18)
-
-# Same recording for playlist purposes (the recommender's rule): version suffixes dropped.
-_VERSION_WORDS = r"(?:remaster(?:ed)?|version|edit|mono|stereo|explicit|clean)"
-_VERSION_SUFFIX = re.compile(
-    rf"\s*(?:\s-\s[^-]*\b{_VERSION_WORDS}\b[^-]*"
-    rf"|\([^()]*\b{_VERSION_WORDS}\b[^()]*\)"
-    rf"|\[[^\[\]]*\b{_VERSION_WORDS}\b[^\[\]]*\])\s*$",
-    re.IGNORECASE,
-)
-
-
-def _normalize(text: str) -> str:
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-
-
-def _title(name: str) -> str:
-    title = unicodedata.normalize("NFKC", name).strip()
-    while title[-1:] in (")", "]") or " - " in title:
-        shorter = _VERSION_SUFFIX.sub("", title)
-        if shorter == title or not shorter.strip():
-            break
-        title = shorter
-    return _normalize(title)
 
 
 @dataclass
@@ -95,7 +71,7 @@ class LabelledCatalog:
 
 
 def _label_values(text: str) -> frozenset[str]:
-    return frozenset(v for v in (_normalize(p) for p in text.split(",")) if v)
+    return frozenset(v for v in (normalize_text(p) for p in text.split(",")) if v)
 
 
 def load_labelled(path: Path, label: str = "playlist_genre") -> LabelledCatalog:
@@ -146,7 +122,7 @@ def load_labelled(path: Path, label: str = "playlist_genre") -> LabelledCatalog:
             popularity.append(np.nan if song.popularity is None else song.popularity)
             labels.append(values)
             tags = song.genres if tags_allowed else []
-            out.tags.append(frozenset(_normalize(t) for t in tags if t.strip()))
+            out.tags.append(frozenset(normalize_text(t) for t in tags if t.strip()))
     out.raw = np.array(raw, dtype=np.float64).reshape(-1, len(AUDIO_FEATURES))
     out.notebook = np.array(notebook, dtype=np.float64).reshape(-1, len(NOTEBOOK_COLUMNS))
     out.popularity = np.array(popularity, dtype=np.float64)
@@ -238,9 +214,7 @@ def _prepare(catalog: LabelledCatalog) -> _Prepared:
     dedup_ids: dict[tuple[str, tuple[str, ...]], int] = {}
     dedup = np.array(
         [
-            dedup_ids.setdefault(
-                (_title(n), tuple(sorted(_normalize(a) for a in artists))), len(dedup_ids)
-            )
+            dedup_ids.setdefault(dedup_key(n, artists), len(dedup_ids))
             for n, artists in zip(catalog.names, catalog.artists, strict=True)
         ]
     )

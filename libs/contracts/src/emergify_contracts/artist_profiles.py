@@ -12,7 +12,6 @@ A song's *artist vector* is the equal-weight mean of its artists' profiles
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -20,6 +19,7 @@ from typing import Literal
 import numpy as np
 
 from emergify_contracts.song import AUDIO_FEATURES
+from emergify_contracts.song_keys import normalize_text
 
 #: Column names of a profile (and of a song's artist vector), in vector order.
 PROFILE_FEATURES: tuple[str, ...] = AUDIO_FEATURES
@@ -34,7 +34,7 @@ _NAME_PREFIX = "name:"
 
 def normalize_artist_name(name: str) -> str:
     """Case- and width-insensitive artist name: NFKC, casefolded, single spaces."""
-    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+    return normalize_text(name)
 
 
 def artist_keys(artists: Sequence[str], artist_ids: Sequence[str] = ()) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ remote URI (``s3a://``, ``hdfs://``) that only Spark reads.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date, datetime
 from pathlib import Path
 from urllib.parse import urlparse
@@ -33,6 +34,23 @@ def partition_name(day: date | datetime) -> str:
 def file_name(upload_id: str, chunk: int) -> str:
     """The file of chunk ``chunk`` of upload ``upload_id``."""
     return f"{upload_id}-{chunk:05d}.parquet"
+
+
+def listener_file_prefix(listener_id: str) -> str:
+    """What every feedback file of one listener is named with first: a hash of the listener
+    id, so that erasing a listener finds their files without reading any file, and a file name
+    never shows who it belongs to."""
+    return hashlib.sha256(listener_id.encode()).hexdigest()[:32]
+
+
+def feedback_file_name(listener_id: str, event_id: str) -> str:
+    """The file of one feedback event: ``{listener hash}-{event id}.parquet``."""
+    return f"{listener_file_prefix(listener_id)}-{event_id}.parquet"
+
+
+def listener_feedback_files(feedback_root: Path, listener_id: str) -> list[Path]:
+    """Every complete feedback file of ``listener_id`` under the feedback directory."""
+    return sorted(feedback_root.glob(f"date=*/{listener_file_prefix(listener_id)}-*.parquet"))
 
 
 def tmp_name(final_name: str) -> str:

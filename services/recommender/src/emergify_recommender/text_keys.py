@@ -2,43 +2,13 @@
 
 from __future__ import annotations
 
-import re
-import unicodedata
-from collections.abc import Iterable
-
 import numpy as np
 
-#: A version suffix that does not make a different recording: "Song - Remastered 2011",
-#: "Song (Radio Edit)", "Song [Mono Version]". Remixes, live and acoustic takes sound
-#: different, so they are *not* in the list and stay separate songs.
-_VERSION_WORDS = r"(?:remaster(?:ed)?|version|edit|mono|stereo|explicit|clean)"
-_VERSION_SUFFIX = re.compile(
-    rf"\s*(?:\s-\s[^-]*\b{_VERSION_WORDS}\b[^-]*"
-    rf"|\([^()]*\b{_VERSION_WORDS}\b[^()]*\)"
-    rf"|\[[^\[\]]*\b{_VERSION_WORDS}\b[^\[\]]*\])\s*$",
-    re.IGNORECASE,
-)
+# The name rules are the contracts' (the offline evaluation uses them too); imported here so
+# the recommender has one module for every key of a song.
+from emergify_contracts.song_keys import dedup_key, normalize_text, normalize_title
 
-
-def normalize_text(text: str) -> str:
-    """Case- and width-insensitive form of a name: NFKC, casefolded, single spaces."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-
-
-def normalize_title(name: str) -> str:
-    """The title without version suffixes ("- Remastered 2011", "(Radio Edit)"), normalized."""
-    title = unicodedata.normalize("NFKC", name).strip()
-    while title[-1:] in (")", "]") or " - " in title:  # cheap test first: most titles are plain
-        shorter = _VERSION_SUFFIX.sub("", title)
-        if shorter == title or not shorter.strip():
-            break
-        title = shorter
-    return normalize_text(title)
-
-
-def dedup_key(name: str, artists: Iterable[str]) -> tuple[str, tuple[str, ...]]:
-    """Two songs with the same key are the same recording for playlist purposes."""
-    return normalize_title(name), tuple(sorted(normalize_text(a) for a in artists))
+__all__ = ["dedup_key", "id_hashes", "normalize_text", "normalize_title"]
 
 
 _MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9], dtype=np.uint64)
