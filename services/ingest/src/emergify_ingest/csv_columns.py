@@ -402,6 +402,17 @@ def event_records(
     table: pa.Table, *, upload_id: str, source: str, ingested_at: datetime
 ) -> list[tuple[bytes, bytes]]:
     """The songs-topic records of ``table``: key the track id, value the SongEvent JSON."""
+    values = event_values(
+        table, upload_id=upload_id, source=source, ingested_at=ingested_at
+    ).to_pylist()
+    keys = pc.cast(table.column("track_id"), pa.binary()).to_pylist()
+    return list(zip(keys, values, strict=True))
+
+
+def event_values(
+    table: pa.Table, *, upload_id: str, source: str, ingested_at: datetime
+) -> pa.Array:
+    """The SongEvent JSON of every row of ``table``, as a binary array."""
     stamp = TypeAdapter(datetime).dump_json(ingested_at).decode()
     head = (
         f'{{"schema_version":{SCHEMA_VERSION},"upload_id":{json.dumps(upload_id)},'
@@ -412,9 +423,7 @@ def event_records(
         pieces.append(("" if n else head) + ("," if n else "") + f'"{f.name}":')
         pieces.append(_json_column(f, table.column(f.name).combine_chunks()))
     pieces.append("}}")
-    values = pc.cast(pc.binary_join_element_wise(*pieces, ""), pa.binary()).to_pylist()
-    keys = pc.cast(table.column("track_id"), pa.binary()).to_pylist()
-    return list(zip(keys, values, strict=True))
+    return pc.cast(pc.binary_join_element_wise(*pieces, ""), pa.binary())
 
 
 def read_all(

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import BinaryIO
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import structlog
 from anyio import to_thread
 
@@ -28,7 +30,7 @@ from emergify_contracts.events import SongEvent
 from emergify_contracts.problems import ProblemError
 from emergify_ingest.config import Settings
 from emergify_ingest.csv_arrow import ArrowUpload, arrow_chunks, read_upload
-from emergify_ingest.csv_columns import ColumnChunk, column_chunks, event_records
+from emergify_ingest.csv_columns import ColumnChunk, column_chunks, event_values
 from emergify_ingest.feedback import FeedbackLake
 from emergify_ingest.master_dataset import MasterDataset
 from emergify_ingest.publisher import (
@@ -233,10 +235,11 @@ class Ingestor:
                 upload_id=upload_id,
             ) from exc
         if isinstance(chunk, ColumnChunk):
-            records = event_records(
+            values = event_values(
                 chunk.table, upload_id=upload_id, source=source, ingested_at=ingested_at
             )
-            return _SavedChunk(len(chunk), self.publisher.prepare(records))
+            keys = pc.cast(chunk.table.column("track_id").combine_chunks(), pa.binary())
+            return _SavedChunk(len(chunk), self.publisher.prepare_columns(keys, values))
         records = [
             (
                 song.track_id.encode(),

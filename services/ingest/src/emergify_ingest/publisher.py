@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.codec import has_lz4
@@ -23,8 +26,12 @@ from aiokafka.errors import KafkaError
 
 from emergify_contracts.topics import TopicRefused, ensure_topics
 from emergify_ingest.config import Settings
-from emergify_ingest.partitioning import partitions_for_keys
-from emergify_ingest.record_batches import PreparedBatch, batches_per_partition
+from emergify_ingest.partitioning import partitions_for_column, partitions_for_keys
+from emergify_ingest.record_batches import (
+    PreparedBatch,
+    batches_per_partition,
+    build_batches_arrow,
+)
 
 log = structlog.get_logger()
 
@@ -39,12 +46,14 @@ class PreparedRecords:
     """Records of the songs topic already partitioned and built into compressed batches (see
     :mod:`emergify_ingest.record_batches`), for a topic of ``partitions`` partitions."""
 
-    records: Sequence[Record]
+    count: int
     partitions: int
     batches: list[list[PreparedBatch]]
+    #: The records themselves, for a topic whose partition count changed since.
+    pairs: Callable[[], Sequence[Record]]
 
     def __len__(self) -> int:
-        return len(self.records)
+        return self.count
 
 
 class BrokerUnavailable(Exception):
@@ -222,7 +231,42 @@ class SongPublisher:
             )
         except ValueError:
             return records  # a record larger than a batch: enqueue says so
-        return PreparedRecords(records, len(known), batches)
+        return PreparedRecords(len(records), len(known), batches, lambda: records)
+
+    def prepare_columns(
+        self, keys: pa.Array, values: pa.Array
+    ) -> Sequence[Record] | PreparedRecords:
+        """:meth:`prepare` for records given as two binary columns (keys, values): partitioned
+        and framed with Arrow kernels, no Python object per record."""
+
+        def pairs() -> Sequence[Record]:
+            return list(zip(keys.to_pylist(), values.to_pylist(), strict=True))
+
+        producer = self._producer
+        compression = compression_type(self._settings.kafka_compression)
+        if producer is None or not len(keys) or compression not in (None, "lz4"):
+            return pairs()
+        known = producer.client.cluster.partitions_for_topic(self._settings.songs_topic)
+        if not known:
+            return pairs()
+        where = partitions_for_column(keys, len(known))
+        now_ms = int(time.time() * 1000)
+        batches = []
+        try:
+            for n in range(len(known)):
+                rows = pa.array(np.flatnonzero(where == n))
+                batches.append(
+                    build_batches_arrow(
+                        pc.take(keys, rows),
+                        pc.take(values, rows),
+                        self._settings.kafka_max_batch_bytes,
+                        compression,
+                        now_ms,
+                    )
+                )
+        except ValueError:
+            return pairs()  # a record too large: enqueue says so
+        return PreparedRecords(len(keys), len(known), batches, pairs)
 
     async def enqueue(
         self, records: Sequence[Record] | PreparedRecords, topic: str | None = None
@@ -236,8 +280,6 @@ class SongPublisher:
         Raises :class:`BrokerUnavailable` if the broker cannot be reached.
         """
         prepared = records if isinstance(records, PreparedRecords) else None
-        if prepared is not None:
-            records = prepared.records
         producer = self._producer
         if producer is None:
             raise BrokerUnavailable(
@@ -260,7 +302,10 @@ class SongPublisher:
                             for partition, batches in zip(partitions, prepared.batches, strict=True)
                         )
                     )
-                    return Acks(self, [f for futures in sent for f in futures], len(records))
+                    return Acks(self, [f for futures in sent for f in futures], prepared.count)
+                if isinstance(records, PreparedRecords):
+                    # Built for another partition count: build them again, as plain records.
+                    records = records.pairs()
                 where = partitions_for_keys([k for k, _ in records], len(partitions))
                 # One sender per partition, so every partition has a batch in flight.
                 sent = await asyncio.gather(
