@@ -43,6 +43,7 @@ from emergify_ingest.csv_columns import (
     _record,
     _songs_to_table,
     _validate_block,
+    song_json,
 )
 from emergify_ingest.upload import _ID_COLUMNS, CsvPlan, UploadLedger, _sniff
 
@@ -175,8 +176,11 @@ def arrow_chunks(
     the per-row path); accepted songs yielded as tables of at most ``chunk_rows`` rows, in row
     order."""
     accepted = validate_table(upload, ledger)
+    # The events' song JSON for the whole upload at once: kernels pay their per-call cost once.
+    songs = song_json(accepted) if accepted.num_rows else None
     for index, start in enumerate(range(0, accepted.num_rows, chunk_rows)):
-        yield ColumnChunk(index, accepted.slice(start, chunk_rows))
+        chunk_songs = songs.slice(start, chunk_rows) if songs is not None else None
+        yield ColumnChunk(index, accepted.slice(start, chunk_rows), chunk_songs)
 
 
 def validate_table(upload: ArrowUpload, ledger: UploadLedger) -> pa.Table:

@@ -60,6 +60,8 @@ class ColumnChunk:
 
     index: int
     table: pa.Table
+    #: The rows' event ``song`` JSON (:func:`song_json`), when built for the whole upload.
+    songs: pa.Array | None = None
 
     @property
     def rows(self) -> list[int]:
@@ -409,21 +411,33 @@ def event_records(
     return list(zip(keys, values, strict=True))
 
 
+def song_json(table: pa.Table) -> pa.Array:
+    """The ``song`` object of every row's SongEvent, as JSON text (``{"track_id":...}``)."""
+    pieces: list[Any] = []
+    for n, f in enumerate(_EVENT_FIELDS):
+        pieces.append(("{" if n == 0 else ",") + f'"{f.name}":')
+        pieces.append(_json_column(f, table.column(f.name).combine_chunks()))
+    pieces.append("}")
+    return pc.binary_join_element_wise(*pieces, "")
+
+
 def event_values(
-    table: pa.Table, *, upload_id: str, source: str, ingested_at: datetime
+    table: pa.Table,
+    *,
+    upload_id: str,
+    source: str,
+    ingested_at: datetime,
+    songs: pa.Array | None = None,
 ) -> pa.Array:
-    """The SongEvent JSON of every row of ``table``, as a binary array."""
+    """The SongEvent JSON of every row of ``table``, as a binary array (``songs``: the rows'
+    :func:`song_json`, when already built)."""
     stamp = TypeAdapter(datetime).dump_json(ingested_at).decode()
     head = (
         f'{{"schema_version":{SCHEMA_VERSION},"upload_id":{json.dumps(upload_id)},'
-        f'"source":{json.dumps(source)},"ingested_at":{stamp},"song":{{'
+        f'"source":{json.dumps(source)},"ingested_at":{stamp},"song":'
     )
-    pieces: list[Any] = []
-    for n, f in enumerate(_EVENT_FIELDS):
-        pieces.append(("" if n else head) + ("," if n else "") + f'"{f.name}":')
-        pieces.append(_json_column(f, table.column(f.name).combine_chunks()))
-    pieces.append("}}")
-    return pc.cast(pc.binary_join_element_wise(*pieces, ""), pa.binary())
+    body = song_json(table) if songs is None else songs
+    return pc.cast(pc.binary_join_element_wise(head, body, "}", ""), pa.binary())
 
 
 def read_all(

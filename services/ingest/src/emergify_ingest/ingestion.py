@@ -236,7 +236,11 @@ class Ingestor:
             ) from exc
         if isinstance(chunk, ColumnChunk):
             values = event_values(
-                chunk.table, upload_id=upload_id, source=source, ingested_at=ingested_at
+                chunk.table,
+                upload_id=upload_id,
+                source=source,
+                ingested_at=ingested_at,
+                songs=chunk.songs,
             )
             keys = pc.cast(chunk.table.column("track_id").combine_chunks(), pa.binary())
             return _SavedChunk(len(chunk), self.publisher.prepare_columns(keys, values))
