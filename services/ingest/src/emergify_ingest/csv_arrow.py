@@ -101,9 +101,9 @@ def _fallback(reason: str) -> None:
 
 
 def read_upload(data: bytes, max_rows: int, max_field_bytes: int) -> ArrowUpload | None:
-    """``data`` read by pyarrow, or None when the per-row reader must read it (see the module's
-    docstring). Raises the :class:`ProblemError` of plainly-not-CSV files as the per-row path
-    does (binary, compressed, UTF-16, JSON, empty)."""
+    """``data`` read by pyarrow, or None when the csv module's reader must read it (see the
+    module's docstring). Raises the :class:`ProblemError` of plainly-not-CSV files as the
+    per-row path does (binary, compressed, UTF-16, JSON, empty)."""
     _sniff(io.BytesIO(data))
     if not _utf8(data):
         return _fallback("not UTF-8")
