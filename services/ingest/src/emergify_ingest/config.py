@@ -22,11 +22,13 @@ class Settings(EmergifySettings):
     chunk_rows: int = Field(
         5_000, ge=1, description="Accepted songs per master-dataset file and Kafka flush."
     )
-    csv_validation: Literal["columns", "rows"] = Field(
-        "columns",
-        description="'columns': CSV rows validated a block at a time with Arrow kernels, rows "
-        "they cannot pass checked one by one; 'rows': every row one by one. Same verdicts "
-        "and messages either way.",
+    csv_validation: Literal["arrow", "columns", "rows"] = Field(
+        "arrow",
+        description="'arrow': the CSV read whole by pyarrow's reader and validated with Arrow "
+        "kernels (files pyarrow cannot read as Python's csv module does go the 'columns' way); "
+        "'columns': read by the csv module, validated a block at a time with Arrow kernels; "
+        "'rows': every row one by one. Rows the kernels do not pass are checked one by one. "
+        "Same verdicts, row numbers and messages in every mode.",
     )
     max_field_bytes: int = Field(
         MiB, ge=1024, description="Largest CSV field; a bigger one is a row error."

@@ -42,10 +42,9 @@ _SONG_SCHEMA = pa.schema(
     [f for f in arrow_schema() if f.name in {s.name for s in _LAKE_SONG_FIELDS}]
     + [pa.field("row", pa.int64(), nullable=False)]
 )
-# Python's str.strip() whitespace within ASCII; a value with non-ASCII text at either end
-# goes to the per-row path (Unicode has more spaces than the kernels are told about).
-_ASCII_SPACE = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
-_NON_ASCII_EDGE = r"^[^\x00-\x7f]|[^\x00-\x7f]$"
+# Every character Python's str.strip() removes (str.isspace(): ASCII and Unicode spaces), so
+# trimming with it is exactly the per-row path's strip.
+_SPACE = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
 # Numbers the kernels read exactly as float() does; other forms (nan, inf, 1_000, ...) go
 # to the per-row path.
 _DECIMAL = r"^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$"
@@ -61,6 +60,8 @@ class ColumnChunk:
 
     index: int
     table: pa.Table
+    #: The rows' event ``song`` JSON (:func:`song_json`), when built for the whole upload.
+    songs: pa.Array | None = None
 
     @property
     def rows(self) -> list[int]:
@@ -72,7 +73,7 @@ class ColumnChunk:
 
 
 def _strip(column: pa.Array) -> pa.Array:
-    return pc.utf8_trim(column, _ASCII_SPACE)
+    return pc.utf8_trim(column, _SPACE)
 
 
 def _null_if_empty(column: pa.Array) -> pa.Array:
@@ -89,15 +90,22 @@ def _all(masks: Sequence[pa.Array], length: int) -> pa.Array:
 class _Block:
     """One block of regular rows (as many cells as the header has columns), by column."""
 
-    def __init__(self, cells: list[list[str]], mapping: dict[str, int], layout: Layout) -> None:
-        self.n = len(cells)
+    def __init__(self, raw: dict[str, pa.Array], n: int, layout: Layout) -> None:
+        self.n = n
         self.layout = layout
-        by_column = list(zip(*cells, strict=True)) if cells else []
-        self.raw = {
-            name: pa.array(by_column[i], pa.string()) for name, i in mapping.items() if by_column
-        }
+        #: Field -> the text of its column (the mapped cells of every row).
+        self.raw = raw
         self.masks: list[pa.Array] = []
         self.values: dict[str, pa.Array] = {}
+
+    @classmethod
+    def from_cells(cls, cells: list[list[str]], mapping: dict[str, int], layout: Layout) -> _Block:
+        """A block of rows given as lists of cells (``mapping``: field -> cell index)."""
+        by_column = list(zip(*cells, strict=True)) if cells else []
+        raw = {
+            name: pa.array(by_column[i], pa.string()) for name, i in mapping.items() if by_column
+        }
+        return cls(raw, len(cells), layout)
 
     def _check(self, mask: pa.Array) -> None:
         self.masks.append(mask)
@@ -109,7 +117,6 @@ class _Block:
                 self._check(pa.array([False] * self.n))
             self.values[f.name] = pa.nulls(self.n, pa.string())
             return
-        self._check(pc.invert(pc.match_substring_regex(raw, _NON_ASCII_EDGE)))
         text = _strip(raw)
         length = pc.utf8_length(text)
         if f.required:
@@ -187,7 +194,6 @@ class _Block:
         if raw is None:
             return None
         text = _strip(raw)
-        self._check(pc.invert(pc.match_substring_regex(raw, _NON_ASCII_EDGE)))
         bracketed = pc.and_(pc.starts_with(text, "["), pc.ends_with(text, "]"))
         simple = pc.match_substring_regex(text, _SIMPLE_BRACKETED)
         # A bracketed value is read only in its plain form; anything else goes per row.
@@ -203,10 +209,7 @@ class _Block:
         items = pc.list_flatten(parts)
         if len(items):
             parents = pc.list_parent_indices(parts)
-            odd = pc.or_(
-                pc.equal(items, ""), pc.not_equal(pc.utf8_trim(items, _ASCII_SPACE), items)
-            )
-            odd = pc.or_(odd, pc.match_substring_regex(items, _NON_ASCII_EDGE))
+            odd = pc.or_(pc.equal(items, ""), pc.not_equal(pc.utf8_trim(items, _SPACE), items))
             odd_rows = pc.unique(pc.filter(parents, odd))
             self._check(pc.invert(pc.is_in(pa.array(range(self.n), pa.int64()), odd_rows)))
         return parts
@@ -325,7 +328,7 @@ def _block_table(
 ) -> pa.Table:
     regular = [(r, c) for r, c in pending if not isinstance(c, csv.Error) and len(c) == len(header)]
     cells = [c for _, c in regular]
-    block = _Block(cells, mapping, plan.layout)
+    block = _Block.from_cells(cells, mapping, plan.layout)
     ok = _validate_block(block, _LAKE_SONG_FIELDS).to_pylist() if cells else []
     if cells:
         # A NUL anywhere in a row (an unmapped column too) is the per-row path's to refuse.
@@ -401,19 +404,40 @@ def event_records(
     table: pa.Table, *, upload_id: str, source: str, ingested_at: datetime
 ) -> list[tuple[bytes, bytes]]:
     """The songs-topic records of ``table``: key the track id, value the SongEvent JSON."""
+    values = event_values(
+        table, upload_id=upload_id, source=source, ingested_at=ingested_at
+    ).to_pylist()
+    keys = pc.cast(table.column("track_id"), pa.binary()).to_pylist()
+    return list(zip(keys, values, strict=True))
+
+
+def song_json(table: pa.Table) -> pa.Array:
+    """The ``song`` object of every row's SongEvent, as JSON text (``{"track_id":...}``)."""
+    pieces: list[Any] = []
+    for n, f in enumerate(_EVENT_FIELDS):
+        pieces.append(("{" if n == 0 else ",") + f'"{f.name}":')
+        pieces.append(_json_column(f, table.column(f.name).combine_chunks()))
+    pieces.append("}")
+    return pc.binary_join_element_wise(*pieces, "")
+
+
+def event_values(
+    table: pa.Table,
+    *,
+    upload_id: str,
+    source: str,
+    ingested_at: datetime,
+    songs: pa.Array | None = None,
+) -> pa.Array:
+    """The SongEvent JSON of every row of ``table``, as a binary array (``songs``: the rows'
+    :func:`song_json`, when already built)."""
     stamp = TypeAdapter(datetime).dump_json(ingested_at).decode()
     head = (
         f'{{"schema_version":{SCHEMA_VERSION},"upload_id":{json.dumps(upload_id)},'
-        f'"source":{json.dumps(source)},"ingested_at":{stamp},"song":{{'
+        f'"source":{json.dumps(source)},"ingested_at":{stamp},"song":'
     )
-    pieces: list[Any] = []
-    for n, f in enumerate(_EVENT_FIELDS):
-        pieces.append(("" if n else head) + ("," if n else "") + f'"{f.name}":')
-        pieces.append(_json_column(f, table.column(f.name).combine_chunks()))
-    pieces.append("}}")
-    values = pc.cast(pc.binary_join_element_wise(*pieces, ""), pa.binary()).to_pylist()
-    keys = pc.cast(table.column("track_id"), pa.binary()).to_pylist()
-    return list(zip(keys, values, strict=True))
+    body = song_json(table) if songs is None else songs
+    return pc.cast(pc.binary_join_element_wise(head, body, "}", ""), pa.binary())
 
 
 def read_all(

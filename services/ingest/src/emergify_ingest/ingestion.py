@@ -16,21 +16,30 @@ import contextlib
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import BinaryIO
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import structlog
 from anyio import to_thread
 
 from emergify_contracts.events import SongEvent
 from emergify_contracts.problems import ProblemError
 from emergify_ingest.config import Settings
-from emergify_ingest.csv_columns import ColumnChunk, column_chunks, event_records
+from emergify_ingest.csv_arrow import ArrowUpload, arrow_chunks, read_upload
+from emergify_ingest.csv_columns import ColumnChunk, column_chunks, event_values
 from emergify_ingest.feedback import FeedbackLake
 from emergify_ingest.master_dataset import MasterDataset
-from emergify_ingest.publisher import Acks, BrokerUnavailable, Record, SongPublisher
+from emergify_ingest.publisher import (
+    Acks,
+    BrokerUnavailable,
+    PreparedRecords,
+    Record,
+    SongPublisher,
+)
 from emergify_ingest.upload import (
     SongChunk,
     UploadLedger,
@@ -48,7 +57,7 @@ log = structlog.get_logger()
 @dataclass
 class _SavedChunk:
     songs: int
-    records: list[Record]
+    records: Sequence[Record] | PreparedRecords
 
 
 class Ingestor:
@@ -64,10 +73,21 @@ class Ingestor:
 
     async def ingest_csv(self, file: BinaryIO) -> UploadReport:
         """Ingest an uploaded CSV file (any known layout) read from ``file``."""
-        plan = await to_thread.run_sync(inspect_csv, file, self.settings.max_rows)
         ledger = UploadLedger(self.settings.max_reported_rejections)
         chunks: Iterator[SongChunk | ColumnChunk]
-        if self.settings.csv_validation == "columns":
+        if self.settings.csv_validation == "arrow":
+            upload = await to_thread.run_sync(self._read_arrow, file)
+            if upload is not None:
+                layout = upload.plan.layout.value
+                return await self._run(
+                    arrow_chunks(upload, ledger, self.settings.chunk_rows),
+                    ledger,
+                    layout=layout,
+                    source=f"csv:{layout}",
+                    warnings=[],
+                )
+        plan = await to_thread.run_sync(inspect_csv, file, self.settings.max_rows)
+        if self.settings.csv_validation in ("arrow", "columns"):
             chunks = column_chunks(file, plan, ledger, self.settings.chunk_rows)
         else:
             chunks = accepted_chunks(csv_candidates(file, plan), ledger, self.settings.chunk_rows)
@@ -78,6 +98,12 @@ class Ingestor:
             source=f"csv:{plan.layout.value}",
             warnings=list(plan.warnings),
         )
+
+    def _read_arrow(self, file: BinaryIO) -> ArrowUpload | None:
+        """The upload read by pyarrow, or None when the ``csv`` reader must read it."""
+        file.seek(0)
+        data = file.read()
+        return read_upload(data, self.settings.max_rows, self.settings.max_field_bytes)
 
     async def ingest_json(self, body: bytes) -> UploadReport:
         """Ingest a JSON body holding one song object or a list of them."""
@@ -209,10 +235,15 @@ class Ingestor:
                 upload_id=upload_id,
             ) from exc
         if isinstance(chunk, ColumnChunk):
-            records = event_records(
-                chunk.table, upload_id=upload_id, source=source, ingested_at=ingested_at
+            values = event_values(
+                chunk.table,
+                upload_id=upload_id,
+                source=source,
+                ingested_at=ingested_at,
+                songs=chunk.songs,
             )
-            return _SavedChunk(len(chunk), records)
+            keys = pc.cast(chunk.table.column("track_id").combine_chunks(), pa.binary())
+            return _SavedChunk(len(chunk), self.publisher.prepare_columns(keys, values))
         records = [
             (
                 song.track_id.encode(),
@@ -222,7 +253,7 @@ class Ingestor:
             )
             for song in chunk.songs
         ]
-        return _SavedChunk(len(chunk.songs), records)
+        return _SavedChunk(len(chunk.songs), self.publisher.prepare(records))
 
     def _broker_problem(
         self, exc: BrokerUnavailable, upload_id: str, saved: int, published: int

@@ -26,6 +26,25 @@ from emergify_contracts.versions import LAKE_POSITION, arrow_sort_keys
 #: Columns of every master-dataset file: each Song field, then the provenance columns.
 SCHEMA: pa.Schema = arrow_schema()
 
+#: Columns with few distinct values, dictionary-encoded in the Parquet files. The others
+#: (ids, names, audio features) are nearly all distinct: a dictionary costs time and bytes.
+DICTIONARY_COLUMNS: tuple[str, ...] = tuple(
+    name
+    for name in (
+        "release_date",
+        "popularity",
+        "explicit",
+        "genres",
+        "key",
+        "mode",
+        "time_signature",
+        "upload_id",
+        "source",
+        "ingested_at",
+    )
+    if name in SCHEMA.names
+)
+
 
 def lake_path(lake_uri: str) -> Path:
     """The local directory of ``lake_uri``; other schemes are refused with the reason."""
@@ -114,9 +133,13 @@ class MasterDataset:
         durably and atomically; returns the file's path."""
         n = songs.num_rows
         columns = {name: songs.column(name) for name in songs.column_names}
-        columns["upload_id"] = pa.array([upload_id] * n, pa.string())
-        columns["source"] = pa.array([source] * n, pa.string())
-        columns["ingested_at"] = pa.array([ingested_at] * n, pa.timestamp("us", tz="UTC"))
+        # The same value on every row: repeated by Arrow, not built from a Python list.
+        for name, value in (
+            ("upload_id", upload_id),
+            ("source", source),
+            ("ingested_at", ingested_at),
+        ):
+            columns[name] = pa.repeat(pa.scalar(value, SCHEMA.field(name).type), n)
         table = pa.table({name: columns[name] for name in SCHEMA.names}).cast(SCHEMA)
         return self.write(table, upload_id=upload_id, chunk=chunk, ingested_at=ingested_at)
 
@@ -128,7 +151,9 @@ class MasterDataset:
         tmp = final.with_name(lake.tmp_name(final.name))
         try:
             with open(tmp, "wb") as fh:
-                pq.write_table(table, fh, compression="zstd")
+                pq.write_table(
+                    table, fh, compression="zstd", use_dictionary=list(DICTIONARY_COLUMNS)
+                )
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, final)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 _SEED = np.uint32(0x9747B28C)
 _M = np.uint32(0x5BD1E995)
@@ -61,3 +63,18 @@ def murmur2(keys: Sequence[bytes]) -> np.ndarray:
 def partitions_for_keys(keys: Sequence[bytes], partitions: int) -> np.ndarray:
     """The partition index (0 .. ``partitions`` - 1) the default partitioner picks per key."""
     return ((murmur2(keys) & np.uint32(0x7FFFFFFF)) % np.uint32(partitions)).astype(np.int64)
+
+
+def partitions_for_column(keys: pa.Array, partitions: int) -> np.ndarray:
+    """:func:`partitions_for_keys` of a binary or string column; keys of one length (track
+    ids) are hashed straight from the column's buffer, without a Python object per key."""
+    lengths = pc.binary_length(keys).to_numpy(zero_copy_only=False)
+    if len(keys) and keys.null_count == 0 and (lengths == lengths[0]).all() and lengths[0]:
+        _, offsets, data = keys.buffers()
+        first = int(np.frombuffer(offsets, dtype=np.int32, count=1, offset=keys.offset * 4)[0])
+        width = int(lengths[0])
+        raw = np.frombuffer(data, dtype=np.uint8, count=len(keys) * width, offset=first)
+        with np.errstate(over="ignore"):
+            hashes = _murmur2_same_length(raw.reshape(len(keys), width))
+        return ((hashes & np.uint32(0x7FFFFFFF)) % np.uint32(partitions)).astype(np.int64)
+    return partitions_for_keys(pc.cast(keys, pa.binary()).to_pylist(), partitions)

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.codec import has_lz4
@@ -22,7 +26,12 @@ from aiokafka.errors import KafkaError
 
 from emergify_contracts.topics import TopicRefused, ensure_topics
 from emergify_ingest.config import Settings
-from emergify_ingest.partitioning import partitions_for_keys
+from emergify_ingest.partitioning import partitions_for_column, partitions_for_keys
+from emergify_ingest.record_batches import (
+    PreparedBatch,
+    batches_per_partition,
+    build_batches_arrow,
+)
 
 log = structlog.get_logger()
 
@@ -30,6 +39,21 @@ log = structlog.get_logger()
 Record = tuple[bytes, bytes]
 
 _BROKER_ERRORS = (KafkaError, OSError, TimeoutError)
+
+
+@dataclass
+class PreparedRecords:
+    """Records of the songs topic already partitioned and built into compressed batches (see
+    :mod:`emergify_ingest.record_batches`), for a topic of ``partitions`` partitions."""
+
+    count: int
+    partitions: int
+    batches: list[list[PreparedBatch]]
+    #: The records themselves, for a topic whose partition count changed since.
+    pairs: Callable[[], Sequence[Record]]
+
+    def __len__(self) -> int:
+        return self.count
 
 
 class BrokerUnavailable(Exception):
@@ -188,14 +212,74 @@ class SongPublisher:
         acks = await self.enqueue(records, topic)
         await acks.wait()
 
-    async def enqueue(self, records: Sequence[Record], topic: str | None = None) -> Acks:
+    def prepare(self, records: Sequence[Record]) -> Sequence[Record] | PreparedRecords:
+        """``records`` for the songs topic, partitioned and built into compressed batches off
+        the event loop (call it from a worker thread); as they are when the topic's partitions
+        are not known yet or a record does not fit a batch (:meth:`enqueue` then builds them
+        as before). Thread-safe: it only reads the producer's metadata cache."""
+        producer = self._producer
+        compression = compression_type(self._settings.kafka_compression)
+        if producer is None or not records or compression not in (None, "lz4"):
+            return records
+        known = producer.client.cluster.partitions_for_topic(self._settings.songs_topic)
+        if not known:
+            return records
+        where = partitions_for_keys([k for k, _ in records], len(known))
+        try:
+            batches = batches_per_partition(
+                records, where, len(known), self._settings.kafka_max_batch_bytes, compression
+            )
+        except ValueError:
+            return records  # a record larger than a batch: enqueue says so
+        return PreparedRecords(len(records), len(known), batches, lambda: records)
+
+    def prepare_columns(
+        self, keys: pa.Array, values: pa.Array
+    ) -> Sequence[Record] | PreparedRecords:
+        """:meth:`prepare` for records given as two binary columns (keys, values): partitioned
+        and framed with Arrow kernels, no Python object per record."""
+
+        def pairs() -> Sequence[Record]:
+            return list(zip(keys.to_pylist(), values.to_pylist(), strict=True))
+
+        producer = self._producer
+        compression = compression_type(self._settings.kafka_compression)
+        if producer is None or not len(keys) or compression not in (None, "lz4"):
+            return pairs()
+        known = producer.client.cluster.partitions_for_topic(self._settings.songs_topic)
+        if not known:
+            return pairs()
+        where = partitions_for_column(keys, len(known))
+        now_ms = int(time.time() * 1000)
+        batches = []
+        try:
+            for n in range(len(known)):
+                rows = pa.array(np.flatnonzero(where == n))
+                batches.append(
+                    build_batches_arrow(
+                        pc.take(keys, rows),
+                        pc.take(values, rows),
+                        self._settings.kafka_max_batch_bytes,
+                        compression,
+                        now_ms,
+                    )
+                )
+        except ValueError:
+            return pairs()  # a record too large: enqueue says so
+        return PreparedRecords(len(keys), len(known), batches, pairs)
+
+    async def enqueue(
+        self, records: Sequence[Record] | PreparedRecords, topic: str | None = None
+    ) -> Acks:
         """Hand ``records`` to the producer, one batch per partition at a time, and return
         at once with their pending acknowledgements (await :meth:`Acks.wait`).
 
         Records are partitioned by key exactly as the default partitioner would, and
         enqueued in order: calls that follow each other keep their order per partition.
+        :class:`PreparedRecords` built for the topic's partition count are sent as built.
         Raises :class:`BrokerUnavailable` if the broker cannot be reached.
         """
+        prepared = records if isinstance(records, PreparedRecords) else None
         producer = self._producer
         if producer is None:
             raise BrokerUnavailable(
@@ -207,6 +291,21 @@ class SongPublisher:
             # Metadata and a full queue each wait at most request_timeout_ms.
             async with asyncio.timeout(self._timeout_s * 2), self._enqueue_lock:
                 partitions = sorted(await producer.partitions_for(topic))
+                if (
+                    prepared is not None
+                    and topic == self._settings.songs_topic
+                    and prepared.partitions == len(partitions)
+                ):
+                    sent = await asyncio.gather(
+                        *(
+                            self._send_prepared(producer, topic, partition, batches)
+                            for partition, batches in zip(partitions, prepared.batches, strict=True)
+                        )
+                    )
+                    return Acks(self, [f for futures in sent for f in futures], prepared.count)
+                if isinstance(records, PreparedRecords):
+                    # Built for another partition count: build them again, as plain records.
+                    records = records.pairs()
                 where = partitions_for_keys([k for k, _ in records], len(partitions))
                 # One sender per partition, so every partition has a batch in flight.
                 sent = await asyncio.gather(
@@ -224,6 +323,15 @@ class SongPublisher:
             self._topics_checked = False
             raise BrokerUnavailable(f"the Kafka broker did not accept the songs: {exc!r}") from exc
         return Acks(self, [f for futures in sent for f in futures], len(records))
+
+    async def _send_prepared(
+        self,
+        producer: AIOKafkaProducer,
+        topic: str,
+        partition: int,
+        batches: list[PreparedBatch],
+    ) -> list[asyncio.Future[object]]:
+        return [await producer.send_batch(b, topic, partition=partition) for b in batches]
 
     async def _send_partition(
         self, producer: AIOKafkaProducer, topic: str, partition: int, records: list[Record]
