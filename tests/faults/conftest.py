@@ -1,4 +1,5 @@
-"""Fixtures for the fault tests: a PostgreSQL cluster of the test's own, to stop and start.
+"""Fixtures for the fault tests: a PostgreSQL cluster of the test's own, to stop and start;
+ingest and the stream processor on a broker of the test's own (``stack``), to restart it.
 
 The machine's shared PostgreSQL is never restarted (other tests use it): the cluster here is
 made with ``initdb`` in a temporary folder and run with ``pg_ctl`` on a free port, trust
@@ -7,16 +8,23 @@ auth, as the ``postgres`` OS user when the tests run as root (``initdb`` refuses
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from servers import ServedApp
 
-from emergify_cli.broker import free_port
+from emergify_cli.broker import EmbeddedBroker, free_port
+from emergify_ingest.config import Settings as IngestSettings
+from emergify_ingest.main import create_app
 
 PG_BIN = Path(os.environ.get("EMERGIFY_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
@@ -81,3 +89,63 @@ def private_pg() -> Iterator[PostgresCluster]:
         if cluster.running():
             cluster.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def stack(
+    fresh_broker: EmbeddedBroker, pg_url: str, tmp_path: Path
+) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
+    """Ingest (served in a thread) and the stream processor (a process), sharing a lake."""
+    tag = uuid.uuid4().hex[:8]
+    topics = {
+        "EMERGIFY_SONGS_TOPIC": f"songs.{tag}",
+        "EMERGIFY_SONGS_DLQ_TOPIC": f"dlq.{tag}",
+        "EMERGIFY_CATALOG_CHANGES_TOPIC": f"changes.{tag}",
+        "EMERGIFY_MODELS_TOPIC": f"models.{tag}",
+        "EMERGIFY_FEEDBACK_TOPIC": f"feedback.{tag}",
+        "EMERGIFY_LISTENER_CHANGES_TOPIC": f"listener-changes.{tag}",
+    }
+    port = free_port()
+    env = {
+        **os.environ,
+        **topics,
+        "EMERGIFY_KAFKA_BOOTSTRAP_SERVERS": fresh_broker.bootstrap,
+        "EMERGIFY_DATABASE_URL": pg_url,
+        "EMERGIFY_LAKE_URI": str(tmp_path / "lake"),
+        "EMERGIFY_CHECKPOINT_DIR": str(tmp_path / "checkpoint"),
+        "EMERGIFY_MODELS_DIR": str(tmp_path / "models"),
+        "EMERGIFY_STREAM_PROCESSOR_URL": f"http://127.0.0.1:{port}",
+        "EMERGIFY_BROKER_WATCH_INTERVAL_SECONDS": "1",
+        "EMERGIFY_AUTO_RETRAIN": "false",
+        "EMERGIFY_LOG_LEVEL": "INFO",
+    }
+    log_path = tmp_path / "processor.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "emergify_stream"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    settings = IngestSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        kafka_bootstrap_servers=fresh_broker.bootstrap,
+        lake_uri=str(tmp_path / "lake"),
+        kafka_request_timeout_ms=2_000,
+        kafka_connect_backoff_s=0.2,
+        **{k.removeprefix("EMERGIFY_").lower(): v for k, v in topics.items()},
+    )
+    ingest = ServedApp(create_app(settings)).start()
+    try:
+        yield ingest.url, f"http://127.0.0.1:{port}", proc
+    finally:
+        ingest.stop()
+        if proc.poll() is None:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(60)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        print(log_path.read_text()[-4000:])

@@ -9,25 +9,16 @@ port; no service is restarted by hand.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import subprocess
-import sys
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy as sa
 from catalog_fixtures import json_song, track_id
-from servers import ServedApp
 from testkit import INTERNAL_HEADERS, wait_for
 
-from emergify_cli.broker import EmbeddedBroker, free_port
+from emergify_cli.broker import EmbeddedBroker
 from emergify_contracts.tables import make_engine, songs
-from emergify_ingest.config import Settings as IngestSettings
-from emergify_ingest.main import create_app
 
 
 def batch(first: int, n: int) -> list[dict]:
@@ -35,64 +26,6 @@ def batch(first: int, n: int) -> list[dict]:
         json_song(track_id(i * 7919 + 99), name=f"Song {i}", danceability=(i % 100) / 100)
         for i in range(first, first + n)
     ]
-
-
-@pytest.fixture
-def stack(
-    fresh_broker: EmbeddedBroker, pg_url: str, tmp_path: Path
-) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
-    """Ingest (served in a thread) and the stream processor (a process), sharing a lake."""
-    tag = uuid.uuid4().hex[:8]
-    topics = {
-        "EMERGIFY_SONGS_TOPIC": f"songs.{tag}",
-        "EMERGIFY_SONGS_DLQ_TOPIC": f"dlq.{tag}",
-        "EMERGIFY_CATALOG_CHANGES_TOPIC": f"changes.{tag}",
-        "EMERGIFY_MODELS_TOPIC": f"models.{tag}",
-    }
-    port = free_port()
-    env = {
-        **os.environ,
-        **topics,
-        "EMERGIFY_KAFKA_BOOTSTRAP_SERVERS": fresh_broker.bootstrap,
-        "EMERGIFY_DATABASE_URL": pg_url,
-        "EMERGIFY_LAKE_URI": str(tmp_path / "lake"),
-        "EMERGIFY_CHECKPOINT_DIR": str(tmp_path / "checkpoint"),
-        "EMERGIFY_MODELS_DIR": str(tmp_path / "models"),
-        "EMERGIFY_STREAM_PROCESSOR_URL": f"http://127.0.0.1:{port}",
-        "EMERGIFY_BROKER_WATCH_INTERVAL_SECONDS": "1",
-        "EMERGIFY_AUTO_RETRAIN": "false",
-        "EMERGIFY_LOG_LEVEL": "INFO",
-    }
-    log_path = tmp_path / "processor.log"
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "emergify_stream"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    settings = IngestSettings(
-        _env_file=None,  # type: ignore[call-arg]
-        kafka_bootstrap_servers=fresh_broker.bootstrap,
-        lake_uri=str(tmp_path / "lake"),
-        kafka_request_timeout_ms=2_000,
-        kafka_connect_backoff_s=0.2,
-        **{k.removeprefix("EMERGIFY_").lower(): v for k, v in topics.items()},
-    )
-    ingest = ServedApp(create_app(settings)).start()
-    try:
-        yield ingest.url, f"http://127.0.0.1:{port}", proc
-    finally:
-        ingest.stop()
-        if proc.poll() is None:
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(60)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-        print(log_path.read_text()[-4000:])
 
 
 def upload(ingest_url: str, songs_: list[dict], timeout: float = 60.0) -> list[int]:
