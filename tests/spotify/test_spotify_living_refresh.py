@@ -197,3 +197,32 @@ def test_a_stopped_playlist_is_never_refreshed(
     row = state(engine, playlist_id)
     assert row.version == 1
     assert row.refreshed_at.replace(tzinfo=UTC) < datetime.now(UTC) - timedelta(days=1)
+
+
+def test_a_refresh_never_overwrites_a_newer_desired_state(
+    stack: Any, signed_in: Callable[[str], httpx.Client], engine: sa.Engine
+) -> None:
+    store = stack.spotify.app.state.services.living
+    browser = signed_in("demo")
+    created = browser.post(
+        "/api/v1/spotify/living-playlists",
+        json={
+            "name": "Raced",
+            "size": 3,
+            "max_popularity": 100,
+            "seeds": stack.catalog_ids[1700:1701],
+        },
+    )
+    assert created.status_code == 201, created.text
+    playlist_id = created.json()["id"]
+    songs = desired(engine, playlist_id)
+    other = [(t, 5.0) for t in stack.catalog_ids[2500:2503]]
+    # Ranked at version 1, but a match (or another refresh) wrote version 2 meanwhile.
+    assert store.replace_items(playlist_id, other, expect_version=1) == 2
+    assert store.replace_items(playlist_id, [(t, 0.1) for t in songs], expect_version=1) is None
+    assert desired(engine, playlist_id) == {t for t, _ in other}
+    assert state(engine, playlist_id).version == 2
+    # Nor a stopped playlist's.
+    assert browser.delete(f"/api/v1/spotify/living-playlists/{playlist_id}").status_code == 200
+    assert store.replace_items(playlist_id, [(t, 0.1) for t in songs], expect_version=2) is None
+    assert state(engine, playlist_id).version == 2

@@ -201,7 +201,7 @@ class LivingStore:
         ``seeds`` the seeds when given; the new version.
 
         With ``expect_version``, a compare-and-set: nothing is written, and None returned,
-        unless the playlist is still at that version (the version bump comes first, so on
+        unless the playlist is still at that version and active (the version bump comes first, so on
         PostgreSQL a concurrent writer of the playlist waits for this transaction, then
         finds the version moved)."""
         now = datetime.now(UTC)
@@ -210,7 +210,7 @@ class LivingStore:
         with self.engine.begin() as conn:
             claim = lp.update().where(lp.c.playlist_id == playlist_id)
             if expect_version is not None:
-                claim = claim.where(lp.c.version == expect_version)
+                claim = claim.where(lp.c.version == expect_version, lp.c.stopped_at.is_(None))
             if conn.execute(claim.values(version=lp.c.version + 1)).rowcount != 1:
                 return None
             old = {
