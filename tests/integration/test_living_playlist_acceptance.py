@@ -30,7 +30,9 @@ from emergify_cli.stack import Stack
 from emergify_contracts.listener import living_playlist_items, living_playlists
 from emergify_recommender.catalog import Catalog
 
-pytestmark = pytest.mark.slow
+# Stack start, the sample catalog and a first model, two stream-processor restarts: far over
+# the suite's 900 s per-test default on a loaded machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "every_fresh_find.csv"
 SIZE = 20
