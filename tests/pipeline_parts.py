@@ -44,6 +44,8 @@ def write_path(
         "EMERGIFY_SONGS_DLQ_TOPIC": f"dlq.{tag}",
         "EMERGIFY_CATALOG_CHANGES_TOPIC": f"changes.{tag}",
         "EMERGIFY_MODELS_TOPIC": f"models.{tag}",
+        "EMERGIFY_FEEDBACK_TOPIC": f"feedback.{tag}",
+        "EMERGIFY_LISTENER_CHANGES_TOPIC": f"listener-changes.{tag}",
     }
     processor_url = f"http://127.0.0.1:{free_port()}"
     env = {

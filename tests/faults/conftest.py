@@ -1,4 +1,5 @@
-"""Fixtures for the fault tests: a PostgreSQL cluster of the test's own, to stop and start.
+"""Fixtures for the fault tests: a PostgreSQL cluster of the test's own, to stop and start;
+ingest and the stream processor on a broker of the test's own (``stack``), to restart it.
 
 The machine's shared PostgreSQL is never restarted (other tests use it): the cluster here is
 made with ``initdb`` in a temporary folder and run with ``pg_ctl`` on a free port, trust
@@ -15,8 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pipeline_parts import WritePath, write_path
 
-from emergify_cli.broker import free_port
+from emergify_cli.broker import EmbeddedBroker, free_port
 
 PG_BIN = Path(os.environ.get("EMERGIFY_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
@@ -81,3 +83,17 @@ def private_pg() -> Iterator[PostgresCluster]:
         if cluster.running():
             cluster.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def stack(fresh_broker: EmbeddedBroker, pg_url: str, tmp_path: Path) -> Iterator[WritePath]:
+    """Ingest (served in a thread) and the stream processor (a process), sharing a lake, on
+    a broker of the test's own; the broker watch checks every second."""
+    with write_path(
+        fresh_broker.bootstrap,
+        pg_url,
+        tmp_path,
+        {"EMERGIFY_BROKER_WATCH_INTERVAL_SECONDS": "1", "EMERGIFY_AUTO_RETRAIN": "false"},
+        {"kafka_request_timeout_ms": 2_000, "kafka_connect_backoff_s": 0.2},
+    ) as parts:
+        yield parts

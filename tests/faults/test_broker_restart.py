@@ -9,14 +9,12 @@ port; no service is restarted by hand.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy as sa
 from catalog_fixtures import json_song, track_id
-from pipeline_parts import WritePath, write_path
+from pipeline_parts import WritePath
 from testkit import INTERNAL_HEADERS, wait_for
 
 from emergify_cli.broker import EmbeddedBroker
@@ -28,18 +26,6 @@ def batch(first: int, n: int) -> list[dict]:
         json_song(track_id(i * 7919 + 99), name=f"Song {i}", danceability=(i % 100) / 100)
         for i in range(first, first + n)
     ]
-
-
-@pytest.fixture
-def stack(fresh_broker: EmbeddedBroker, pg_url: str, tmp_path: Path) -> Iterator[WritePath]:
-    with write_path(
-        fresh_broker.bootstrap,
-        pg_url,
-        tmp_path,
-        {"EMERGIFY_BROKER_WATCH_INTERVAL_SECONDS": "1", "EMERGIFY_AUTO_RETRAIN": "false"},
-        {"kafka_request_timeout_ms": 2_000, "kafka_connect_backoff_s": 0.2},
-    ) as parts:
-        yield parts
 
 
 def upload(ingest_url: str, songs_: list[dict], timeout: float = 60.0) -> list[int]:

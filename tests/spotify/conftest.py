@@ -101,6 +101,23 @@ def loop_stack(tmp_path_factory: pytest.TempPathFactory, broker: EmbeddedBroker)
 
 
 @pytest.fixture(scope="module")
+def refresh_stack(
+    tmp_path_factory: pytest.TempPathFactory, broker: EmbeddedBroker
+) -> Iterator[Stack]:
+    """The stack whose living playlists are re-ranked when their last refresh is 20 s old
+    (checked every 2 s); the sync worker's sweep is an hour apart."""
+    with _stack(
+        tmp_path_factory,
+        kafka_bootstrap_servers=broker.bootstrap,
+        living_refresh_interval_seconds=20,
+        living_sync_interval_seconds=3600,
+        living_sync_group=f"living-sync-{uuid.uuid4().hex}",
+    ) as s:
+        s.broker = broker.bootstrap
+        yield s
+
+
+@pytest.fixture(scope="module")
 def quiet_stack(
     tmp_path_factory: pytest.TempPathFactory, broker: EmbeddedBroker
 ) -> Iterator[Stack]:

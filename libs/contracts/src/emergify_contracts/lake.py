@@ -85,6 +85,13 @@ def songs_location(lake_uri: str) -> str:
     return str(Path(lake_uri).resolve() / SONGS_DIR)
 
 
+def feedback_location(lake_uri: str) -> str:
+    """The feedback directory as Spark should read it (see :func:`songs_location`)."""
+    if scheme(lake_uri):
+        return lake_uri.rstrip("/") + "/" + FEEDBACK_DIR
+    return str(Path(lake_uri).resolve() / FEEDBACK_DIR)
+
+
 def song_files(lake_uri: str) -> list[Path]:
     """Every complete file of a local lake, oldest partition first ([] when missing)."""
     root = local_path(lake_uri)

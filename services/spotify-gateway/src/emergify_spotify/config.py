@@ -72,13 +72,21 @@ class Settings(SessionSettings):
         30.0, gt=0, description="Half-life of a liked song's weight as a taste seed."
     )
     living_sync_enabled: bool = Field(
-        True, description="Run the living-playlist sync worker in this process."
+        True,
+        description="Run the living-playlist sync worker and the scheduled refresh in this "
+        "process.",
     )
     living_sync_interval_seconds: float = Field(
         30.0,
         gt=0,
         description="How often the sync worker sweeps for living playlists Spotify lags behind "
         "(besides acting on each change event at once).",
+    )
+    living_refresh_interval_seconds: float = Field(
+        86400.0,
+        gt=0,
+        description="Re-rank each living playlist when its last refresh is older than this "
+        "(daily by default; checked every tenth of it, at least every minute).",
     )
     living_sync_group: str = Field(
         "emergify-spotify-living-sync",

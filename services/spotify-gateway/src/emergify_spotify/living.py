@@ -165,17 +165,54 @@ class LivingStore:
             )
         return self.get(listener_id, playlist_id)
 
+    def row(self, playlist_id: str) -> sa.Row:
+        """The living playlist ``playlist_id`` (whoever owns it)."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(living_playlists).where(living_playlists.c.playlist_id == playlist_id)
+            ).one()
+
+    def due(self, refreshed_before: datetime) -> list[sa.Row]:
+        """Active living playlists on Spotify last refreshed before ``refreshed_before``,
+        the longest waiting first."""
+        lp = living_playlists
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(lp)
+                    .where(
+                        lp.c.stopped_at.is_(None),
+                        lp.c.spotify_playlist_id.is_not(None),
+                        sa.or_(lp.c.refreshed_at.is_(None), lp.c.refreshed_at < refreshed_before),
+                    )
+                    .order_by(lp.c.refreshed_at, lp.c.playlist_id)
+                )
+            )
+
     def replace_items(
         self,
         playlist_id: str,
         items: list[tuple[str, float]],
         seeds: list[dict[str, Any]] | None = None,
-    ) -> int:
+        *,
+        expect_version: int | None = None,
+    ) -> int | None:
         """Make ``items`` the desired songs (songs that stay keep their added_at), and
-        ``seeds`` the seeds when given; the new version."""
+        ``seeds`` the seeds when given; the new version.
+
+        With ``expect_version``, a compare-and-set: nothing is written, and None returned,
+        unless the playlist is still at that version and active (the version bump comes first, so on
+        PostgreSQL a concurrent writer of the playlist waits for this transaction, then
+        finds the version moved)."""
         now = datetime.now(UTC)
         t = living_playlist_items
+        lp = living_playlists
         with self.engine.begin() as conn:
+            claim = lp.update().where(lp.c.playlist_id == playlist_id)
+            if expect_version is not None:
+                claim = claim.where(lp.c.version == expect_version, lp.c.stopped_at.is_(None))
+            if conn.execute(claim.values(version=lp.c.version + 1)).rowcount != 1:
+                return None
             old = {
                 row.track_id: row.added_at
                 for row in conn.execute(
@@ -199,12 +236,10 @@ class LivingStore:
                         for track, d in kept
                     ],
                 )
-            lp = living_playlists
             conn.execute(
                 lp.update()
                 .where(lp.c.playlist_id == playlist_id)
                 .values(
-                    version=lp.c.version + 1,
                     songs_added=lp.c.songs_added + len(new),
                     refreshed_at=now,
                     **({} if seeds is None else {"seeds": seeds}),

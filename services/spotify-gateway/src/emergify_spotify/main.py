@@ -20,6 +20,7 @@ from emergify_contracts.tables import create_tables, make_engine
 from emergify_spotify.api import auth, health, listener, loop, playlists
 from emergify_spotify.api.deps import Services
 from emergify_spotify.config import Settings, get_settings
+from emergify_spotify.living_refresh import RefreshScheduler
 
 log = structlog.get_logger()
 
@@ -53,9 +54,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         worker = services.sync if settings.living_sync_enabled else None
         if worker is not None:
             worker.start()
+            assert services.living is not None and services.tokens is not None
+            assert services.publisher is not None
+            services.refresher = RefreshScheduler(
+                settings,
+                services.living,
+                services.tokens,
+                services.recommender,
+                worker,
+                services.publisher,
+            )
+            services.refresher.start()
         try:
             yield
         finally:
+            if services.refresher is not None:
+                await services.refresher.stop()
             if worker is not None:
                 await worker.stop()
             if services.publisher is not None:

@@ -151,6 +151,7 @@ class StreamRuntime:
             )
             self.feedback.start()
             self.layer.watch.keep_alive.append(self.feedback.ensure_running)
+            self.layer.watch.reconcilers.append(self.feedback.reconcile)
             self.schedule.start()
             if self.settings.auto_retrain:
                 # A restarted processor may find a catalog that already needs a model.

@@ -14,6 +14,7 @@ from emergify_contracts.problems import ProblemError
 from emergify_spotify.catalog import Catalog
 from emergify_spotify.config import Settings
 from emergify_spotify.living import ChangePublisher, LivingStore
+from emergify_spotify.living_refresh import RefreshScheduler
 from emergify_spotify.living_sync import SyncWorker
 from emergify_spotify.oauth import StateStore
 from emergify_spotify.playlist import IdempotencyLedger
@@ -34,6 +35,7 @@ class Services:
     living: LivingStore | None = None
     sync: SyncWorker | None = None
     publisher: ChangePublisher | None = None
+    refresher: RefreshScheduler | None = None
     database_error: str | None = None
 
     def open_stores(self, engine: Engine) -> None:

@@ -15,12 +15,13 @@ from emergify_contracts.listener import LivingPlaylistChange
 from emergify_contracts.problems import ProblemError, problem_responses
 from emergify_contracts.song import TRACK_ID_RE
 from emergify_spotify.api.deps import CatalogDep, ListenerApi, ReadyServices
-from emergify_spotify.catalog import Catalog, CatalogUnavailableError
+from emergify_spotify.catalog import Catalog
 from emergify_spotify.living import listener_key
+from emergify_spotify.living_refresh import rank, refresh, seed_dicts, taste
 from emergify_spotify.playlist_sync import playlist_track_ids
 from emergify_spotify.recommend import MAX_LIMIT, MAX_WITHIN_LIMIT, Ask, recommend
 from emergify_spotify.spotify_api import SpotifyApi
-from emergify_spotify.taste import TasteSeed, taste_seeds
+from emergify_spotify.taste import TasteSeed
 
 router = APIRouter(prefix="/api/v1/spotify", tags=["spotify"])
 _ERRORS = problem_responses(401, 403, 422, 502, 503)
@@ -149,18 +150,7 @@ def _catalog_known(catalog: Catalog, ids: list[str]) -> dict[str, bool]:
 def _taste(
     api: SpotifyApi, catalog: Catalog, services: ReadyServices, limit: int
 ) -> list[TasteSeed]:
-    try:
-        seeds = taste_seeds(api, catalog, limit, services.settings.taste_half_life_days)
-    except CatalogUnavailableError as exc:
-        raise ProblemError(503, f"{exc}; try again shortly", headers={"Retry-After": "5"}) from None
-    if not seeds:
-        raise ProblemError(
-            422,
-            "none of your Spotify top tracks or liked songs is in Emergify's catalog, so there "
-            "is nothing to recommend from: upload songs you like (POST /api/v1/songs)",
-            title="No seeds in the catalog",
-        )
-    return seeds
+    return taste(api, catalog, services.settings, limit)
 
 
 @router.get(
@@ -311,25 +301,18 @@ def _rank(
     max_per_artist: int,
 ) -> list[tuple[str, float]]:
     assert services.recommender is not None
-    answer = recommend(
+    return rank(
         services.recommender,
-        Ask(
-            seeds=[s["track_id"] for s in seeds],
-            weights=[s["weight"] for s in seeds],
-            limit=size,
-            max_popularity=max_popularity,
-            max_per_artist=max_per_artist,
-            # A living playlist keeps its songs: the listener's recent history must not push
-            # them out on the next re-rank.
-            include_recent=True,
-        ),
         api.listener_id,
+        seeds=seeds,
+        size=size,
+        max_popularity=max_popularity,
+        max_per_artist=max_per_artist,
     )
-    return [(item["track_id"], float(item["distance"])) for item in answer["items"]]
 
 
 def _seed_dicts(seeds: list[TasteSeed]) -> list[dict[str, Any]]:
-    return [SeedUsed(**vars(s)).model_dump() for s in seeds]
+    return seed_dicts(seeds)
 
 
 def _create(body: LivingRequest, api: SpotifyApi, catalog: Catalog, services: ReadyServices) -> str:
@@ -448,24 +431,13 @@ def stop_living_playlist(
 
 def _refresh(living_id: str, api: SpotifyApi, catalog: Catalog, services: ReadyServices) -> int:
     assert services.living is not None and services.sync is not None
+    assert services.recommender is not None
     row = services.living.get(listener_key(api.listener_id), living_id)
     if row.stopped_at is not None:
         raise ProblemError(409, "this living playlist is stopped; create a new one instead")
-    seeds = (
-        _seed_dicts(_taste(api, catalog, services, services.settings.taste_max_seeds))
-        if row.taste
-        else list(row.seeds)
-    )
-    items = _rank(
-        api,
-        catalog,
-        services,
-        seeds=seeds,
-        size=row.size,
-        max_popularity=row.max_popularity,
-        max_per_artist=row.max_per_artist,
-    )
-    version = services.living.replace_items(living_id, items, seeds if row.taste else None)
+    version = refresh(services.living, row, api, catalog, services.recommender, services.settings)
+    if version is None:  # stopped while it was being re-ranked
+        raise ProblemError(409, "this living playlist is stopped; create a new one instead")
     services.sync.sync_now(living_id)
     return version
 

@@ -17,7 +17,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 
 from emergify_contracts import lake
-from emergify_contracts.lake import known_empty, songs_location
+from emergify_contracts.lake import feedback_location, known_empty, local_path, songs_location
 from emergify_contracts.song import AUDIO_FEATURES
 from emergify_contracts.song_schemas import lake_columns, spark_lake_ddl
 from emergify_contracts.versions import LAKE_POSITION, latest_per_key_sql
@@ -86,3 +86,28 @@ def latest_songs(
         return None
     frame.createOrReplaceTempView(LAKE_VIEW)
     return spark.sql(latest_lake_sql(columns))
+
+
+#: Explicit schema of a feedback file of the master dataset (the ingest's Arrow schema).
+FEEDBACK_LAKE_SCHEMA = (
+    "event_id string, listener_id string, track_id string, signal string, at timestamp"
+)
+
+
+def read_feedback(spark: SparkSession, lake_uri: str) -> DataFrame | None:
+    """Every listener feedback event of the lake (erasures included), or None when the lake
+    holds none. Complete files only, as for songs."""
+    root = local_path(lake_uri)
+    if root is not None and not (root / lake.FEEDBACK_DIR).is_dir():
+        return None
+    location = feedback_location(lake_uri)
+    try:
+        return (
+            spark.read.schema(FEEDBACK_LAKE_SCHEMA)
+            .option("pathGlobFilter", lake.FILE_GLOB)
+            .option("recursiveFileLookup", "true")
+            .parquet(location)
+        )
+    except AnalysisException as exc:  # a remote lake without feedback (yet)
+        log.warning("the feedback of the master dataset cannot be read", error=str(exc))
+        return None

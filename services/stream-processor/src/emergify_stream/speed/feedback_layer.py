@@ -8,6 +8,8 @@ checkpoint; the sink is :class:`~emergify_stream.speed.feedback_sink.FeedbackSin
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from pathlib import Path
 
 import structlog
@@ -22,6 +24,7 @@ from emergify_contracts.listener import (
     ListenerChange,
 )
 from emergify_contracts.song import TRACK_ID_RE
+from emergify_stream.batch.master_dataset import read_feedback
 from emergify_stream.config import Settings
 from emergify_stream.publisher import EventPublisher
 from emergify_stream.speed.feedback_sink import FEEDBACK_COLUMNS, FeedbackBatchResult, FeedbackSink
@@ -148,6 +151,28 @@ class FeedbackLayer:
                 ListenerChange(version=result.version, listener_ids=list(result.listener_ids))
             )
         self.last_result = result
+        return result
+
+    def reconcile(self) -> FeedbackBatchResult | None:
+        """Restore the master dataset's feedback events the listener tables lack (the broker
+        lost records), and announce the listeners it changed; None when the lake holds no
+        feedback. Safe while the query runs: events are keyed by id, written once."""
+        started = time.perf_counter()
+        frame = read_feedback(self.spark, self.settings.lake_uri)
+        if frame is None:
+            return None
+        events = frame.toPandas().to_dict("records")
+        result = self.sink.reconcile(f"reconcile-feedback-{uuid.uuid4()}", events)
+        if result.listener_ids and self.publisher is not None:
+            self.publisher.listener_change(
+                ListenerChange(version=result.version, listener_ids=list(result.listener_ids))
+            )
+        log.info(
+            "listener feedback reconciled with the master dataset",
+            events=len(events),
+            listeners_changed=len(result.listener_ids),
+            seconds=round(time.perf_counter() - started, 2),
+        )
         return result
 
     def ensure_running(self) -> None:

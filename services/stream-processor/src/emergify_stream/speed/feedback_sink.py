@@ -25,6 +25,11 @@ from emergify_contracts.listener import (
     listener_history,
 )
 
+#: ``kafka_partition`` of a row restored from the master dataset, not read from Kafka.
+LAKE_PARTITION = -1
+#: Ids per IN (...) list: far below every database's bound-parameter limit.
+_CHUNK = 1000
+
 #: Columns of a feedback micro-batch frame, in Kafka order within each partition.
 FEEDBACK_COLUMNS: tuple[str, ...] = (
     "event_id",
@@ -130,3 +135,78 @@ class FeedbackSink:
                 )
             )
             return FeedbackBatchResult(True, version, tuple(sorted(pending.keys() | erased)))
+
+    def reconcile(
+        self, query_name: str, events: Iterable[Mapping[str, Any]]
+    ) -> FeedbackBatchResult:
+        """Bring the listener tables up to every event of the master dataset (``event_id,
+        listener_id, track_id, signal, at``), for when the broker lost records.
+
+        Per listener, in ``at`` order (the ingest stamps it on acceptance, and the topic keeps
+        that order): an erasure the tables never applied deletes what it erased (feedback
+        and history up to its time; nothing when it was applied), and only events after the
+        last erasure are restored, so an erased event never comes back. Events the tables
+        hold are not written again. One transaction with a ``(query_name, 0)`` marker; when
+        nothing was missing, nothing is written and ``applied`` is False.
+        """
+        by_listener: dict[str, list[Mapping[str, Any]]] = {}
+        for event in sorted(events, key=lambda e: (_utc(e["at"]), str(e["event_id"]))):
+            by_listener.setdefault(str(event["listener_id"]), []).append(event)
+        with self.engine.begin() as conn:
+            changed: set[str] = set()
+            wanted: list[dict[str, Any]] = []
+            for listener, stream in by_listener.items():
+                erasures = [i for i, e in enumerate(stream) if e["signal"] == "erase"]
+                if erasures:
+                    cut = _utc(stream[erasures[-1]]["at"])
+                    deleted = 0
+                    for table, column in (
+                        (listener_feedback, listener_feedback.c.at),
+                        (listener_history, listener_history.c.recommended_at),
+                    ):
+                        deleted += conn.execute(
+                            sa.delete(table).where(table.c.listener_id == listener, column <= cut)
+                        ).rowcount
+                    if deleted:
+                        changed.add(listener)
+                    stream = stream[erasures[-1] + 1 :]
+                wanted.extend(
+                    {
+                        "listener_id": listener,
+                        "event_id": str(e["event_id"]),
+                        "track_id": str(e["track_id"]),
+                        "signal": str(e["signal"]),
+                        "at": _utc(e["at"]),
+                        "kafka_partition": LAKE_PARTITION,
+                        "kafka_offset": None,
+                    }
+                    for e in stream
+                )
+            held: set[tuple[str, str]] = set()
+            listeners = sorted({row["listener_id"] for row in wanted})
+            for lo in range(0, len(listeners), _CHUNK):
+                held.update(
+                    (r.listener_id, r.event_id)
+                    for r in conn.execute(
+                        sa.select(
+                            listener_feedback.c.listener_id, listener_feedback.c.event_id
+                        ).where(listener_feedback.c.listener_id.in_(listeners[lo : lo + _CHUNK]))
+                    )
+                )
+            missing = [r for r in wanted if (r["listener_id"], r["event_id"]) not in held]
+            if not missing and not changed:
+                return FeedbackBatchResult(False, listener_version(conn), ())
+            version = listener_version(conn) + 1
+            if missing:
+                conn.execute(self._insert, [{**r, "table_version": version} for r in missing])
+            conn.execute(
+                sa.insert(listener_batches).values(
+                    query_name=query_name,
+                    batch_id=0,
+                    version=version,
+                    rows=len(missing),
+                    committed_at=datetime.now(UTC),
+                )
+            )
+            listeners_changed = changed | {r["listener_id"] for r in missing}
+            return FeedbackBatchResult(True, version, tuple(sorted(listeners_changed)))

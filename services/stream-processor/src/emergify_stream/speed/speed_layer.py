@@ -181,6 +181,9 @@ class BrokerWatch:
         #: Called every round: the other streaming queries of the process (the listener
         #: feedback query) are started again here when they died, as the songs query is.
         self.keep_alive: list[Callable[[], None]] = []
+        #: Called after the songs are reconciled: the other queries' reconciliations with
+        #: the master dataset (the listener feedback), for the same lost records.
+        self.reconcilers: list[Callable[[], object]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="emergify-broker-watch", daemon=True)
 
@@ -245,6 +248,8 @@ class BrokerWatch:
             self.reconcile_needed = True
         if self.reconcile_needed:
             self.reconciled += layer.reconcile()
+            for reconcile in self.reconcilers:
+                reconcile()
             self.reconcile_needed = False
 
 
