@@ -298,7 +298,12 @@ def main(argv: list[str] | None = None) -> None:
         help="seconds each service may take to become healthy (Spark starts slowly under load)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the workdir and database")
+    parser.add_argument(
+        "--quick", action="store_true", help="200,000 songs in parts of 50,000 (a validation run)"
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.songs, args.part_rows = 200_000, 50_000
 
     figures: dict[str, Any] = {
         "songs_requested": args.songs,
@@ -347,7 +352,9 @@ def main(argv: list[str] | None = None) -> None:
     else:
         db_url = f"sqlite:///{workdir / 'var' / 'emergify.db'}"
     log_path = workdir / "stack.log"
-    log_file = log_path.open("a", encoding="utf-8")
+    # Line-buffered: the run reads this log back (micro-batches, model timings) while the
+    # services still write to it.
+    log_file = log_path.open("a", encoding="utf-8", buffering=1)
     log_lock = threading.Lock()
 
     def sink(line: str) -> None:
