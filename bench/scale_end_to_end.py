@@ -304,6 +304,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.songs, args.part_rows = 200_000, 50_000
+    # Stopped by a signal (even when started in the background, which ignores SIGINT): still
+    # stop the stack and write the figures measured so far.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     figures: dict[str, Any] = {
         "songs_requested": args.songs,
@@ -373,6 +377,9 @@ def main(argv: list[str] | None = None) -> None:
         stages["start_stack"] = round(time.perf_counter() - t, 1)
         loads["stack_started"] = load()
         run(args, stack, key, db, parts, sample_ids, figures, log_path)
+    except BaseException as exc:
+        figures["error"] = f"{type(exc).__name__}: {exc}"[:500]
+        raise
     finally:
         db.dispose()
         stack.stop()
