@@ -21,6 +21,7 @@ layer fits it.
 from __future__ import annotations
 
 import csv
+import functools
 import string
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -103,6 +104,16 @@ SHAPES = ("bootstrap5", "bootstrap30", "marginals", "mixture")
 _MIXTURE_COMPONENTS = 16
 
 
+@functools.lru_cache(maxsize=2)
+def _fitted_mixture(data: bytes, shape: tuple[int, ...]):  # type: ignore[no-untyped-def]
+    """The mixture fitted to the real features (``data``: their bytes), fitted once per
+    process: a catalog generated in parts (bench/scale_end_to_end.py) samples it per part."""
+    from sklearn.mixture import GaussianMixture
+
+    x = np.frombuffer(data, dtype=np.float64).reshape(shape)
+    return GaussianMixture(_MIXTURE_COMPONENTS, covariance_type="full", random_state=7).fit(x)
+
+
 def _extra_features(
     x: np.ndarray, base: np.ndarray, shape: str, rng: np.random.Generator
 ) -> np.ndarray:
@@ -116,10 +127,7 @@ def _extra_features(
         drawn = np.take_along_axis(x, picks, axis=0)
         return drawn + rng.normal(0.0, 1.0, size=drawn.shape) * (0.05 * std)
     if shape == "mixture":
-        from sklearn.mixture import GaussianMixture
-
-        gm = GaussianMixture(_MIXTURE_COMPONENTS, covariance_type="full", random_state=7)
-        gm.fit(x)
+        gm = _fitted_mixture(x.tobytes(), x.shape)
         out = np.empty((count, x.shape[1]))
         step = 1_000_000  # sample() materialises its output; chunks keep 10M within memory
         for start in range(0, count, step):
