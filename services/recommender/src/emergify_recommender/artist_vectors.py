@@ -161,9 +161,7 @@ class ArtistVectors:
             **fields,  # type: ignore[arg-type]
             vectors=_readonly(vectors),
             vectors32=_readonly(vectors.astype(np.float32)),
-            abs_max=_readonly(
-                np.abs(vectors).max(axis=0) if len(vectors) else np.zeros(N_ARTIST)
-            ),
+            abs_max=_readonly(np.abs(vectors).max(axis=0) if len(vectors) else np.zeros(N_ARTIST)),
         )
 
 
