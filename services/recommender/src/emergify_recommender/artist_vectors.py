@@ -27,6 +27,7 @@ from emergify_contracts.artist_profiles import (
     MultiArtistRule,
     song_artist_vectors,
 )
+from emergify_contracts.settings import EmergifySettings
 
 N_ARTIST = len(PROFILE_FEATURES)
 
@@ -206,3 +207,15 @@ class Similarity:
 
     def as_dict(self) -> dict[str, Any]:
         return {"artist_weight": self.artist_weight, "multi_artist_rule": self.multi_artist_rule}
+
+
+def _default_similarity() -> Similarity:
+    fields = EmergifySettings.model_fields
+    return Similarity(
+        float(fields["similarity_artist_weight"].default),
+        fields["similarity_multi_artist_rule"].default,
+    )
+
+
+#: The settings' defaults (EMERGIFY_SIMILARITY_*), for a model that stored no setting.
+DEFAULT_SIMILARITY = _default_similarity()

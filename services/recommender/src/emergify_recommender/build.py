@@ -268,6 +268,7 @@ def build_index(
         last_update=last_update,
         artist_table=table,
         artist_weight=weight,
+        similarity=similarity if model is not None else None,
     )
 
 
@@ -409,6 +410,7 @@ def with_songs(
         weights=index.weights,
         artist_table=table,
         artist_weight=index.artist_weight,
+        similarity=index.similarity,
     )
 
 

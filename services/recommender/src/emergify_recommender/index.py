@@ -17,11 +17,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 
 import numpy as np
 
+from emergify_contracts.similarity import typical_distances
 from emergify_contracts.song import AUDIO_FEATURES
-from emergify_recommender.artist_vectors import N_ARTIST, ArtistVectors
+from emergify_recommender.artist_vectors import N_ARTIST, ArtistVectors, Similarity
 from emergify_recommender.cells import Cells
 from emergify_recommender.columns import CodedTextColumn, HashListColumn, TextColumn
 from emergify_recommender.model import LoadedModel
@@ -87,6 +89,8 @@ class SongIndex:
     artist_table: ArtistVectors | None = None
     #: The default weight of the artist part (the model's stored similarity setting).
     artist_weight: float = 0.0
+    #: The similarity setting the served model was published with (None before a model).
+    similarity: Similarity | None = None
 
     def __len__(self) -> int:
         return int(self.ids.size)
@@ -216,6 +220,16 @@ class SongIndex:
         if w < 0:
             raise ValueError(f"artist_weight {w:g} must be >= 0")
         return np.concatenate([self.weights, np.full(N_ARTIST, w)])
+
+    @cached_property
+    def typical_distances(self) -> tuple[float, float]:
+        """Median audio L1 and artist-profile L1 between random pairs of songs (a fixed
+        sample), the yardsticks of :func:`emergify_contracts.similarity.explain_closeness`."""
+        if len(self) < 2:
+            return 1.0, 1.0
+        rng = np.random.default_rng(7)
+        rows = np.sort(rng.choice(len(self), size=min(len(self), 4_000), replace=False))
+        return typical_distances(self.z_of(rows), self.a_of(rows))
 
     @property
     def raw(self) -> np.ndarray:
