@@ -12,8 +12,12 @@ The real 4,470 songs of ``data/every_fresh_find.csv`` come first; the rest follo
   partitions.
 - ``mixture``: a Gaussian mixture (full covariances) fitted to the real features.
 
-Values are clipped to the valid ranges and rounded to 6 decimals. Names and artists are
-the real row's, with a suffix, so text columns cost what real ones do. A model
+Values are clipped to the valid ranges and rounded to 6 decimals. Names are the real row's,
+with a suffix, so text columns cost what real ones do. Artists (``Catalog.artists``):
+``random`` draws a synthetic song's artists from the real pool (85% one, else two), so at
+1M songs each artist has ~300 unrelated songs and flat profiles; ``coherent`` credits the
+artists of the real song nearest to it (standardized features), so an artist's songs sit
+near each other, as in real data (docs/similarity.md: the profiles then differ). A model
 (StandardScaler -> PCA -> KMeans) is fitted in NumPy + scikit-learn the way the batch
 layer fits it.
 """
@@ -30,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emergify_contracts.artist_profiles import ArtistProfiles, artist_keys, artist_profiles
 from emergify_contracts.model import PortableModel
 from emergify_contracts.song import AUDIO_FEATURES, RowError, Song, detect_layout, row_to_song
 from emergify_recommender.records import SongRecord
@@ -65,6 +70,8 @@ class Catalog:
     popularity: np.ndarray
     real: list[Song]
     artist_seed: int = 7
+    artists: str = "random"  # or "coherent" (see the module docs)
+    _near: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.features.shape[0]
@@ -80,10 +87,13 @@ class Catalog:
         first = rng.integers(0, len(pool), size=len(self))
         second = rng.integers(0, len(pool), size=len(self))
         two = rng.random(len(self)) >= 0.85
+        near = self.nearest_real() if self.artists == "coherent" else None
         for i in range(len(self)):
             b = real[int(self.base[i])]
             if i < len(real):
                 artists = tuple(b.artists)
+            elif near is not None:
+                artists = tuple(real[int(near[i])].artists)
             elif two[i] and first[i] != second[i]:
                 artists = (pool[first[i]], pool[second[i]])
             else:
@@ -98,7 +108,32 @@ class Catalog:
                 popularity=int(self.popularity[i]),
             )
 
+    def nearest_real(self) -> np.ndarray:
+        """Per row, the real song nearest to it (L1 on features standardized by the real
+        songs' statistics)."""
+        if self._near is not None:
+            return self._near
+        from sklearn.neighbors import NearestNeighbors
 
+        x = np.array([s.features() for s in self.real], dtype=np.float64)
+        mean, std = x.mean(0), np.where(x.std(0) > 0, x.std(0), 1.0)
+        nn = NearestNeighbors(n_neighbors=1, metric="manhattan").fit((x - mean) / std)
+        out = np.empty(len(self), dtype=np.int64)
+        step = 200_000
+        for lo in range(0, len(self), step):
+            part = (self.features[lo : lo + step] - mean) / std
+            out[lo : lo + step] = nn.kneighbors(part, return_distance=False)[:, 0]
+        self._near = out
+        return out
+
+    def profiles(self, model: PortableModel) -> ArtistProfiles:
+        """Every artist's profile under ``model``, as the batch layer computes it."""
+        keys = [artist_keys(r.artists, r.artist_ids) for r in self.records()]
+        return artist_profiles(model.standardize(self.features), keys)
+
+
+#: How synthetic songs get artists (see the module docs).
+ARTIST_MODES = ("random", "coherent")
 #: The catalog shapes (see the module docs).
 SHAPES = ("bootstrap5", "bootstrap30", "marginals", "mixture")
 _MIXTURE_COMPONENTS = 16

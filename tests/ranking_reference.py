@@ -3,6 +3,8 @@ query, not served).
 
 Every distance in float64 (``sum_f w_f |z_f - q_f|``, terms added in feature order, as the
 kernel adds them), a full sort by (distance, row), then the same greedy playlist rules.
+On a blended index the vectors are ``[z, a]`` and the weights ``(1, ..., 1, w, ..., w)``:
+audio L1 plus ``w`` times artist-profile L1 (docs/similarity.md).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 
 from emergify_recommender.index import SongIndex
 from emergify_recommender.ranking import Ranked, _Rules
+from emergify_recommender.records import SongRecord
 
 
 def weighted_l1(
@@ -55,13 +58,16 @@ def brute_force(
     exclude: Collection[int] = (),
     seeds: Sequence[int] = (),
     query_weights: np.ndarray | None = None,
+    artist_weight: float | None = None,
 ) -> list[Ranked]:
     """What :func:`emergify_recommender.ranking.rank` must return (diversity 0)."""
     if limit <= 0 or len(index) == 0:
         return []
-    queries = np.atleast_2d(np.asarray(queries, dtype=np.float64))
+    queries = index.search_queries(queries)
     rows = np.arange(len(index), dtype=np.int64)
-    exact, nearest = weighted_l1(index.z, queries, index.weights, query_weights)
+    exact, nearest = weighted_l1(
+        index.vectors_of(rows), queries, index.dim_weights(artist_weight), query_weights
+    )
     ok = np.ones(rows.size, dtype=bool)
     if max_popularity is not None:
         ok &= index.popularity <= max_popularity
@@ -78,3 +84,30 @@ def brute_force(
         )
         for i in kept
     ]
+
+
+def synthetic_records(n: int, seed: int, version: int = 1, start: int = 0) -> list[SongRecord]:
+    """Songs in a few dense blobs, a small artist pool (so the cap bites), repeated titles
+    (so duplicates occur) and coarse feature values (so exact ties occur)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0.1, 0.9, size=(12, 9))
+    blob = rng.integers(0, len(centres), size=n)
+    x = np.clip(centres[blob] + rng.normal(0, 0.08, size=(n, 9)), 0, 1).round(2)
+    x[:, 2] = x[:, 2] * -30  # loudness, dB
+    x[:, 8] = x[:, 8] * 200  # tempo, BPM
+    out = []
+    for i in range(n):
+        j = start + i
+        out.append(
+            SongRecord(
+                track_id=f"Synth{j:017d}",
+                name=f"Title {rng.integers(0, n // 3)}",
+                artists=(f"Artist {rng.integers(0, 60)}",)
+                if rng.random() < 0.8
+                else (f"Artist {rng.integers(0, 60)}", f"Artist {rng.integers(0, 60)}"),
+                features=tuple(x[i].tolist()),
+                table_version=version,
+                popularity=None if rng.random() < 0.1 else int(rng.integers(0, 100)),
+            )
+        )
+    return out

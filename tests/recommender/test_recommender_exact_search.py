@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ranking_reference import brute_force, exact_order, weighted_l1
+from ranking_reference import brute_force, exact_order, synthetic_records, weighted_l1
 
 from emergify_contracts.song import AUDIO_FEATURES
 from emergify_recommender.build import build_index, with_songs
@@ -21,33 +21,6 @@ from emergify_recommender.model import LoadedModel
 from emergify_recommender.nearest import search
 from emergify_recommender.ranking import explain, nearest_under_rules, rank
 from emergify_recommender.records import SongRecord
-
-
-def synthetic_records(n: int, seed: int, version: int = 1, start: int = 0) -> list[SongRecord]:
-    """Songs in a few dense blobs, a small artist pool (so the cap bites), repeated titles
-    (so duplicates occur) and coarse feature values (so exact ties occur)."""
-    rng = np.random.default_rng(seed)
-    centres = rng.uniform(0.1, 0.9, size=(12, 9))
-    blob = rng.integers(0, len(centres), size=n)
-    x = np.clip(centres[blob] + rng.normal(0, 0.08, size=(n, 9)), 0, 1).round(2)
-    x[:, 2] = x[:, 2] * -30  # loudness, dB
-    x[:, 8] = x[:, 8] * 200  # tempo, BPM
-    out = []
-    for i in range(n):
-        j = start + i
-        out.append(
-            SongRecord(
-                track_id=f"Synth{j:017d}",
-                name=f"Title {rng.integers(0, n // 3)}",
-                artists=(f"Artist {rng.integers(0, 60)}",)
-                if rng.random() < 0.8
-                else (f"Artist {rng.integers(0, 60)}", f"Artist {rng.integers(0, 60)}"),
-                features=tuple(x[i].tolist()),
-                table_version=version,
-                popularity=None if rng.random() < 0.1 else int(rng.integers(0, 100)),
-            )
-        )
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from emergify_contracts.tables import (
 from emergify_contracts.tables import (
     create_tables,
     make_engine,
+    model_versions,
     songs,
 )
 from emergify_ingest.master_dataset import MasterDataset
@@ -263,6 +264,16 @@ def test_a_retrain_recomputes_every_profile_and_the_stream_keeps_them_current(
     assert run.model.version == model.version + 1
     assert_matches(stored(engine, run.model.version), table_reference(engine, run.model))
     assert run.metrics["artists"] == len(stored(engine, run.model.version).profiles.keys)
+    # The similarity setting is stored with the model version (the recommender ranks by it).
+    with engine.connect() as conn:
+        metrics = conn.execute(
+            sa.select(model_versions.c.metrics).where(model_versions.c.version == run.model.version)
+        ).scalar_one()
+    expected = {
+        "artist_weight": settings.similarity_artist_weight,
+        "multi_artist_rule": settings.similarity_multi_artist_rule,
+    }
+    assert metrics["similarity"] == run.metrics["similarity"] == expected
     engine.dispose()
 
 

@@ -15,7 +15,14 @@ from itertools import islice
 
 import numpy as np
 
-from emergify_recommender.cells import build_cells, updated_cells
+from emergify_contracts.artist_profiles import ArtistProfiles, artist_keys
+from emergify_recommender.artist_vectors import (
+    N_ARTIST,
+    ArtistVectors,
+    Similarity,
+    artist_vectors,
+)
+from emergify_recommender.cells import build_cells, updated_cells, widened_cells
 from emergify_recommender.columns import CodeBook, HashListColumn, TextColumn, hash64, hash_key
 from emergify_recommender.index import ARTIST_SEP, ID_LEN, N_FEATURES, SongIndex, row_dtype
 from emergify_recommender.model import LoadedModel
@@ -45,10 +52,24 @@ class _Part:
     artist_hashes: list[list[int]]
     search_text: list[str]
     last_update: datetime | None
+    credits: list[tuple[str, ...]]  # artist keys (docs/similarity.md)
 
 
-def _part(records: Sequence[SongRecord]) -> _Part:
+#: A credit list's artist keys, by (artists, artist_ids): lists repeat across songs.
+CreditCache = dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[str, ...]]
+
+
+def _credit_keys(r: SongRecord, cache: CreditCache) -> tuple[str, ...]:
+    credit = (tuple(r.artists), tuple(r.artist_ids or ()))
+    keys = cache.get(credit)
+    if keys is None:
+        keys = cache[credit] = artist_keys(*credit)
+    return keys
+
+
+def _part(records: Sequence[SongRecord], cache: CreditCache | None = None) -> _Part:
     n = len(records)
+    cache = {} if cache is None else cache
     dedup, artist_hashes, search_text = [], [], []
     for r in records:
         artists = [normalize_text(a) for a in r.artists]
@@ -68,6 +89,7 @@ def _part(records: Sequence[SongRecord]) -> _Part:
         artist_hashes=artist_hashes,
         search_text=search_text,
         last_update=_max_updated(records),
+        credits=[_credit_keys(r, cache) for r in records],
     )
 
 
@@ -86,6 +108,7 @@ class _Packed:
     artist_hashes: HashListColumn
     search_text: TextColumn
     last_update: datetime | None
+    credits: list[tuple[str, ...]]
 
     @classmethod
     def of(cls, part: _Part, albums: CodeBook) -> _Packed:
@@ -101,6 +124,7 @@ class _Packed:
             artist_hashes=HashListColumn.from_lists(part.artist_hashes),
             search_text=TextColumn.from_strings(part.search_text),
             last_update=part.last_update,
+            credits=part.credits,
         )
 
 
@@ -145,6 +169,12 @@ def _chunks(records: Iterable[SongRecord]) -> Iterator[list[SongRecord]]:
         yield chunk
 
 
+def _split_weights(artist_weight: float) -> np.ndarray:
+    # Cells are cut in the space the default request searches, so their boxes are tight in
+    # the artist dimensions too (docs/similarity.md, "Recommender").
+    return np.concatenate([np.ones(N_FEATURES), np.full(N_ARTIST, artist_weight)])
+
+
 def build_index(
     records: Iterable[SongRecord],
     model: LoadedModel | None,
@@ -152,17 +182,26 @@ def build_index(
     watermark: int | None = None,
     last_batch_at: datetime | None = None,
     leaf: int | None = None,
+    profiles: ArtistProfiles | None = None,
+    similarity: Similarity | None = None,
 ) -> SongIndex:
     """Build an index from scratch. Clusters are recomputed from ``model`` (the table's
     ``cluster`` column may be from an older model). ``records`` may be a stream: it is
     turned into columns chunk by chunk. When an id repeats, its highest ``table_version``
-    (the last of equals) wins."""
+    (the last of equals) wins.
+
+    With a model, its artist ``profiles`` and the ``similarity`` setting, the index is
+    blended: every song gets its artist vector's combination row, and the ranking weighs
+    the artist part by ``similarity.artist_weight`` unless a request says otherwise."""
     # Albums repeat (an album's tracks), so only distinct ones are kept; artist credits are
     # kept per song: a dictionary of them would pin more allocator arenas than it saves.
     album_book = CodeBook()
-    parts = [_Packed.of(_part(chunk), album_book) for chunk in _chunks(records)] or [
+    cache: CreditCache = {}
+    parts = [_Packed.of(_part(chunk, cache), album_book) for chunk in _chunks(records)] or [
         _Packed.of(_part([]), album_book)
     ]
+    del cache
+    credits = [c for p in parts for c in p.credits]
     ids = np.concatenate([p.ids for p in parts])
     keep = _winners(ids, np.concatenate([p.table_versions for p in parts]))
     names = TextColumn.concat([p.names for p in parts])
@@ -186,14 +225,28 @@ def build_index(
         albums = albums.take(keep)
         search_text = TextColumn.from_strings([search_text[r] for r in rows])
         artist_hashes = artist_hashes.take(rows)
+        credits = [credits[r] for r in rows]
     if model is None:
         means, scales = _catalog_standardization(raw)
     else:
         means, scales = model.means, model.scales
     z = (raw - means) / scales
     clusters = _clusters(z, model)
-    cells = build_cells(raw, z, popularity, leaf)
-    del z, raw
+    table: ArtistVectors | None = None
+    weight = 0.0
+    if model is not None and profiles is not None and similarity is not None:
+        table, combos = artist_vectors(
+            profiles, similarity.multi_artist_rule, model.version
+        ).assign(credits, z)
+        weight = similarity.artist_weight
+        vectors = np.hstack([z, table.vectors[combos]])
+        del z
+        cells = build_cells(raw, vectors, popularity, leaf, combos, _split_weights(weight))
+        del vectors, combos
+    else:
+        cells = build_cells(raw, z, popularity, leaf)
+        del z
+    del raw, credits
     return SongIndex(
         ids=_readonly(ids),
         id_order=_readonly(np.argsort(ids, kind="stable").astype(row_dtype(ids.size))),
@@ -213,6 +266,9 @@ def build_index(
         watermark=watermark,
         last_batch_at=last_batch_at,
         last_update=last_update,
+        artist_table=table,
+        artist_weight=weight,
+        similarity=similarity if model is not None else None,
     )
 
 
@@ -301,6 +357,7 @@ def with_songs(
     else:
         id_order = index.id_order
     model = index.model
+    table = index.artist_table
     if model is None:
         raw = grown(index.raw, part.raw)
         means, scales = _catalog_standardization(raw)
@@ -313,16 +370,23 @@ def with_songs(
         z_part = (part.raw - means) / scales
         clusters_part = _clusters(z_part, model)
         clusters = grown(index.clusters, clusters_part)
+        vectors, combos = z_part, None
+        if index.blended:
+            assert table is not None
+            table, combos = table.assign(part.credits, z_part)
+            vectors = np.hstack([z_part, table.vectors[combos]])
         cells = updated_cells(
             index.cells,
             rows[~appended],
             part.raw[~appended],
-            z_part[~appended],
+            vectors[~appended],
             part.popularity[~appended],
             rows[appended],
             part.raw[appended],
-            z_part[appended],
+            vectors[appended],
             part.popularity[appended],
+            None if combos is None else combos[~appended],
+            None if combos is None else combos[appended],
         )
     return SongIndex(
         ids=ids,
@@ -344,4 +408,25 @@ def with_songs(
         last_batch_at=new_last_batch,
         last_update=_latest(index.last_update, part.last_update),
         weights=index.weights,
+        artist_table=table,
+        artist_weight=index.artist_weight,
+        similarity=index.similarity,
     )
+
+
+def with_profiles(index: SongIndex, changed: ArtistProfiles) -> SongIndex:
+    """A new index with the artist profiles of ``changed.keys`` replaced (new artists
+    added): every combination crediting one of them is recomputed and the cells of its
+    songs widened to cover their new vectors. A no-op when the index is not blended."""
+    table = index.artist_table
+    if not index.blended or table is None or not changed.keys:
+        return index
+    table, affected = table.with_profiles(changed)
+    cells = index.cells
+    if affected.size:
+        assert cells.combos is not None
+        positions = np.flatnonzero(np.isin(cells.combos, affected))
+        rows = cells.perm[positions].astype(np.int64)
+        vectors = np.hstack([index.z_of(rows), table.vectors[cells.combos[positions]]])
+        cells = widened_cells(cells, rows, vectors)
+    return replace(index, artist_table=table, cells=cells)

@@ -26,8 +26,15 @@ import structlog
 from sqlalchemy.engine import Engine
 
 from emergify_contracts.events import CatalogChange, ModelPublished
-from emergify_recommender.build import build_index, with_songs
-from emergify_recommender.feature_table import load_all, load_ids, load_since, table_state
+from emergify_recommender.artist_vectors import DEFAULT_SIMILARITY, Similarity
+from emergify_recommender.build import build_index, with_profiles, with_songs
+from emergify_recommender.feature_table import (
+    load_all,
+    load_ids,
+    load_profiles,
+    load_since,
+    table_state,
+)
 from emergify_recommender.index import SongIndex
 from emergify_recommender.model_registry import load_current_model
 
@@ -49,8 +56,10 @@ class CatalogNotReady(RuntimeError):
 class Catalog:
     """Holds the current index; refreshes it from the database."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, similarity: Similarity | None = None) -> None:
         self._engine = engine
+        #: The similarity setting for a model that stored none (the settings' defaults).
+        self._similarity = similarity or DEFAULT_SIMILARITY
         self._index: SongIndex | None = None
         self._lock = asyncio.Lock()
         self.last_error: str | None = None
@@ -96,9 +105,40 @@ class Catalog:
     def _full_load(self, _current: SongIndex | None) -> SongIndex:
         state = table_state(self._engine)
         model = load_current_model(self._engine)
-        index = build_index(load_all(self._engine), model, last_batch_at=state.last_batch_at)
+        profiles, similarity = None, None
+        if model is not None:
+            similarity = Similarity.of_model(model.metrics, self._similarity)
+            profiles = load_profiles(self._engine, model.version)
+        index = build_index(
+            load_all(self._engine),
+            model,
+            last_batch_at=state.last_batch_at,
+            profiles=profiles,
+            similarity=similarity,
+        )
+        if index.blended and index.model_version is not None:
+            # Micro-batches committed while the songs were read: their profile rows too, so
+            # the profiles are never older than the songs.
+            since = -1 if state.max_table_version is None else state.max_table_version
+            later = load_profiles(self._engine, index.model_version, since_table_version=since)
+            if later is not None:
+                index = with_profiles(index, later)
         release_freed_memory()  # the load's temporaries are gone by now
         return replace(index, watermark=index.table_version)
+
+    def _changed_profiles(
+        self, current: SongIndex, keys: list[str] | None, since: int | None = None
+    ) -> SongIndex:
+        """``current`` with the stored profiles of ``keys`` (or those written after table
+        version ``since``) of its model version applied."""
+        if not current.blended or current.model_version is None:
+            return current
+        if keys is not None and not keys:
+            return current
+        changed = load_profiles(
+            self._engine, current.model_version, keys=keys, since_table_version=since
+        )
+        return current if changed is None else with_profiles(current, changed)
 
     async def reload(self, reason: str = "start") -> SongIndex:
         """Load model and feature table from scratch."""
@@ -110,6 +150,9 @@ class Catalog:
         def build(current: SongIndex | None) -> SongIndex:
             if current is None:
                 return self._full_load(current)
+            # Profiles first: the songs' combination rows are then built on them.
+            if change.profiles_model_version == current.model_version:
+                current = self._changed_profiles(current, list(change.artists_changed))
             # The watermark is left to the poll: an earlier batch's event may have been lost.
             return with_songs(
                 current,
@@ -146,6 +189,7 @@ class Catalog:
         if state.max_table_version < watermark:
             return self._full_load(current)  # the table was rebuilt from scratch
         if state.max_table_version > watermark:
+            current = self._changed_profiles(current, None, since=watermark)
             records = load_since(self._engine, watermark)
             return with_songs(
                 current,

@@ -41,8 +41,15 @@ def _readonly(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _split(z: np.ndarray, rows: np.ndarray, leaf: int, out: list[np.ndarray]) -> None:
-    """Append to ``out`` the leaves of a median KD split of ``rows`` (iterative)."""
+def _split(
+    z: np.ndarray,
+    rows: np.ndarray,
+    leaf: int,
+    out: list[np.ndarray],
+    split_weights: np.ndarray | None = None,
+) -> None:
+    """Append to ``out`` the leaves of a median KD split of ``rows`` (iterative), each time
+    on the dimension of widest spread times its ``split_weights`` (default 1)."""
     stack = [rows]
     while stack:
         part = stack.pop()
@@ -50,7 +57,10 @@ def _split(z: np.ndarray, rows: np.ndarray, leaf: int, out: list[np.ndarray]) ->
             out.append(part)
             continue
         block = z[part]
-        dim = int(np.argmax(block.max(axis=0) - block.min(axis=0)))
+        spread = block.max(axis=0) - block.min(axis=0)
+        if split_weights is not None:
+            spread = spread * split_weights
+        dim = int(np.argmax(spread))
         mid = part.size // 2
         order = np.argpartition(block[:, dim], mid)
         # Push the right half first so leaves come out left to right (nearby in memory).
@@ -68,7 +78,8 @@ class Cells:
     # exactly the features as stored
     popularity: np.ndarray  # positions, int16 (-1 = unknown)
     starts: np.ndarray  # cells + 1, int64: cell c holds positions starts[c]:starts[c+1]
-    lo: np.ndarray  # cells x features, float64 bounds of the standardized vectors
+    lo: np.ndarray  # cells x dims, float64 bounds of the search vectors: the standardized
+    # features, then (blended index) the songs' artist vectors
     hi: np.ndarray
     lo_t: np.ndarray  # features x cells, the same (contiguous per feature for the kernel)
     hi_t: np.ndarray
@@ -83,6 +94,9 @@ class Cells:
     group_min_popularity: np.ndarray  # groups, int16
     widest: int  # the most songs in one cell
     leaf: int = MAX_LEAF  # songs per cell at most (new songs are cut the same way)
+    combos: np.ndarray | None = None  # positions, int32: each song's row in the artist
+    # combination table (None: the index ranks by audio only)
+    split_weights: np.ndarray | None = None  # dims: what the KD split weighs spreads by
 
     @property
     def n_cells(self) -> int:
@@ -125,7 +139,8 @@ class Cells:
             self.group_hi_t,
             self.group_min_popularity,
         )
-        return sum(a.nbytes for a in arrays) + self.features.nbytes
+        combos = 0 if self.combos is None else self.combos.nbytes
+        return sum(a.nbytes for a in arrays) + self.features.nbytes + combos
 
 
 def _index_dtype(n: int) -> type:
@@ -169,6 +184,8 @@ def _cells(
     value_max: np.ndarray,
     by_popularity: np.ndarray,
     leaf: int,
+    combos: np.ndarray | None = None,
+    split_weights: np.ndarray | None = None,
 ) -> Cells:
     where = np.empty(perm.size, dtype=perm.dtype)
     where[perm] = np.arange(perm.size, dtype=perm.dtype)
@@ -208,6 +225,8 @@ def _cells(
         group_min_popularity=_readonly(group_min_pop),
         widest=int(np.diff(starts).max()) if n_cells else 0,
         leaf=leaf,
+        combos=None if combos is None else _readonly(combos),
+        split_weights=split_weights,
     )
 
 
@@ -224,20 +243,28 @@ def _abs_max(raw: np.ndarray) -> np.ndarray:
     return np.abs(raw).max(axis=0) if raw.shape[0] else np.zeros(raw.shape[1])
 
 
+def _combo32(combos: np.ndarray | None, order: np.ndarray) -> np.ndarray | None:
+    return None if combos is None else np.asarray(combos, dtype=np.int32)[order]
+
+
 def build_cells(
     raw: np.ndarray,
     z: np.ndarray,
     popularity: np.ndarray,
     leaf: int | None = None,
+    combos: np.ndarray | None = None,
+    split_weights: np.ndarray | None = None,
 ) -> Cells:
-    """Cells of every row (``raw`` features and their standardized ``z``, both n x
-    features, float64; ``popularity`` per row, -1 unknown); ``leaf``: :func:`leaf_for` by
-    default."""
+    """Cells of every row (``raw`` features, n x features, and the search vectors ``z``,
+    n x dims, both float64; ``popularity`` per row, -1 unknown); ``leaf``: :func:`leaf_for`
+    by default. A blended index passes ``z`` = ``[z, a]`` (features, then artist vectors),
+    each song's artist ``combos`` row, and ``split_weights`` (the default distance's
+    per-dimension weights), so cells are tight in the weighted space the queries search."""
     n = z.shape[0]
     leaf = leaf or leaf_for(n)
     leaves: list[np.ndarray] = []
     if n:
-        _split(z, np.arange(n), leaf, leaves)
+        _split(z, np.arange(n), leaf, leaves, split_weights)
     popularity = _popularity16(np.asarray(popularity))
     perm, raw_t, starts, lo, hi = _assemble(_by_popularity(leaves, popularity), z, raw, n)
     return _cells(
@@ -250,7 +277,13 @@ def build_cells(
         _abs_max(raw),
         np.ones(starts.size - 1, dtype=bool),
         leaf,
+        _combo32(combos, perm),
+        split_weights,
     )
+
+
+def _owners(cells: Cells, pos: np.ndarray) -> np.ndarray:
+    return np.searchsorted(cells.starts, pos, side="right") - 1
 
 
 def updated_cells(
@@ -263,17 +296,21 @@ def updated_cells(
     new_raw: np.ndarray,
     new_z: np.ndarray,
     new_popularity: np.ndarray,
+    replaced_combos: np.ndarray | None = None,
+    new_combos: np.ndarray | None = None,
 ) -> Cells:
     """Cells with ``replaced_rows`` overwritten (their boxes widened) and ``new_rows``
     (numbered after the existing rows) appended as new cells cut like a full build. Arrays
-    are copied, never mutated."""
+    are copied, never mutated. ``*_z`` are search vectors (as :func:`build_cells`'s);
+    ``*_combos`` their combination rows when the cells have them."""
     lo, hi = cells.lo, cells.hi
     pos = cells.where[replaced_rows]
     added = np.empty((replaced_raw.shape[1], 0))
     popularity = cells.popularity
     by_popularity = cells.by_popularity
+    combos = cells.combos
     if replaced_rows.size:
-        owner = np.searchsorted(cells.starts, pos, side="right") - 1
+        owner = _owners(cells, pos)
         lo, hi = lo.copy(), hi.copy()
         np.minimum.at(lo, owner, replaced_z)
         np.maximum.at(hi, owner, replaced_z)
@@ -281,10 +318,13 @@ def updated_cells(
         popularity[pos] = _popularity16(replaced_popularity)
         by_popularity = by_popularity.copy()
         by_popularity[owner] = False
+        if combos is not None and replaced_combos is not None:
+            combos = combos.copy()
+            combos[pos] = replaced_combos
     perm, starts = cells.perm, cells.starts
     if new_rows.size:
         leaves: list[np.ndarray] = []
-        _split(new_z, np.arange(new_rows.size), cells.leaf, leaves)
+        _split(new_z, np.arange(new_rows.size), cells.leaf, leaves, cells.split_weights)
         n_total = perm.size + new_rows.size
         new_pop = _popularity16(new_popularity)
         p_new, raw_new, s_new, lo_new, hi_new = _assemble(
@@ -297,6 +337,8 @@ def updated_cells(
         lo, hi = np.concatenate([lo, lo_new]), np.concatenate([hi, hi_new])
         popularity = np.concatenate([popularity, new_pop[p_new]])
         by_popularity = np.concatenate([by_popularity, np.ones(s_new.size - 1, dtype=bool)])
+        if combos is not None and new_combos is not None:
+            combos = np.concatenate([combos, np.asarray(new_combos, dtype=np.int32)[p_new]])
     features = cells.features
     if pos.size or added.shape[1]:
         features = features.updated(pos, replaced_raw.T, added)
@@ -304,4 +346,40 @@ def updated_cells(
         cells.value_max,
         np.maximum(_abs_max(replaced_raw), _abs_max(added.T)),
     )
-    return _cells(perm, features, popularity, starts, lo, hi, value_max, by_popularity, cells.leaf)
+    return _cells(
+        perm,
+        features,
+        popularity,
+        starts,
+        lo,
+        hi,
+        value_max,
+        by_popularity,
+        cells.leaf,
+        combos,
+        cells.split_weights,
+    )
+
+
+def widened_cells(cells: Cells, rows: np.ndarray, vectors: np.ndarray) -> Cells:
+    """Cells whose boxes also cover ``vectors`` (search vectors of ``rows``, whose artist
+    vectors changed): a widened box is still a valid bound; the next full load tightens it."""
+    if not rows.size:
+        return cells
+    owner = _owners(cells, cells.where[rows])
+    lo, hi = cells.lo.copy(), cells.hi.copy()
+    np.minimum.at(lo, owner, vectors)
+    np.maximum.at(hi, owner, vectors)
+    return _cells(
+        cells.perm,
+        cells.features,
+        cells.popularity,
+        cells.starts,
+        lo,
+        hi,
+        cells.value_max,
+        cells.by_popularity,
+        cells.leaf,
+        cells.combos,
+        cells.split_weights,
+    )

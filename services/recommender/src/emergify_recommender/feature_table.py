@@ -6,11 +6,19 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from emergify_contracts.artist_profiles import ArtistProfiles
 from emergify_contracts.song_schemas import recommender_columns
-from emergify_contracts.tables import model_versions, songs, stream_batches
+from emergify_contracts.tables import (
+    PROFILE_SUM_COLUMNS,
+    artist_profiles,
+    model_versions,
+    songs,
+    stream_batches,
+)
 from emergify_recommender.records import SongRecord, as_utc
 
 # The song fields and bookkeeping the serving layer keeps, not the table's Kafka positions
@@ -96,3 +104,39 @@ def load_ids(engine: Engine, track_ids: Iterable[str]) -> list[SongRecord]:
             result = conn.execute(sa.select(*_COLUMNS).where(songs.c.track_id.in_(chunk)))
             out.extend(SongRecord.from_row(row) for row in result.mappings())
     return out
+
+
+def load_profiles(
+    engine: Engine,
+    model_version: int,
+    keys: Iterable[str] | None = None,
+    since_table_version: int | None = None,
+) -> ArtistProfiles | None:
+    """The ``artist_profiles`` rows of ``model_version`` (only ``keys``, or only rows written
+    after ``since_table_version``, when given) as sums and counts; None when the model
+    version has no rows at all and none were asked for by key (a model published before
+    profiles existed: the index then ranks by audio only)."""
+    columns = [artist_profiles.c.artist_key, artist_profiles.c.song_count]
+    columns += [artist_profiles.c[c] for c in PROFILE_SUM_COLUMNS]
+    query = sa.select(*columns).where(artist_profiles.c.model_version == model_version)
+    if since_table_version is not None:
+        query = query.where(artist_profiles.c.table_version > since_table_version)
+    rows: list[sa.Row] = []
+    with engine.connect() as conn:
+        if not _has(conn, artist_profiles):
+            return None
+        if keys is None:
+            rows = list(conn.execute(query.order_by(artist_profiles.c.artist_key)))
+        else:
+            wanted = sorted(set(keys))
+            for start in range(0, len(wanted), _ID_CHUNK):
+                chunk = wanted[start : start + _ID_CHUNK]
+                rows += conn.execute(query.where(artist_profiles.c.artist_key.in_(chunk)))
+    if not rows and keys is None and since_table_version is None:
+        return None
+    width = len(PROFILE_SUM_COLUMNS)
+    return ArtistProfiles(
+        tuple(str(r[0]) for r in rows),
+        np.array([r[2:] for r in rows], dtype=np.float64).reshape(len(rows), width),
+        np.array([r[1] for r in rows], dtype=np.int64),
+    )

@@ -17,10 +17,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 
 import numpy as np
 
+from emergify_contracts.similarity import typical_distances
 from emergify_contracts.song import AUDIO_FEATURES
+from emergify_recommender.artist_vectors import N_ARTIST, ArtistVectors, Similarity
 from emergify_recommender.cells import Cells
 from emergify_recommender.columns import CodedTextColumn, HashListColumn, TextColumn
 from emergify_recommender.model import LoadedModel
@@ -81,6 +84,13 @@ class SongIndex:
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     #: Per standardized feature, its weight in the distance (sum_f w_f |z_f - q_f|).
     weights: np.ndarray = field(default_factory=_unit_weights)
+    #: The served model's artist profiles and combination table (None: audio only, as
+    #: before a model, or for a model without profiles); each song's row is in the cells.
+    artist_table: ArtistVectors | None = None
+    #: The default weight of the artist part (the model's stored similarity setting).
+    artist_weight: float = 0.0
+    #: The similarity setting the served model was published with (None before a model).
+    similarity: Similarity | None = None
 
     def __len__(self) -> int:
         return int(self.ids.size)
@@ -171,6 +181,57 @@ class SongIndex:
         return self.standardize(self.raw_of(rows))
 
     @property
+    def blended(self) -> bool:
+        """Whether songs have artist vectors (the ranking may weigh the artist part)."""
+        return self.artist_table is not None and self.cells.combos is not None
+
+    def combo_of(self, rows: np.ndarray | Sequence[int] | int) -> np.ndarray:
+        """The combination-table rows of ``rows`` (blended index only)."""
+        assert self.cells.combos is not None
+        return self.cells.combos[self.cells.where[rows]]
+
+    def a_of(self, rows: np.ndarray | Sequence[int] | int) -> np.ndarray:
+        """The artist vectors of ``rows`` (their own ``z`` when the index is not blended)."""
+        if not self.blended:
+            return self.z_of(rows)
+        assert self.artist_table is not None
+        return self.artist_table.vectors[self.combo_of(rows)]
+
+    def vectors_of(self, rows: np.ndarray | Sequence[int]) -> np.ndarray:
+        """Search vectors of ``rows`` (rows x dims): ``[z, a]`` when blended, else ``z``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        z = self.z_of(rows)
+        return np.hstack([z, self.a_of(rows)]) if self.blended else z
+
+    def search_queries(self, queries: np.ndarray) -> np.ndarray:
+        """``queries`` as search vectors: a standardized vector with no artist (a features
+        seed) gets ``a = z``, what a one-song artist's profile is."""
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float64))
+        if self.blended and queries.shape[1] == N_FEATURES:
+            return np.hstack([queries, queries])
+        return queries
+
+    def dim_weights(self, artist_weight: float | None = None) -> np.ndarray:
+        """Per search dimension, its weight: ``weights``, then ``artist_weight`` (default:
+        the index's) for each artist dimension when blended."""
+        if not self.blended:
+            return self.weights
+        w = self.artist_weight if artist_weight is None else float(artist_weight)
+        if w < 0:
+            raise ValueError(f"artist_weight {w:g} must be >= 0")
+        return np.concatenate([self.weights, np.full(N_ARTIST, w)])
+
+    @cached_property
+    def typical_distances(self) -> tuple[float, float]:
+        """Median audio L1 and artist-profile L1 between random pairs of songs (a fixed
+        sample), the yardsticks of :func:`emergify_contracts.similarity.explain_closeness`."""
+        if len(self) < 2:
+            return 1.0, 1.0
+        rng = np.random.default_rng(7)
+        rows = np.sort(rng.choice(len(self), size=min(len(self), 4_000), replace=False))
+        return typical_distances(self.z_of(rows), self.a_of(rows))
+
+    @property
     def raw(self) -> np.ndarray:
         """Every row's features, in row order (a copy: n x 9 x 8 bytes; for tools/tests)."""
         return _readonly(self.raw_of(np.arange(len(self))))
@@ -204,7 +265,13 @@ class SongIndex:
             self.clusters,
         )
         columns = (self.names, self.artists, self.albums, self.artist_hashes, self.search_text)
-        return sum(a.nbytes for a in arrays) + sum(c.nbytes for c in columns) + self.cells.nbytes
+        profiles = 0 if self.artist_table is None else self.artist_table.nbytes
+        return (
+            sum(a.nbytes for a in arrays)
+            + sum(c.nbytes for c in columns)
+            + self.cells.nbytes
+            + profiles
+        )
 
 
 class _Records(Sequence[SongRecord]):

@@ -148,8 +148,8 @@ def seed_queries(
             rows.append(row)
             weights.append(weight)
     if not rows:
-        return np.empty((0, len(index.weights))), np.empty(0)
-    return index.z_of(np.asarray(rows, np.int64)), np.asarray(weights, np.float64)
+        return np.empty((0, len(index.dim_weights()))), np.empty(0)
+    return index.vectors_of(np.asarray(rows, np.int64)), np.asarray(weights, np.float64)
 
 
 def distances(
@@ -159,8 +159,11 @@ def distances(
     divided by its weight."""
     if not len(rows):
         return np.empty(0)
-    z = index.z_of(np.asarray(rows, np.int64))
-    per_seed = (np.abs(z[:, None, :] - queries[None, :, :]) * index.weights).sum(-1)
+    vectors = index.vectors_of(np.asarray(rows, np.int64))
+    dims = index.dim_weights()
+    per_seed = np.zeros((vectors.shape[0], queries.shape[0]))
+    for f, w in enumerate(dims.tolist()):  # terms in dimension order, as the kernel adds them
+        per_seed += w * np.abs(vectors[:, None, f] - queries[None, :, f])
     return (per_seed / weights[None, :]).min(axis=1)
 
 
@@ -400,7 +403,9 @@ class LivingPlaylists:
             self._matcher = None
             return None
         subscriptions = Subscriptions(
-            seed_vectors=weighted(index.z_of(np.asarray(rows, np.int64)), index.weights),
+            seed_vectors=weighted(
+                index.vectors_of(np.asarray(rows, np.int64)), index.dim_weights()
+            ),
             seed_weights=np.asarray(weights, np.float32),
             seed_offsets=np.asarray(offsets, np.int64),
             worst=np.asarray(worst, np.float32),
@@ -421,7 +426,7 @@ class LivingPlaylists:
         )
         if matcher is None or not len(rows):
             return {}
-        songs = weighted(index.z_of(rows), index.weights)
+        songs = weighted(index.vectors_of(rows), index.dim_weights())
         popularity = index.popularity[rows].astype(np.int16)
         popularity[popularity < 0] = UNKNOWN_POPULARITY
         found = entering(matcher.subscriptions, songs, popularity)

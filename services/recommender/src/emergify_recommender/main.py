@@ -25,6 +25,7 @@ from emergify_contracts.problems import (
 from emergify_contracts.tables import UNREACHABLE_ERRORS, make_engine
 from emergify_recommender import nearest
 from emergify_recommender.api.main import api_router
+from emergify_recommender.artist_vectors import Similarity
 from emergify_recommender.catalog import Catalog, CatalogNotReady
 from emergify_recommender.change_feed import ChangeFeed
 from emergify_recommender.config import Settings, get_settings
@@ -49,7 +50,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
-        catalog = Catalog(engine)
+        catalog = Catalog(
+            engine,
+            Similarity(settings.similarity_artist_weight, settings.similarity_multi_artist_rule),
+        )
         living = LivingPlaylists(settings, engine)
         feed = ChangeFeed(settings, catalog, on_change=living.on_catalog_change)
         app.state.catalog, app.state.change_feed = catalog, feed

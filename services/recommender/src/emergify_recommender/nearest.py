@@ -29,6 +29,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from emergify_recommender.artist_vectors import ArtistVectors
 from emergify_recommender.cells import Cells, build_cells
 
 #: Unit roundoff of float32; the estimate's error is a small multiple of it (see _slack).
@@ -120,6 +121,28 @@ def _estimate(
 
 
 @nb.njit(cache=True, nogil=True)
+def _estimate_artist(
+    combos: np.ndarray,
+    s0: int,
+    length: int,
+    avec32: np.ndarray,
+    w32: np.ndarray,
+    q: np.ndarray,
+    d: int,
+    out: np.ndarray,
+) -> None:
+    """Add to ``out`` the float32 estimates of the artist part: ``sum_f |w_f a_f - q_f|``
+    with ``a`` the song's combination row (``q`` holds the weighted query from ``d`` on)."""
+    da = avec32.shape[1]
+    for j in range(length):
+        c = combos[s0 + j]
+        acc = np.float32(0.0)
+        for f in range(da):
+            acc += abs(avec32[c, f] * w32[f] - q[d + f])
+        out[j] += acc
+
+
+@nb.njit(cache=True, nogil=True)
 def _box_bound(
     lo_t: np.ndarray,
     hi_t: np.ndarray,
@@ -187,12 +210,18 @@ def _search(
     group_min_pop: np.ndarray,  # groups, int16
     widest: int,  # the most songs in one cell
     max_pop: int,
-    queries: np.ndarray,  # nq x d, float64, standardized
+    queries: np.ndarray,  # nq x (d + da), float64: standardized features, then (blended)
+    # the artist vector
     query_weights: np.ndarray,  # nq, float64 in (0, 1]: a query's distances are divided by it
     m: int,
+    combos: np.ndarray,  # n, int32, cell order: the song's row of avec (unused when da = 0)
+    avec: np.ndarray,  # combinations x da, float64: artist vectors
+    avec32: np.ndarray,  # the same, float32
+    a_max: np.ndarray,  # da, float64: max |avec|
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     d = values.shape[0]
     nq = queries.shape[0]
+    da = queries.shape[1] - d
     n_groups = groups.size - 1
 
     # 1. Lower bounds of the groups; 2. a min-heap of those that can hold a candidate.
@@ -211,23 +240,28 @@ def _search(
     # (per query: |q| enters).
     a32 = np.empty(d, dtype=np.float32)
     b32 = np.empty(d, dtype=np.float32)
-    q32 = np.empty((nq, d), dtype=np.float32)
+    q32 = np.empty((nq, d + da), dtype=np.float32)
+    w32 = np.empty(max(da, 1), dtype=np.float32)
     magnitude = 0.0
     for f in range(d):
         a32[f] = np.float32(weights[f] / (divisors[f] * scales[f]))
         b32[f] = np.float32(-weights[f] * means[f] / scales[f])
+    for f in range(da):
+        w32[f] = np.float32(weights[d + f])
     q_max = 0.0
     for qi in range(nq):
         s = 0.0
-        for f in range(d):
+        for f in range(d + da):
             q32[qi, f] = np.float32(weights[f] * queries[qi, f])
             s += weights[f] * abs(queries[qi, f])
         q_max = max(q_max, s)
     for f in range(d):
         magnitude += weights[f] * (value_max[f] + abs(means[f])) / scales[f]
+    for f in range(da):
+        magnitude += weights[d + f] * a_max[f]
     # Each term passes through ~8 float32 roundings and the sum adds d more: 64 + 4d unit
     # roundoffs of the magnitudes bound the error with room to spare.
-    slack = (64.0 + 4.0 * d) * _U32 * (magnitude + q_max) * 1.0001 + 1e-12
+    slack = (64.0 + 4.0 * (d + da)) * _U32 * (magnitude + q_max) * 1.0001 + 1e-12
     # Weighted queries: estimates are scaled by 1 / v in float32, which adds a few more
     # roundings (of 1 / v and of the product) relative to the scaled magnitude.
     inv32 = np.empty(nq, dtype=np.float32)
@@ -268,11 +302,15 @@ def _search(
                 length = under
             # 3a. Estimates for the whole cell (vector loops).
             _estimate(values, s0, length, a32, b32, q32[0], best)
+            if da:
+                _estimate_artist(combos, s0, length, avec32, w32, q32[0], d, best)
             if weighted:
                 for j in range(length):
                     best[j] = best[j] * inv32[0]
             for qi in range(1, nq):
                 _estimate(values, s0, length, a32, b32, q32[qi], other)
+                if da:
+                    _estimate_artist(combos, s0, length, avec32, w32, q32[qi], d, other)
                 if weighted:
                     for j in range(length):
                         other[j] = other[j] * inv32[qi]
@@ -287,11 +325,14 @@ def _search(
                     continue
                 dist = np.inf
                 near = 0
+                c = combos[p] if da else 0
                 for qi in range(nq):
                     total = 0.0
                     for f in range(d):
                         z = (values[f, p] / divisors[f] - means[f]) / scales[f]
                         total += weights[f] * abs(z - queries[qi, f])
+                    for f in range(da):
+                        total += weights[d + f] * abs(avec[c, f] - queries[qi, d + f])
                     total = total / query_weights[qi]
                     if total < dist:
                         dist = total
@@ -307,6 +348,17 @@ def _search(
     return hp[:count], hr[:count], hd[:count], hn[:count]
 
 
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False  # the same (read-only) array types as the cells': one compile
+    return array
+
+
+_NO_COMBOS = _frozen(np.zeros(1, dtype=np.int32))
+_NO_VECTORS = _frozen(np.zeros((1, 1)))
+_NO_VECTORS32 = _frozen(np.zeros((1, 1), dtype=np.float32))
+_ONE = _frozen(np.ones(1))
+
+
 def search(
     cells: Cells,
     means: np.ndarray,
@@ -316,13 +368,32 @@ def search(
     m: int,
     max_popularity: int | None = None,
     query_weights: np.ndarray | None = None,
+    artist_vectors: ArtistVectors | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The ``m`` songs of ``cells`` nearest to ``queries`` (rows, standardized) whose
     popularity is at most ``max_popularity`` (None: no cap), sorted by (distance, row):
     their cell positions, rows, distances and nearest query. Fewer when fewer pass.
-    ``query_weights`` (one per query, in (0, 1]; None: all 1) divide that query's distances."""
+    ``query_weights`` (one per query, in (0, 1]; None: all 1) divide that query's distances.
+
+    Blended: with ``artist_vectors`` (the cells' combination table), ``queries`` and
+    ``weights`` have 9 more dimensions, the artist vector (docs/similarity.md); when those
+    weights are all 0 the artist part is skipped (the audio-only kernel)."""
     cap = NO_CAP if max_popularity is None else int(min(max_popularity, NO_CAP))
     queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float64)
+    weights = np.ascontiguousarray(weights, dtype=np.float64)
+    d = cells.features.values.shape[0]
+    lo_t, hi_t, group_lo_t, group_hi_t = cells.lo_t, cells.hi_t, cells.group_lo_t, cells.group_hi_t
+    combos, avec, avec32, a_max = _NO_COMBOS, _NO_VECTORS, _NO_VECTORS32, _ONE
+    if artist_vectors is None or cells.combos is None or not np.any(weights[d:] > 0):
+        # Audio only: the boxes' first d dimensions (contiguous rows) bound it exactly.
+        queries = np.ascontiguousarray(queries[:, :d])
+        weights = weights[:d]
+        lo_t, hi_t, group_lo_t, group_hi_t = (b[:d] for b in (lo_t, hi_t, group_lo_t, group_hi_t))
+    else:
+        if queries.shape[1] != lo_t.shape[0] or weights.shape[0] != lo_t.shape[0]:
+            raise ValueError(f"blended queries and weights need {lo_t.shape[0]} dimensions")
+        combos, avec = cells.combos, artist_vectors.vectors
+        avec32, a_max = artist_vectors.vectors32, artist_vectors.abs_max
     if query_weights is None:
         query_weights = np.ones(queries.shape[0])
     query_weights = np.ascontiguousarray(query_weights, dtype=np.float64)
@@ -335,24 +406,28 @@ def search(
         cells.divisors,
         np.ascontiguousarray(means, dtype=np.float64),
         np.ascontiguousarray(scales, dtype=np.float64),
-        np.ascontiguousarray(weights, dtype=np.float64),
+        weights,
         cells.value_max,
         cells.perm,
         cells.starts,
-        cells.lo_t,
-        cells.hi_t,
+        lo_t,
+        hi_t,
         cells.popularity,
         cells.min_popularity,
         cells.by_popularity,
         cells.groups,
-        cells.group_lo_t,
-        cells.group_hi_t,
+        group_lo_t,
+        group_hi_t,
         cells.group_min_popularity,
         max(cells.widest, 1),
         cap,
         queries,
         query_weights,
         max(int(m), 1),
+        combos,
+        avec,
+        avec32,
+        a_max,
     )
     order = np.lexsort((rows, dist))
     return pos[order], rows[order], dist[order], near[order]

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from emergify_contracts.song import AUDIO_FEATURES
-from emergify_recommender.index import SongIndex
+from emergify_recommender.index import N_FEATURES, SongIndex
 from emergify_recommender.nearest import search
 
 
@@ -71,15 +71,17 @@ class Explanation:
 
 
 def query_vector(index: SongIndex, seed_rows: Sequence[int]) -> np.ndarray:
-    """The queries for seed songs: their exact standardized vectors, one row per seed."""
+    """The queries for seed songs, one row per seed: their exact standardized vectors, and
+    (blended index) each seed's own artist vector after them."""
     if not seed_rows:
         raise ValueError("at least one seed is needed")
-    return index.z_of(np.asarray(seed_rows, dtype=np.int64))
+    return index.vectors_of(np.asarray(seed_rows, dtype=np.int64))
 
 
 def explain(index: SongIndex, row: int, query: np.ndarray, count: int = 2) -> Explanation:
-    """The ``count`` features nearest to and furthest from ``query`` (standardized)."""
-    gap = np.abs(index.z_of(row) - query)
+    """The ``count`` features nearest to and furthest from ``query`` (its standardized
+    features: an artist part after them is ignored)."""
+    gap = np.abs(index.z_of(row) - np.asarray(query)[:N_FEATURES])
     order = np.argsort(gap, kind="stable")
     furthest = np.argsort(-gap, kind="stable")[:count]
     return Explanation(
@@ -153,15 +155,18 @@ def nearest_under_rules(
     exclude: Collection[int] = (),
     seeds: Sequence[int] = (),
     query_weights: np.ndarray | None = None,
+    artist_weight: float | None = None,
 ) -> list[Ranked]:
     """The exact first ``count`` songs of the brute-force rule-abiding order (see module
     docs), by (distance to the nearest query, row). ``seed_cluster`` is accepted for
     callers that pass it; the search does not need it. ``query_weights`` (in (0, 1], one
-    per query) divide each query's distances."""
+    per query) divide each query's distances. ``artist_weight`` (>= 0; None: the index's)
+    weighs the artist part of a blended index (docs/similarity.md)."""
     del seed_cluster
     if count <= 0 or len(index) == 0:
         return []
-    queries = np.atleast_2d(np.asarray(queries, dtype=np.float64))
+    queries = index.search_queries(queries)
+    weights = index.dim_weights(artist_weight)
     blocked = {int(r) for r in (*exclude, *seeds)}
     blocked_rows = np.fromiter(blocked, dtype=np.int64, count=len(blocked))
     rules = _Rules(index, seeds, max_per_artist, blocked)
@@ -172,11 +177,12 @@ def nearest_under_rules(
             index.cells,
             index.means,
             index.scales,
-            index.weights,
+            weights,
             queries,
             m,
             max_popularity,
             query_weights=query_weights,
+            artist_vectors=index.artist_table,
         )
         found = rows.size
         if blocked_rows.size:  # never answers: dropped up front, so the rules' fast path holds
@@ -233,11 +239,13 @@ def rank(
     seeds: Sequence[int] = (),
     diversity: float = 0.0,
     query_weights: np.ndarray | None = None,
+    artist_weight: float | None = None,
 ) -> list[Ranked]:
     """Up to ``limit`` songs nearest to the query under the playlist rules, by distance.
 
-    ``seed_z`` is one standardized vector or one per seed (rows); a song's distance is to
-    its nearest seed. ``seed_cluster`` names the cluster(s) visited first (None: each
+    ``seed_z`` is one search vector or one per seed (rows: standardized features, then on
+    a blended index the seed's artist vector; features alone mean ``a = z``); a song's
+    distance is to its nearest seed. ``seed_cluster`` names the cluster(s) visited first (None: each
     query's nearest centroid); it changes the speed, never the answer. ``exclude`` and
     ``seeds`` are index rows; seeds are never returned and block their duplicates too.
     """
@@ -256,5 +264,6 @@ def rank(
         exclude=exclude,
         seeds=seeds,
         query_weights=query_weights,
+        artist_weight=artist_weight,
     )
     return diversify(index, pool, limit, diversity)

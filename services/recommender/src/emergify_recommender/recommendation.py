@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from emergify_contracts.problems import ProblemError
+from emergify_contracts.similarity import explain_closeness
 from emergify_contracts.song import AUDIO_FEATURES
 from emergify_recommender.api.schemas import (
     AudioFeatures,
@@ -16,8 +17,9 @@ from emergify_recommender.api.schemas import (
     RecommendedItem,
     SeedInfo,
     SeedUsed,
+    SimilarityInfo,
 )
-from emergify_recommender.index import SongIndex
+from emergify_recommender.index import N_FEATURES, SongIndex
 from emergify_recommender.listener_rules import ListenerPlan
 from emergify_recommender.ranking import explain, query_vector, rank
 
@@ -56,12 +58,13 @@ def recommend(
     default_max_popularity: int | None = None,
     listener: ListenerPlan | None = None,
 ) -> RecommendationResponse:
-    """The songs nearest to the seeds (Manhattan distance on standardized features; with
-    several seeds, to the nearest seed), exactly as a brute force would rank them, under
-    the playlist rules; optionally diversified by artist. ``default_max_popularity`` (the
-    emerging threshold setting) applies when the request names none; a request may lift it
-    (100) or lower it. A seed missing from the catalog is a 404 problem. ``listener``
-    (see :mod:`emergify_recommender.listener_rules`) adds liked songs as weighted seeds
+    """The songs nearest to the seeds (audio L1 on standardized features plus the weighted
+    artist-profile L1, docs/similarity.md; with several seeds, to the nearest seed),
+    exactly as a brute force would rank them, under the playlist rules; optionally
+    diversified by artist. ``default_max_popularity`` (the emerging threshold setting)
+    applies when the request names none; a request may lift it (100) or lower it. A seed
+    missing from the catalog is a 404 problem. ``listener`` (see
+    :mod:`emergify_recommender.listener_rules`) adds liked songs as weighted seeds
     and blocks the songs the listener must not get."""
     if body.seeds is not None:
         seeds = _seed_rows(index, body.seeds)
@@ -71,8 +74,9 @@ def recommend(
     else:
         seeds = []
         raw_query = np.asarray(body.seed_features.vector())  # type: ignore[union-attr]
-        queries = index.standardize(raw_query)[None, :]
-        clusters = [index.cluster_of(queries[0])]
+        z_query = index.standardize(raw_query)
+        clusters = [index.cluster_of(z_query)]
+        queries = index.search_queries(z_query)  # no artist: a = z
     exclude = [row for row in map(index.position, body.exclude_ids) if row is not None]
     # Weighted seeds and the listener's extras (likes after the request's seeds; blocked songs).
     weights = _seed_weights(index, body, seeds)
@@ -94,6 +98,9 @@ def recommend(
             query_weights.append(weight)
             seeds_used.append(SeedUsed(track_id=index.track_id(row), weight=weight, why="like"))
         exclude.extend(listener.blocked)
+    # The artist part's weight: the request's, else the model's (0 when nothing is blended).
+    artist_weight = body.similarity.artist_weight if body.similarity is not None else None
+    weight = (index.artist_weight if artist_weight is None else artist_weight) * index.blended
     ranked = rank(
         index,
         queries,
@@ -107,13 +114,25 @@ def recommend(
         seeds=rule_seeds,
         diversity=body.diversity,
         query_weights=(None if all(w == 1.0 for w in query_weights) else np.asarray(query_weights)),
+        artist_weight=artist_weight,
     )
     if body.within_distance is not None:
         # The first `limit` of the exact order, cut at the threshold: every song within it.
         ranked = [r for r in ranked if r.distance <= body.within_distance]
     items = []
+    typical = index.typical_distances if ranked else (1.0, 1.0)
     for r in ranked:
         why = explain(index, r.row, queries[r.seed])
+        query = queries[r.seed]
+        seed_a = query[N_FEATURES:] if query.size > N_FEATURES else query
+        part = explain_closeness(
+            query[:N_FEATURES],
+            seed_a,
+            index.z_of(r.row),
+            index.a_of(r.row),
+            weight,
+            typical=typical,
+        )
         track_id = index.track_id(r.row)
         items.append(
             RecommendedItem(
@@ -127,7 +146,13 @@ def recommend(
                 seed_track_id=(
                     None if query_seeds[r.seed] is None else index.track_id(query_seeds[r.seed])
                 ),
-                explanation=Explanation(closest=list(why.closest), furthest=list(why.furthest)),
+                explanation=Explanation(
+                    closest=list(why.closest),
+                    furthest=list(why.furthest),
+                    reasons=list(part.reasons),
+                    audio_distance=part.audio_distance,
+                    artist_distance=part.artist_distance if weight > 0 else None,
+                ),
                 features=features_of(index.raw_of(r.row)),
                 spotify_url=spotify_url(track_id),
             )
@@ -145,6 +170,13 @@ def recommend(
         count=len(items),
         listener_id=listener.listener_id if listener is not None else None,
         seeds_used=seeds_used,
+        similarity=(
+            None
+            if index.similarity is None
+            else SimilarityInfo(
+                artist_weight=weight, multi_artist_rule=index.similarity.multi_artist_rule
+            )
+        ),
     )
 
 

@@ -43,6 +43,32 @@ class AudioFeatures(BaseModel):
         return [getattr(self, f) for f in AUDIO_FEATURES]
 
 
+class SimilarityOverride(BaseModel):
+    """A request's own similarity setting (docs/similarity.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    artist_weight: float = Field(
+        ge=0.0,
+        le=1_000.0,
+        allow_inf_nan=False,
+        description="Weight of the artist-profile L1 in the distance (audio L1 + weight x "
+        "artist L1); 0 ranks by the song's own sound alone. Default: the model's setting.",
+    )
+
+
+class SimilarityInfo(BaseModel):
+    """The similarity a ranking used, or the one a model version was published with."""
+
+    artist_weight: float = Field(
+        description="Weight of the artist-profile L1 (0: own sound only, as for a model "
+        "without artist profiles)."
+    )
+    multi_artist_rule: Literal["mean", "weighted", "first"] = Field(
+        description="How a song with several artists gets its artist vector."
+    )
+
+
 class RecommendationRequest(BaseModel):
     """Seeds (songs of the catalog, or a feature vector) and the playlist rules."""
 
@@ -110,6 +136,11 @@ class RecommendationRequest(BaseModel):
         description="Return every song within this distance (nearest first, at most "
         "`limit`, which may then go up to 500) instead of a fixed count.",
     )
+    similarity: SimilarityOverride | None = Field(
+        None,
+        description="Override the model's similarity setting for this request, e.g. "
+        '`{"artist_weight": 0}` to rank by the songs\' own sound alone.',
+    )
 
     @model_validator(mode="after")
     def _one_seed_kind(self) -> RecommendationRequest:
@@ -148,12 +179,25 @@ class SeedInfo(BaseModel):
 
 
 class Explanation(BaseModel):
-    """Why a song was picked: where it sounds most and least like its seed."""
+    """Why a song was picked: which part made it close, and where it sounds most and least
+    like its seed."""
 
     closest: list[str] = Field(
         description="The 2 features nearest to the seed's (standardized absolute difference)."
     )
     furthest: list[str] = Field(description="The 2 features furthest from the seed's.")
+    reasons: list[str] = Field(
+        default_factory=list,
+        description="What made the song close, strongest first: `own sound` (its audio "
+        "features), `artist's sound` (its artists' profile), whichever is the smaller "
+        "fraction of its typical distance in the catalog (docs/similarity.md).",
+    )
+    audio_distance: float | None = Field(
+        None, description="The audio part: L1 between standardized features."
+    )
+    artist_distance: float | None = Field(
+        None, description="The artist part before weighting: L1 between artist vectors."
+    )
 
 
 class RecommendedItem(BaseModel):
@@ -206,6 +250,9 @@ class RecommendationResponse(BaseModel):
         default_factory=list,
         description="Every seed song the ranking matched against: the request's seeds, then "
         "the listener's liked songs (newest first), with weights.",
+    )
+    similarity: SimilarityInfo | None = Field(
+        None, description="The similarity the ranking used (null before a model)."
     )
 
 
@@ -314,6 +361,10 @@ class ModelInfo(BaseModel):
     songs: int = Field(description="Songs the model was trained on.")
     metrics: dict[str, Any]
     explained_variance: list[float]
+    similarity: SimilarityInfo = Field(
+        description="The similarity setting stored with the model version (the settings' "
+        "default for a model published before it was stored)."
+    )
 
 
 class ClusterPoint(BaseModel):

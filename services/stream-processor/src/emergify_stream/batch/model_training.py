@@ -308,6 +308,15 @@ class BatchRun:
     timings: dict[str, float]
 
 
+def similarity_setting(settings: Settings) -> dict[str, Any]:
+    """The similarity a model version is published with (stored in its metrics; the
+    recommender ranks by it, docs/similarity.md)."""
+    return {
+        "artist_weight": settings.similarity_artist_weight,
+        "multi_artist_rule": settings.similarity_multi_artist_rule,
+    }
+
+
 def _timed_save(pipeline: PipelineModel, path: Path) -> float:
     started = time.perf_counter()
     pipeline.write().overwrite().save(str(path))
@@ -360,6 +369,7 @@ def run_batch_layer(
         "source_detail": data.detail,
         "timings_seconds": dict(timings),
         "artists": artists,
+        "similarity": similarity_setting(settings),
     }
     with _timed(timings, "announce"):
         if publisher is not None:
@@ -415,6 +425,7 @@ def _publish(
         "source": data.source,
         "source_detail": data.detail,
         "timings_seconds": timings_so_far,
+        "similarity": similarity_setting(settings),
     }
     # Spark saves the PipelineModel (JVM) while Python re-assigns the clusters (SQLite): the
     # two overlap on two cores, and the registry commits only once the save has succeeded.

@@ -6,7 +6,8 @@ from fastapi import APIRouter
 
 from emergify_contracts.problems import ProblemError, problem_responses
 from emergify_recommender.api.deps import CurrentIndex
-from emergify_recommender.api.schemas import ModelInfo
+from emergify_recommender.api.schemas import ModelInfo, SimilarityInfo
+from emergify_recommender.artist_vectors import DEFAULT_SIMILARITY, Similarity
 
 router = APIRouter(tags=["model"])
 
@@ -23,7 +24,8 @@ router = APIRouter(tags=["model"])
     ),
 )
 def get_model(index: CurrentIndex) -> ModelInfo:
-    """Version, k, silhouette and training metrics of the model the recommender uses."""
+    """Version, k, silhouette, training metrics and the similarity setting (artist weight,
+    multi-artist rule) of the model the recommender uses."""
     if index.model is None:
         raise ProblemError(
             404,
@@ -32,6 +34,7 @@ def get_model(index: CurrentIndex) -> ModelInfo:
             title="No model",
         )
     m = index.model.portable
+    similarity = index.similarity or Similarity.of_model(index.model.metrics, DEFAULT_SIMILARITY)
     return ModelInfo(
         version=m.version,
         k=m.k,
@@ -41,4 +44,5 @@ def get_model(index: CurrentIndex) -> ModelInfo:
         songs=m.songs,
         metrics=dict(index.model.metrics),
         explained_variance=list(m.explained_variance),
+        similarity=SimilarityInfo(**similarity.as_dict()),
     )

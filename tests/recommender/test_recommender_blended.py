@@ -1,0 +1,266 @@
+"""The blended ranking (audio L1 + w x artist-profile L1, docs/similarity.md) against brute
+force: several weights (0 included), multi-artist songs under every rule, features-only
+queries, a song streamed in with a new artist, and profiles changed by ``artists_changed``."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pytest
+from ranking_reference import brute_force, synthetic_records
+
+from emergify_contracts.artist_profiles import (
+    ArtistProfiles,
+    SongChange,
+    apply_song_changes,
+    artist_keys,
+    artist_profiles,
+    song_artist_vectors,
+)
+from emergify_recommender.artist_vectors import Similarity
+from emergify_recommender.build import build_index, with_profiles, with_songs
+from emergify_recommender.index import SongIndex
+from emergify_recommender.model import LoadedModel
+from emergify_recommender.ranking import query_vector, rank
+from emergify_recommender.records import SongRecord
+
+WEIGHTS = [0.0, 0.5, 4.0, 12.0]
+RULES: list[dict[str, Any]] = [
+    {},
+    {"max_per_artist": 1},
+    {"max_popularity": 30},
+    {"max_per_artist": 10_000},
+]
+
+
+def coherent_records(n: int, seed: int) -> list[SongRecord]:
+    """The synthetic catalog, but an artist's songs come from one blob (as in real data),
+    so profiles differ between artists; 20% of songs credit two artists."""
+    records = synthetic_records(n, seed)
+    rng = np.random.default_rng(seed + 100)
+    return [
+        replace(r, artists=(f"Artist {i % 90}",))
+        if rng.random() < 0.8
+        else replace(r, artists=(f"Artist {i % 90}", f"Artist {rng.integers(0, 90)}"))
+        for i, r in enumerate(records)
+    ]
+
+
+def keys_of(records: list[SongRecord]) -> list[tuple[str, ...]]:
+    return [artist_keys(r.artists, r.artist_ids) for r in records]
+
+
+def profiles_of(model: LoadedModel, records: list[SongRecord]) -> ArtistProfiles:
+    """What the batch layer computes: every artist's sums over its songs' standardized z."""
+    z = (np.array([r.features for r in records]) - model.means) / model.scales
+    return artist_profiles(z, keys_of(records))
+
+
+@pytest.fixture(scope="module")
+def model(rec: Any) -> LoadedModel:
+    x = np.array([r.features for r in coherent_records(6000, seed=1)])
+    return LoadedModel.from_portable(rec.fit_portable_model(x, k=20, version=1))
+
+
+@pytest.fixture(scope="module")
+def blended(model: LoadedModel) -> SongIndex:
+    records = coherent_records(6000, seed=1)
+    return build_index(
+        records,
+        model,
+        leaf=24,
+        profiles=profiles_of(model, records),
+        similarity=Similarity(4.0, "weighted"),
+    )
+
+
+def same(got: list, expected: list) -> None:
+    assert [r.row for r in got] == [r.row for r in expected]
+    assert [r.distance for r in got] == [r.distance for r in expected]
+    assert [r.seed for r in got] == [r.seed for r in expected]
+
+
+def test_artist_vectors_follow_the_profiles_under_every_rule(model: LoadedModel) -> None:
+    records = coherent_records(3000, seed=3)
+    profiles = profiles_of(model, records)
+    z = (np.array([r.features for r in records]) - model.means) / model.scales
+    assert sum(len(k) > 1 for k in keys_of(records)) > 300, "multi-artist songs are covered"
+    for rule in ("weighted", "mean", "first"):
+        index = build_index(records, model, profiles=profiles, similarity=Similarity(2.0, rule))
+        expected = song_artist_vectors(profiles, keys_of(records), rule, z)
+        np.testing.assert_array_equal(index.a_of(np.arange(len(records))), expected)
+        assert len(index.artist_table or ()) == len(set(keys_of(records))), "one per credit list"
+    # The weighted rule by hand, for one two-artist song: the mean z over both artists' songs.
+    keys = keys_of(records)
+    i = next(i for i, k in enumerate(keys) if len(k) == 2)
+    rows = [j for j, k in enumerate(keys) for key in k if key in keys[i]]
+    weighted = song_artist_vectors(profiles, keys_of(records), "weighted", z)[i]
+    np.testing.assert_allclose(weighted, z[rows].mean(axis=0), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("weight", WEIGHTS)
+@pytest.mark.parametrize("rules", RULES)
+def test_blended_ranking_equals_brute_force(
+    blended: SongIndex, weight: float, rules: dict[str, Any]
+) -> None:
+    assert blended.blended and blended.cells.lo.shape[1] == 18
+    assert blended.cells.n_cells > 200, "many small cells, so pruning really happens"
+    rng = np.random.default_rng(int(weight * 10) + len(str(rules)))
+    for _ in range(15):
+        seeds = rng.choice(len(blended), size=int(rng.integers(1, 4)), replace=False).tolist()
+        exclude = rng.choice(len(blended), size=5, replace=False).tolist()
+        queries = query_vector(blended, seeds)
+        limit = int(rng.integers(1, 60))
+        kw = dict(seeds=seeds, exclude=exclude, artist_weight=weight, **rules)
+        same(
+            rank(blended, queries, None, limit, **kw),
+            brute_force(blended, queries, limit, **kw),
+        )
+
+
+def test_weighted_seeds_and_features_only_queries_are_exact(blended: SongIndex) -> None:
+    rng = np.random.default_rng(5)
+    for weight in (None, 1.5):
+        for _ in range(10):
+            seeds = rng.choice(len(blended), size=3, replace=False).tolist()
+            qw = np.array([1.0, 0.5, 0.25])
+            queries = query_vector(blended, seeds)
+            kw = dict(seeds=seeds, query_weights=qw, artist_weight=weight)
+            same(rank(blended, queries, None, 25, **kw), brute_force(blended, queries, 25, **kw))
+            # A feature vector (no artist) searches with a = z.
+            q = rng.normal(0, 2, size=9)
+            same(
+                rank(blended, q, None, 25, artist_weight=weight),
+                brute_force(blended, q, 25, artist_weight=weight),
+            )
+            assert blended.search_queries(q).shape == (1, 18)
+
+
+def test_weight_zero_is_the_audio_ranking(model: LoadedModel, blended: SongIndex) -> None:
+    audio = build_index(coherent_records(6000, seed=1), model, leaf=24)
+    rng = np.random.default_rng(8)
+    for seed in rng.choice(len(blended), size=10, replace=False).tolist():
+        got = rank(blended, query_vector(blended, [seed]), None, 30, seeds=[seed], artist_weight=0)
+        plain = rank(audio, query_vector(audio, [seed]), None, 30, seeds=[seed])
+        assert [(r.row, r.distance) for r in got] == [(r.row, r.distance) for r in plain]
+    # And the default weight is not 0: the blend changes the answer.
+    seed = 11
+    got = rank(blended, query_vector(blended, [seed]), None, 30, seeds=[seed])
+    plain = rank(audio, query_vector(audio, [seed]), None, 30, seeds=[seed])
+    assert [r.row for r in got] != [r.row for r in plain]
+
+
+def _speed_layer(
+    model: LoadedModel, profiles: ArtistProfiles, changes: list[tuple[Any, Any]]
+) -> tuple[ArtistProfiles, ArtistProfiles]:
+    """What the speed layer does: apply the songs' changes to the sums; returns the new
+    profiles and the changed rows only (what ``artists_changed`` announces)."""
+
+    def version(r: SongRecord | None) -> tuple[np.ndarray, tuple[str, ...]] | None:
+        if r is None:
+            return None
+        z = (np.array(r.features) - model.means) / model.scales
+        return z, artist_keys(r.artists, r.artist_ids)
+
+    new = apply_song_changes(profiles, [SongChange(version(b), version(a)) for b, a in changes])
+    touched = sorted({k for b, a in changes for r in (b, a) if r for k in version(r)[1]})
+    at = new.position()
+    rows = [at[k] for k in touched]
+    return new, ArtistProfiles(tuple(touched), new.sums[rows], new.counts[rows])
+
+
+def test_a_song_with_a_new_artist_is_recommendable_with_its_profile(
+    model: LoadedModel, blended: SongIndex
+) -> None:
+    records = coherent_records(6000, seed=1)
+    profiles = profiles_of(model, records)
+    newcomer = replace(
+        synthetic_records(3, seed=9, start=50_000)[0],
+        artists=("Brand New Artist", "Artist 3"),
+        table_version=2,
+        popularity=5,
+    )
+    _, changed = _speed_layer(model, profiles, [(None, newcomer)])
+    assert "name:brand new artist" in changed.keys
+    # The catalog applies the changed profiles first, then the songs.
+    index = with_songs(with_profiles(blended, changed), [newcomer])
+    row = index.position(newcomer.track_id)
+    assert row is not None
+    expected = song_artist_vectors(
+        apply_song_changes(profiles, [SongChange(None, _speed_layer_version(model, newcomer))]),
+        [artist_keys(newcomer.artists)],
+        "weighted",
+    )[0]
+    np.testing.assert_allclose(index.a_of([row])[0], expected, rtol=1e-12, atol=1e-12)
+    # Its own vector is nearest to itself, and every ranking stays exact.
+    got = rank(index, index.vectors_of([row]), None, 5)
+    assert got[0].row == row and got[0].distance == 0.0
+    rng = np.random.default_rng(2)
+    for seed in [row, *rng.choice(len(index), size=10, replace=False).tolist()]:
+        q = query_vector(index, [seed])
+        same(rank(index, q, None, 30, seeds=[seed]), brute_force(index, q, 30, seeds=[seed]))
+
+
+def _speed_layer_version(model: LoadedModel, r: SongRecord) -> tuple[np.ndarray, tuple[str, ...]]:
+    return (np.array(r.features) - model.means) / model.scales, artist_keys(r.artists)
+
+
+def test_a_song_whose_artist_has_no_profile_yet_uses_its_own_sound_until_it_has(
+    model: LoadedModel, blended: SongIndex
+) -> None:
+    newcomer = replace(
+        synthetic_records(3, seed=10, start=60_000)[0],
+        artists=("Nobody Yet",),
+        table_version=2,
+    )
+    index = with_songs(blended, [newcomer])  # the event's profiles not applied (a race)
+    row = index.position(newcomer.track_id)
+    assert row is not None
+    np.testing.assert_array_equal(index.a_of([row]), index.z_of([row]))
+    profile = _speed_layer_version(model, newcomer)[0] * 3 + 0.5
+    index = with_profiles(
+        index, ArtistProfiles(("name:nobody yet",), profile[None, :] * 2, np.array([2]))
+    )
+    np.testing.assert_allclose(index.a_of([row])[0], profile, rtol=1e-12)
+    q = query_vector(index, [row])
+    same(rank(index, q, None, 30, seeds=[row]), brute_force(index, q, 30, seeds=[row]))
+
+
+def test_profiles_changed_by_artists_changed_stay_exact(
+    model: LoadedModel, blended: SongIndex
+) -> None:
+    records = coherent_records(6000, seed=1)
+    profiles = profiles_of(model, records)
+    # Songs of artists 4 and 7 move far away, and change credits: their artists' profiles
+    # move, and every other song crediting those artists changes its artist vector.
+    moved = [
+        replace(
+            r,
+            features=tuple((np.array(r.features) * 0.3).tolist()),
+            artists=("Artist 7",) if "Artist 4" in r.artists else r.artists,
+            table_version=2,
+        )
+        for r in records
+        if set(r.artists) & {"Artist 4", "Artist 7"}
+    ][::2]
+    old = {r.track_id: r for r in records}
+    new_profiles, changed = _speed_layer(model, profiles, [(old[m.track_id], m) for m in moved])
+    index = with_songs(with_profiles(blended, changed), moved)
+    everyone = {**old, **{m.track_id: m for m in moved}}
+    ordered = [everyone[index.track_id(i)] for i in range(len(index))]
+    z = index.z_of(np.arange(len(index)))
+    np.testing.assert_allclose(
+        index.a_of(np.arange(len(index))),
+        song_artist_vectors(new_profiles, keys_of(ordered), "weighted", z),
+        rtol=1e-9,
+        atol=1e-12,
+    )
+    rng = np.random.default_rng(6)
+    affected = [index.position(m.track_id) for m in moved[:5]]
+    for seed in [*affected, *rng.choice(len(index), size=10, replace=False).tolist()]:
+        q = query_vector(index, [seed])
+        for weight in (None, 8.0):
+            kw = dict(seeds=[seed], artist_weight=weight)
+            same(rank(index, q, None, 30, **kw), brute_force(index, q, 30, **kw))
