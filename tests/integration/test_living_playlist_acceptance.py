@@ -94,7 +94,7 @@ def expected(
     assert None not in seed_rows
     ranked = brute_force(
         index,
-        index.z_of(np.asarray(seed_rows, np.int64)),
+        index.vectors_of(np.asarray(seed_rows, np.int64)),
         SIZE,
         max_popularity=100,
         max_per_artist=2,
