@@ -100,7 +100,18 @@ def test_search_several_favourites_and_get_recommendations(dashboard_stack, dash
     assert len(artists) == len(set(artists))  # max one song per (first) artist
     # The recommendations table (the seeds-used table may come first).
     table = next(d.value for d in at.dataframe if "spotify" in d.value.columns)
-    assert list(table.columns) == ["#", "song", "artists", "distance", "popularity", "spotify"]
+    assert list(table.columns) == [
+        "#",
+        "song",
+        "artists",
+        "distance",
+        "why",
+        "popularity",
+        "spotify",
+    ]
+    # The model's default similarity blends the song's and its artists' sound.
+    assert all(set(why.split(", ")) <= {"own sound", "artist's sound"} for why in table["why"])
+    assert any(why for why in table["why"])
     assert table["spotify"].str.startswith("https://open.spotify.com/track/").all()
     assert list(table["distance"]) == sorted(table["distance"])
     assert len(at.get("vega_lite_chart")) == 2  # the feature plot and the cluster map

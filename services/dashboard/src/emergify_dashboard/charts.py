@@ -37,6 +37,8 @@ def playlist_frame(items: list[dict[str, Any]]) -> pd.DataFrame:
             "song": [i["name"] for i in items],
             "artists": [", ".join(i["artists"]) for i in items],
             "distance": [round(float(i["distance"]), 3) for i in items],
+            # What made it close (own sound / artist's sound), strongest first.
+            "why": [", ".join(i.get("explanation", {}).get("reasons", [])) for i in items],
             "popularity": [i.get("popularity") for i in items],
             "spotify": [i["spotify_url"] for i in items],
         }

@@ -90,6 +90,17 @@ def request_for_me(client: GatewayClient, controls: Controls, include_recent: bo
     keep_results(answer, "taste")
 
 
+def _distance_text(results: dict[str, Any]) -> str:
+    """What the distance column measures, from the similarity the ranking used."""
+    weight = (results.get("similarity") or {}).get("artist_weight") or 0
+    if weight:
+        return (
+            "Manhattan distance on standardized audio features plus "
+            f"{weight:g} x the distance between the artists' sound profiles"
+        )
+    return "Manhattan distance on standardized audio features"
+
+
 def render_results(
     client: GatewayClient, settings: Settings, signed_in: bool = False
 ) -> dict[str, Any] | None:
@@ -111,8 +122,8 @@ def render_results(
     version = results.get("model_version")
     source = SOURCES.get(results.get("source", "favourites"), "")
     st.caption(
-        f"{len(items)} songs {source}, nearest first (Manhattan distance on standardized audio "
-        "features" + (f", model v{version})" if version is not None else ")")
+        f"{len(items)} songs {source}, nearest first ({_distance_text(results)}"
+        + (f", model v{version})" if version is not None else ")")
     )
     st.dataframe(
         charts.playlist_frame(items),
