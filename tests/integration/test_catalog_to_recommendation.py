@@ -80,13 +80,15 @@ def test_sample_catalog_is_materialised_clustered_and_recommendable(
 
     r = api.post("/api/v1/recommendations", json={"seeds": [seed], "limit": 10})
     assert r.status_code == 200, r.text
-    items = r.json()["items"]
+    answer = r.json()
+    items = answer["items"]
     assert len(items) == 10
     assert seed not in {i["track_id"] for i in items}
     distances = [i["distance"] for i in items]
     assert distances == sorted(distances)
 
-    # The distances are Manhattan on the standardized features of the published model.
+    # The distances blend Manhattan on the standardized features of the published model with
+    # the artists' sound profiles, at the weight stored with the model.
     engine = make_engine(stack.env["EMERGIFY_DATABASE_URL"])
     with engine.connect() as conn:
         artifact = conn.execute(
@@ -99,9 +101,14 @@ def test_sample_catalog_is_materialised_clustered_and_recommendable(
     def z(features: dict[str, float]) -> np.ndarray:
         return (np.array([features[f] for f in AUDIO_FEATURES]) - means) / scales
 
+    weight = answer["similarity"]["artist_weight"]
+    assert weight == api.get("/api/v1/model").json()["similarity"]["artist_weight"] > 0
     seed_z = z(song)
     for item in items:
-        expected = np.abs(z(item["features"]) - seed_z).sum()
+        audio = np.abs(z(item["features"]) - seed_z).sum()
+        explanation = item["explanation"]
+        assert abs(explanation["audio_distance"] - audio) < 1e-6 * max(1.0, audio)
+        expected = audio + weight * explanation["artist_distance"]
         assert abs(item["distance"] - expected) < 1e-6 * max(1.0, expected)
         assert item["cluster"] is not None
 
