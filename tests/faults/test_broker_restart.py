@@ -8,14 +8,12 @@ port; no service is restarted by hand.
 
 from __future__ import annotations
 
-import contextlib
-
 import httpx
 import pytest
 import sqlalchemy as sa
 from catalog_fixtures import json_song, track_id
 from pipeline_parts import WritePath
-from testkit import INTERNAL_HEADERS, wait_for
+from testkit import INTERNAL_HEADERS, answers_200, wait_for
 
 from emergify_cli.broker import EmbeddedBroker
 from emergify_contracts.tables import make_engine, songs
@@ -59,18 +57,7 @@ def test_songs_accepted_around_a_broker_restart_all_reach_the_feature_table(
         except sa.exc.ProgrammingError:  # the processor has not created the tables yet
             return []
 
-    def healthy() -> bool:
-        assert proc.alive(), "the stream processor exited"
-        with contextlib.suppress(httpx.HTTPError):
-            return (
-                httpx.get(
-                    f"{processor_url}/health", timeout=2, headers=INTERNAL_HEADERS
-                ).status_code
-                == 200
-            )
-        return False
-
-    wait_for(healthy, 180, "the stream processor to be healthy")
+    proc.wait_healthy(processor_url)
     wait_for(
         lambda: httpx.get(f"{ingest_url}/health", headers=INTERNAL_HEADERS).status_code == 200,
         60,
@@ -108,7 +95,7 @@ def test_songs_accepted_around_a_broker_restart_all_reach_the_feature_table(
         "every accepted song in the feature table",
     )
     assert len(ids) == len(set(ids)) == 460
-    assert healthy()
+    assert proc.alive() and answers_200(f"{processor_url}/health")
     status = httpx.get(f"{processor_url}/admin/status", timeout=30, headers=INTERNAL_HEADERS).json()
     assert status["songs"] == 460
     engine.dispose()

@@ -8,14 +8,12 @@ the stream processor as its own process (Spark inside), PostgreSQL.
 
 from __future__ import annotations
 
-import contextlib
-
 import httpx
 import pytest
 import sqlalchemy as sa
 from catalog_fixtures import track_id
 from pipeline_parts import WritePath
-from testkit import INTERNAL_HEADERS, wait_for
+from testkit import INTERNAL_HEADERS, answers_200, wait_for
 
 from emergify_cli.broker import EmbeddedBroker
 from emergify_contracts.listener import listener_batches, listener_feedback
@@ -53,18 +51,7 @@ def test_feedback_accepted_around_a_broker_restart_all_reaches_the_listener_tabl
         except sa.exc.ProgrammingError:  # the processor has not created the tables yet
             return []
 
-    def healthy() -> bool:
-        assert proc.alive(), "the stream processor exited"
-        with contextlib.suppress(httpx.HTTPError):
-            return (
-                httpx.get(
-                    f"{processor_url}/health", timeout=2, headers=INTERNAL_HEADERS
-                ).status_code
-                == 200
-            )
-        return False
-
-    wait_for(healthy, 180, "the stream processor to be healthy")
+    proc.wait_healthy(processor_url)
     a, b, c, d, e = (track_id(i * 7919 + 5) for i in range(5))
     kept, erased, late = "spotify:kept", "spotify:erased", "spotify:late"
 
@@ -105,5 +92,5 @@ def test_feedback_accepted_around_a_broker_restart_all_reaches_the_listener_tabl
             sa.select(sa.func.count()).where(listener_batches.c.query_name.like("reconcile-%"))
         ).scalar()
     assert restored >= 1  # the events accepted while the broker was away came from the lake
-    assert healthy()
+    assert proc.alive() and answers_200(f"{processor_url}/health")
     engine.dispose()

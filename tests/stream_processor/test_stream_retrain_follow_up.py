@@ -45,18 +45,7 @@ def test_songs_uploaded_during_a_training_run_are_covered_by_the_next_model_unas
                 return response.json()
         return None
 
-    def healthy() -> bool:
-        assert proc.alive(), "the stream processor exited"
-        with contextlib.suppress(httpx.HTTPError):
-            return (
-                httpx.get(
-                    f"{processor_url}/health", timeout=2, headers=INTERNAL_HEADERS
-                ).status_code
-                == 200
-            )
-        return False
-
-    wait_for(healthy, 180, "the stream processor to be healthy")
+    proc.wait_healthy(processor_url)
     wait_for(
         lambda: httpx.get(f"{ingest_url}/health", headers=INTERNAL_HEADERS).status_code == 200,
         60,
