@@ -22,8 +22,6 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loop_stack import (
@@ -31,8 +29,10 @@ from loop_stack import (
     BenchFailure,
     RunningStack,
     call,
+    exit_with,
     machine_load,
     pct,
+    run_facts,
     running_stack,
     write_results,
 )
@@ -146,7 +146,6 @@ def main(argv: list[str] | None = None) -> int:
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "probes": probes,
         "succeeded": len(effects),
-        "failed": failures,
         "p50_s": round(pct(effects, 50), 3),
         "p95_s": round(pct(effects, 95), 3),
         "max_s": round(max(effects), 3),
@@ -155,13 +154,13 @@ def main(argv: list[str] | None = None) -> int:
         "committed_to_effect_p50_s": round(
             pct([e - c for c, e in zip(committed, effects, strict=True)], 50), 3
         ),
-        "trigger_interval_s": 0.5,
-        "model_version": model_version,
-        "database": "postgresql" if args.database_url else "sqlite",
-        "load_before": load_before,
-        "load_average_1m_mean": round(sum(loads) / len(loads), 2),
-        "load_after": machine_load(),
-        "note": "2-core VM shared with other jobs; see the load columns",
+        **run_facts(
+            failures=failures,
+            loads=loads,
+            load_before=load_before,
+            model_version=model_version,
+            database_url=args.database_url,
+        ),
     }
     print("| probes ok | p50 (s) | p95 (s) | max (s) | 202 -> committed p50 / p95 (s) | load |")
     print("|---|---|---|---|---|---|")
@@ -175,8 +174,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (BenchFailure, httpx.HTTPError) as exc:
-        print(f"feedback_latency failed: {exc}", file=sys.stderr)
-        sys.exit(1)
+    exit_with("feedback_latency", main)

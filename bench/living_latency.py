@@ -44,8 +44,10 @@ from loop_stack import (
     BenchFailure,
     RunningStack,
     call,
+    exit_with,
     machine_load,
     pct,
+    run_facts,
     running_stack,
     write_results,
 )
@@ -252,7 +254,6 @@ def main(argv: list[str] | None = None) -> int:
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "probes": probes,
         "succeeded": len(spotify),
-        "failed": failures,
         "size": args.size,
         "p50_s": round(pct(spotify, 50), 3),
         "p95_s": round(pct(spotify, 95), 3),
@@ -262,13 +263,13 @@ def main(argv: list[str] | None = None) -> int:
         "desired_to_spotify_p50_s": round(
             pct([s - d for d, s in zip(desired, spotify, strict=True)], 50), 3
         ),
-        "trigger_interval_s": 0.5,
-        "model_version": model_version,
-        "database": "postgresql" if args.database_url else "sqlite",
-        "load_before": load_before,
-        "load_average_1m_mean": round(sum(loads) / len(loads), 2),
-        "load_after": machine_load(),
-        "note": "2-core VM shared with other jobs; see the load columns",
+        **run_facts(
+            failures=failures,
+            loads=loads,
+            load_before=load_before,
+            model_version=model_version,
+            database_url=args.database_url,
+        ),
     }
     print("| probes ok | 202 -> Spotify p50 / p95 / max (s) | 202 -> desired p50 / p95 | load |")
     print("|---|---|---|---|")
@@ -282,8 +283,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (BenchFailure, httpx.HTTPError) as exc:
-        print(f"living_latency failed: {exc}", file=sys.stderr)
-        sys.exit(1)
+    exit_with("living_latency", main)

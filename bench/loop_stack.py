@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import secrets
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -214,3 +215,33 @@ def write_results(name: str, figures: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(figures, indent=2) + "\n")
     return path
+
+
+def run_facts(
+    *,
+    failures: list[str],
+    loads: list[float],
+    load_before: dict[str, float],
+    model_version: int | None,
+    database_url: str | None,
+) -> dict[str, Any]:
+    """What every loop benchmark's JSON says about its run, beside its own figures."""
+    return {
+        "failed": failures,
+        "trigger_interval_s": 0.5,
+        "model_version": model_version,
+        "database": "postgresql" if database_url else "sqlite",
+        "load_before": load_before,
+        "load_average_1m_mean": round(sum(loads) / len(loads), 2),
+        "load_after": machine_load(),
+        "note": "2-core VM shared with other jobs; see the load columns",
+    }
+
+
+def exit_with(name: str, main: Callable[[], int]) -> None:
+    """Run a benchmark's ``main``; a stack that fails is a clear message and exit code 1."""
+    try:
+        raise SystemExit(main())
+    except (BenchFailure, httpx.HTTPError) as exc:
+        print(f"{name} failed: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
