@@ -41,6 +41,9 @@ ALLOWLIST = Path(
 )
 EXIT_OK, EXIT_VULNERABLE, EXIT_NOT_AUDITED = 0, 1, 2
 FETCH_TIMEOUT_SECONDS = 10.0
+# A package the index did not answer for is asked again after these pauses (seconds): one
+# dropped request must not fail a build, an index that stays away still does.
+FETCH_RETRY_PAUSES = (2.0, 8.0)
 PIP_AUDIT_TIMEOUT_SECONDS = 45.0
 
 
@@ -152,9 +155,17 @@ def check_latest(
     """For each name: if the locked version is the latest release, apply its vulnerabilities."""
     context = _ssl_context()
     ordered = sorted(names)
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        docs = list(pool.map(lambda n: fetch_latest(n, context, url), ordered))
-    for name, doc in zip(ordered, docs, strict=True):
+    docs: dict[str, dict | None] = dict.fromkeys(ordered)
+    pending = ordered
+    for pause in (0.0, *FETCH_RETRY_PAUSES):
+        if not pending:
+            break
+        time.sleep(pause)
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            answers = list(pool.map(lambda n: fetch_latest(n, context, url), pending))
+        docs.update(zip(pending, answers, strict=True))
+        pending = [name for name, doc in zip(pending, answers, strict=True) if doc is None]
+    for name, doc in docs.items():
         pinned = pins.get(name)
         if doc is None:
             report.unreachable.append(name)

@@ -40,14 +40,21 @@ INDEX = {
     "fresh": ("1.0", []),
     "leaky": ("2.0", [{"id": "PYSEC-0000-1", "fixed_in": ["2.1"], "withdrawn": None}]),
     "behind": ("9.0", []),
+    "flaky": ("3.0", []),  # the first request for it gets a 503, as a dropped one would
 }
 
 
 @pytest.fixture(scope="module")
 def index_url() -> Iterator[str]:
+    asked: set[str] = set()
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             name = self.path.strip("/").split("/")[1]
+            if name == "flaky" and name not in asked:
+                asked.add(name)
+                self.send_error(503)
+                return
             if name not in INDEX:
                 self.send_error(404)
                 return
@@ -98,7 +105,15 @@ def test_a_version_the_index_has_no_data_for_fails_unless_allow_listed(index_url
     assert "1 NOT audited, allow-listed" in summary
 
 
-def test_an_unreachable_index_fails() -> None:
+def test_a_dropped_request_is_asked_again(index_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audit, "FETCH_RETRY_PAUSES", (0.1,))
+    code, summary = _run({"fresh": "1.0", "flaky": "3.0"}, index_url, {})
+    assert code == audit.EXIT_OK, summary
+    assert "2 audited via the index's latest-release vulnerability data" in summary
+
+
+def test_an_unreachable_index_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audit, "FETCH_RETRY_PAUSES", (0.1,))
     closed = f"http://127.0.0.1:{free_port()}/pypi/{{name}}/json"
     code, summary = _run({"fresh": "1.0", "behind": "8.0"}, closed, {})
     assert code == audit.EXIT_NOT_AUDITED
