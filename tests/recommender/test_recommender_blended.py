@@ -19,6 +19,7 @@ from emergify_contracts.artist_profiles import (
     artist_profiles,
     song_artist_vectors,
 )
+from emergify_recommender import ranking as ranking_module
 from emergify_recommender.artist_vectors import Similarity
 from emergify_recommender.build import build_index, with_profiles, with_songs
 from emergify_recommender.index import SongIndex
@@ -264,3 +265,90 @@ def test_profiles_changed_by_artists_changed_stay_exact(
         for weight in (None, 8.0):
             kw = dict(seeds=[seed], artist_weight=weight)
             same(rank(index, q, None, 30, **kw), brute_force(index, q, 30, **kw))
+
+
+def crowded_records(seed: int) -> list[SongRecord]:
+    """The synthetic catalog plus one artist crowding a corner of it: 300 songs of "Dense"
+    close together, 12 copies of one title (duplicates under the rules), 20 co-credited
+    with "Partner", and 10 credited by one artist id under two spellings (one artist
+    combination, two sets of artist names)."""
+    records = synthetic_records(3000, seed)
+    rng = np.random.default_rng(seed)
+    centre = np.array(records[0].features)
+    spread = np.abs(centre) * 0.02 + 0.01
+
+    def near(i: int, scale: float = 1.0) -> tuple[float, ...]:
+        return tuple((centre + rng.normal(0, 1, 9) * spread * scale).round(4).tolist())
+
+    def song(i: int, name: str, artists: tuple[str, ...], **kw: Any) -> SongRecord:
+        return SongRecord(
+            track_id=f"Crowd{i:017d}",
+            name=name,
+            artists=artists,
+            features=near(i, kw.pop("scale", 1.0)),
+            table_version=1,
+            popularity=int(rng.integers(0, 100)),
+            **kw,
+        )
+
+    crowd = [song(i, f"Dense song {i}", ("Dense",)) for i in range(300)]
+    crowd += [song(300 + i, "Twin", ("Dense",), scale=0.05) for i in range(12)]
+    crowd += [song(400 + i, f"Duet {i}", ("Dense", "Partner")) for i in range(20)]
+    crowd += [
+        song(500 + i, f"Spelled {i}", ("Dense Two" if i % 2 else "Dense 2",), artist_ids=("id2",))
+        for i in range(10)
+    ]
+    return records + crowd
+
+
+@pytest.fixture(scope="module")
+def crowded(model: LoadedModel) -> SongIndex:
+    records = crowded_records(seed=9)
+    return build_index(
+        records,
+        model,
+        leaf=24,
+        profiles=profiles_of(model, records),
+        similarity=Similarity(4.0, "weighted"),
+    )
+
+
+@pytest.mark.parametrize("weight", [0.0, 4.0])
+@pytest.mark.parametrize("max_per_artist", [1, 2, 3])
+def test_the_per_combination_cap_never_changes_the_answer(
+    crowded: SongIndex, weight: float, max_per_artist: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The search keeps at most max_per_artist + 1 songs of one artist combination (the
+    rules would drop the rest); the answer still equals the brute force, also when the
+    songs it kept are duplicates of the seed (then the ranking must search again without
+    the cap) or blocked, and when one combination's songs spell their artists two ways."""
+    caps: list[int] = []
+    search = ranking_module.search_capped
+
+    def recorded(*args: Any, **kw: Any) -> Any:
+        caps.append(kw["per_combination"])
+        return search(*args, **kw)
+
+    monkeypatch.setattr(ranking_module, "search_capped", recorded)
+    rows = {crowded.names[i]: i for i in range(len(crowded))}
+    twins = [i for i in range(len(crowded)) if crowded.names[i] == "Twin"]
+    spelled = [i for i in range(len(crowded)) if crowded.names[i].startswith("Spelled")]
+    cases = [
+        ([rows["Dense song 7"]], []),
+        ([rows["Dense song 7"]], [rows["Dense song 8"], *twins[:3]]),
+        ([twins[0]], []),  # the nearest songs are the seed's duplicates
+        ([spelled[0]], []),
+        ([rows["Duet 3"], rows["Dense song 40"]], [spelled[1]]),
+    ]
+    fell_back = 0
+    for seeds, exclude in cases:
+        for limit in (5, 30):
+            caps.clear()
+            kw = dict(seeds=seeds, exclude=exclude, artist_weight=weight)
+            queries = query_vector(crowded, seeds)
+            got = rank(crowded, queries, None, limit, max_per_artist=max_per_artist, **kw)
+            same(got, brute_force(crowded, queries, limit, max_per_artist=max_per_artist, **kw))
+            assert caps[0] == max_per_artist + 1
+            fell_back += 0 in caps
+    # The duplicates of the seed filled its combination's room: proven unsafe, searched again.
+    assert fell_back >= 1

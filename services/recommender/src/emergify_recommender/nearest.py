@@ -26,6 +26,8 @@ it at start-up so the first request does not pay for compilation.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numba as nb
 import numpy as np
 
@@ -62,9 +64,10 @@ def _worse(d1: float, r1: int, d2: float, r2: int) -> bool:
 
 
 @nb.njit(cache=True, nogil=True)
-def _top_down(hd: np.ndarray, hr: np.ndarray, hp: np.ndarray, hn: np.ndarray, n: int) -> None:
-    """Restore the max-heap (by distance, then row) from the root down."""
-    i = 0
+def _top_down(
+    hd: np.ndarray, hr: np.ndarray, hp: np.ndarray, hn: np.ndarray, n: int, i: int = 0
+) -> None:
+    """Restore the max-heap (by distance, then row) from entry ``i`` (the root) down."""
     while True:
         left = 2 * i + 1
         if left >= n:
@@ -98,6 +101,34 @@ def _top_up(hd: np.ndarray, hr: np.ndarray, hp: np.ndarray, hn: np.ndarray, i: i
 
 
 @nb.njit(cache=True, nogil=True)
+def _worst_of(
+    combos: np.ndarray, hp: np.ndarray, hd: np.ndarray, hr: np.ndarray, n: int, c: int
+) -> int:
+    """The entry of the top-m heap holding combination ``c``'s worst song."""
+    worst = -1
+    for i in range(n):
+        if combos[hp[i]] == c and (worst < 0 or _worse(hd[i], hr[i], hd[worst], hr[worst])):
+            worst = i
+    return worst
+
+
+@nb.njit(cache=True, nogil=True)
+def _logged(
+    out_d: np.ndarray, out_r: np.ndarray, n: int, dist: float, row: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The log with entry ``n`` set (grown when full)."""
+    if n == out_d.size:
+        grown_d = np.empty(2 * n)
+        grown_r = np.empty(2 * n, dtype=np.int64)
+        grown_d[:n] = out_d
+        grown_r[:n] = out_r
+        out_d, out_r = grown_d, grown_r
+    out_d[n] = dist
+    out_r[n] = row
+    return out_d, out_r
+
+
+@nb.njit(cache=True, nogil=True)
 def _estimate(
     values: np.ndarray,
     s0: int,
@@ -121,7 +152,7 @@ def _estimate(
 
 
 @nb.njit(cache=True, nogil=True)
-def _estimate_artist(
+def _artist_parts(
     combos: np.ndarray,
     s0: int,
     length: int,
@@ -129,17 +160,26 @@ def _estimate_artist(
     w32: np.ndarray,
     q: np.ndarray,
     d: int,
+    table: np.ndarray,
     out: np.ndarray,
-) -> None:
-    """Add to ``out`` the float32 estimates of the artist part: ``sum_f |w_f a_f - q_f|``
-    with ``a`` the song's combination row (``q`` holds the weighted query from ``d`` on)."""
+) -> float:
+    """The float32 estimates of the artist part, ``sum_f |w_f a_f - q_f|`` with ``a`` the
+    song's combination row (``q`` holds the weighted query from ``d`` on), of positions
+    ``s0:s0+length`` into ``out``; returns their minimum. A combination's estimate is
+    computed once per query and kept in ``table`` (negative: not yet)."""
     da = avec32.shape[1]
+    low = np.float32(np.inf)
     for j in range(length):
         c = combos[s0 + j]
-        acc = np.float32(0.0)
-        for f in range(da):
-            acc += abs(avec32[c, f] * w32[f] - q[d + f])
-        out[j] += acc
+        acc = table[c]
+        if acc < 0:
+            acc = np.float32(0.0)
+            for f in range(da):
+                acc += abs(avec32[c, f] * w32[f] - q[d + f])
+            table[c] = acc
+        out[j] = acc
+        low = min(low, acc)
+    return low
 
 
 @nb.njit(cache=True, nogil=True)
@@ -160,6 +200,29 @@ def _box_bound(
             total += weights[f] * max(0.0, lo_t[f, c] - q, q - hi_t[f, c])
         best = min(best, total / query_weights[qi])
     return best
+
+
+@nb.njit(cache=True, nogil=True)
+def _box_parts(
+    lo_t: np.ndarray,
+    hi_t: np.ndarray,
+    c: int,
+    weights: np.ndarray,
+    query: np.ndarray,
+    d: int,
+) -> tuple[float, float]:
+    """One box's bound for one query (unweighted), as :func:`_box_bound` sums it: after its
+    first ``d`` dimensions (the audio part), and over all of them."""
+    total = 0.0
+    audio = 0.0
+    for f in range(lo_t.shape[0]):
+        if f == d:
+            audio = total
+        q = query[f]
+        total += weights[f] * max(0.0, lo_t[f, c] - q, q - hi_t[f, c])
+    if lo_t.shape[0] == d:
+        audio = total
+    return audio, total
 
 
 @nb.njit(cache=True, nogil=True)
@@ -218,7 +281,9 @@ def _search(
     avec: np.ndarray,  # combinations x da, float64: artist vectors
     avec32: np.ndarray,  # the same, float32
     a_max: np.ndarray,  # da, float64: max |avec|
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    cap: int,  # > 0: at most this many songs per combination in the top m (see search)
+    blocked: np.ndarray,  # sorted rows never returned
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     d = values.shape[0]
     nq = queries.shape[0]
     da = queries.shape[1] - d
@@ -262,6 +327,10 @@ def _search(
     # Each term passes through ~8 float32 roundings and the sum adds d more: 64 + 4d unit
     # roundoffs of the magnitudes bound the error with room to spare.
     slack = (64.0 + 4.0 * (d + da)) * _U32 * (magnitude + q_max) * 1.0001 + 1e-12
+    # The artist part alone has at most that error too; a bound built on it is shrunk by a
+    # few float64 roundings more than its sum with the audio part can add.
+    part_slack = slack
+    shrink = 1.0 - 1e-12
     # Weighted queries: estimates are scaled by 1 / v in float32, which adds a few more
     # roundings (of 1 / v and of the product) relative to the scaled magnitude.
     inv32 = np.empty(nq, dtype=np.float32)
@@ -280,6 +349,18 @@ def _search(
     count = 0
     best = np.empty(widest, dtype=np.float32)
     other = np.empty(widest, dtype=np.float32)
+    # Per query, each combination's artist part (estimate), filled as combinations are met.
+    tables = np.full((nq if da else 0, avec32.shape[0] if da else 0), np.float32(-1.0))
+    parts = np.empty((nq if da else 0, widest), dtype=np.float32)
+    # The per-combination cap: how many of each combination the top m holds, and the songs
+    # it kept out (distance, row), a log the caller checks against the rules.
+    held = np.zeros(avec.shape[0] if cap > 0 else 0, dtype=np.int32)
+    # A full combination's worst entry (distance, row); valid while held[c] == cap.
+    full_d = np.empty(held.size)
+    full_r = np.empty(held.size, dtype=np.int64)
+    out_d = np.empty(4 * m + 64)
+    out_r = np.empty(4 * m + 64, dtype=np.int64)
+    n_out = 0
     while size > 0:
         if count == m and keys[0] > hd[0]:
             break
@@ -300,17 +381,32 @@ def _search(
                 while under < length and popularity[s0 + under] <= max_pop:
                     under += 1
                 length = under
-            # 3a. Estimates for the whole cell (vector loops).
+            # 3a. Estimates for the whole cell (vector loops). Blended: the artist parts
+            # first (one per combination and query), which tighten the cell's bound: no song
+            # of it is nearer than its box's audio bound plus its least artist part.
+            if da:
+                tight = np.inf
+                for qi in range(nq):
+                    low = _artist_parts(
+                        combos, s0, length, avec32, w32, q32[qi], d, tables[qi], parts[qi]
+                    )
+                    audio, full = _box_parts(lo_t, hi_t, cell, weights, queries[qi], d)
+                    bound = max(full, audio + max(0.0, np.float64(low) - part_slack) * shrink)
+                    tight = min(tight, bound / query_weights[qi])
+                if count == m and tight > hd[0]:
+                    continue
             _estimate(values, s0, length, a32, b32, q32[0], best)
             if da:
-                _estimate_artist(combos, s0, length, avec32, w32, q32[0], d, best)
+                for j in range(length):
+                    best[j] += parts[0, j]
             if weighted:
                 for j in range(length):
                     best[j] = best[j] * inv32[0]
             for qi in range(1, nq):
                 _estimate(values, s0, length, a32, b32, q32[qi], other)
                 if da:
-                    _estimate_artist(combos, s0, length, avec32, w32, q32[qi], d, other)
+                    for j in range(length):
+                        other[j] += parts[qi, j]
                 if weighted:
                     for j in range(length):
                         other[j] = other[j] * inv32[qi]
@@ -323,9 +419,20 @@ def _search(
                     continue
                 if count == m and best[j] - slack > hd[0]:
                     continue
+                r = np.int64(perm[p])
+                if blocked.size:
+                    b = np.searchsorted(blocked, r)
+                    if b < blocked.size and blocked[b] == r:
+                        continue
+                c = combos[p] if da or cap > 0 else 0
+                if cap > 0 and held[c] >= cap and best[j] - slack > full_d[c]:
+                    # Its combination is full and it is surely worse than all of it: left
+                    # out, logged with its lower bound (no exact distance needed).
+                    out_d, out_r = _logged(out_d, out_r, n_out, best[j] - slack, r)
+                    n_out += 1
+                    continue
                 dist = np.inf
                 near = 0
-                c = combos[p] if da else 0
                 for qi in range(nq):
                     total = 0.0
                     for f in range(d):
@@ -337,15 +444,37 @@ def _search(
                     if total < dist:
                         dist = total
                         near = qi
-                r = np.int64(perm[p])
+                if count == m and not _worse(hd[0], hr[0], dist, r):
+                    continue
+                if cap > 0 and held[c] >= cap:
+                    # Full for its combination: it replaces that combination's worst entry
+                    # if it is better; the one left out goes to the log.
+                    if _worse(full_d[c], full_r[c], dist, r):
+                        worst = _worst_of(combos, hp, hd, hr, count, c)
+                        out_d, out_r = _logged(out_d, out_r, n_out, hd[worst], hr[worst])
+                        hd[worst], hr[worst], hp[worst], hn[worst] = dist, r, p, near
+                        _top_down(hd, hr, hp, hn, count, worst)
+                        worst = _worst_of(combos, hp, hd, hr, count, c)
+                        full_d[c], full_r[c] = hd[worst], hr[worst]
+                    else:
+                        out_d, out_r = _logged(out_d, out_r, n_out, dist, r)
+                    n_out += 1
+                    continue
                 if count < m:
                     hd[count], hr[count], hp[count], hn[count] = dist, r, p, near
                     _top_up(hd, hr, hp, hn, count)
                     count += 1
-                elif _worse(hd[0], hr[0], dist, r):
+                else:
+                    if cap > 0:
+                        held[combos[hp[0]]] -= 1
                     hd[0], hr[0], hp[0], hn[0] = dist, r, p, near
                     _top_down(hd, hr, hp, hn, count)
-    return hp[:count], hr[:count], hd[:count], hn[:count]
+                if cap > 0:
+                    held[c] += 1
+                    if held[c] == cap:
+                        worst = _worst_of(combos, hp, hd, hr, count, c)
+                        full_d[c], full_r[c] = hd[worst], hr[worst]
+    return hp[:count], hr[:count], hd[:count], hn[:count], out_d[:n_out], out_r[:n_out]
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
@@ -357,6 +486,22 @@ _NO_COMBOS = _frozen(np.zeros(1, dtype=np.int32))
 _NO_VECTORS = _frozen(np.zeros((1, 1)))
 _NO_VECTORS32 = _frozen(np.zeros((1, 1), dtype=np.float32))
 _ONE = _frozen(np.ones(1))
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Found:
+    """What :func:`search_capped` found, sorted by (distance, row): cell positions, rows,
+    distances, nearest query; and every song the per-combination cap kept out, unsorted:
+    its row and its distance or a lower bound of it (a song surely beyond its full
+    combination is not measured exactly)."""
+
+    positions: np.ndarray
+    rows: np.ndarray
+    distances: np.ndarray
+    nearest: np.ndarray
+    left_out_distances: np.ndarray
+    left_out_rows: np.ndarray
 
 
 def search(
@@ -378,12 +523,41 @@ def search(
     Blended: with ``artist_vectors`` (the cells' combination table), ``queries`` and
     ``weights`` have 9 more dimensions, the artist vector (docs/similarity.md); when those
     weights are all 0 the artist part is skipped (the audio-only kernel)."""
+    found = search_capped(
+        cells, means, scales, weights, queries, m, max_popularity, query_weights, artist_vectors
+    )
+    return found.positions, found.rows, found.distances, found.nearest
+
+
+def search_capped(
+    cells: Cells,
+    means: np.ndarray,
+    scales: np.ndarray,
+    weights: np.ndarray,
+    queries: np.ndarray,
+    m: int,
+    max_popularity: int | None = None,
+    query_weights: np.ndarray | None = None,
+    artist_vectors: ArtistVectors | None = None,
+    per_combination: int = 0,
+    blocked: np.ndarray | None = None,
+) -> Found:
+    """:func:`search`, and with ``per_combination`` > 0 (and a blended index) at most that
+    many songs of one artist combination among the ``m``: a song past it replaces its
+    combination's worst if nearer, and whichever is left out is logged. The playlist rules
+    (at most k songs per artist) would drop most of them anyway; the caller checks the log
+    (``ranking``) and searches again without the cap when it cannot prove that.
+    ``blocked`` rows are never returned (nor logged)."""
     cap = NO_CAP if max_popularity is None else int(min(max_popularity, NO_CAP))
     queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float64)
     weights = np.ascontiguousarray(weights, dtype=np.float64)
     d = cells.features.values.shape[0]
     lo_t, hi_t, group_lo_t, group_hi_t = cells.lo_t, cells.hi_t, cells.group_lo_t, cells.group_hi_t
     combos, avec, avec32, a_max = _NO_COMBOS, _NO_VECTORS, _NO_VECTORS32, _ONE
+    per_combo = 0
+    if artist_vectors is not None and cells.combos is not None and per_combination > 0:
+        per_combo = int(per_combination)
+        combos, avec = cells.combos, artist_vectors.vectors
     if artist_vectors is None or cells.combos is None or not np.any(weights[d:] > 0):
         # Audio only: the boxes' first d dimensions (contiguous rows) bound it exactly.
         queries = np.ascontiguousarray(queries[:, :d])
@@ -401,7 +575,7 @@ def search(
         (query_weights > 0) & (query_weights <= 1)
     ):
         raise ValueError("query_weights: one weight in (0, 1] per query")
-    pos, rows, dist, near = _search(
+    pos, rows, dist, near, out_d, out_r = _search(
         cells.features.values,
         cells.divisors,
         np.ascontiguousarray(means, dtype=np.float64),
@@ -428,9 +602,11 @@ def search(
         avec,
         avec32,
         a_max,
+        per_combo,
+        _NO_ROWS if blocked is None else np.unique(np.asarray(blocked, dtype=np.int64)),
     )
     order = np.lexsort((rows, dist))
-    return pos[order], rows[order], dist[order], near[order]
+    return Found(pos[order], rows[order], dist[order], near[order], out_d, out_r)
 
 
 def warm() -> None:
