@@ -142,13 +142,30 @@ def test_explanation_names_the_part_that_made_the_song_close() -> None:
         np.full(9, 0.2),
         np.full(9, 0.1),
         1.0,
-        seed_genres=["Indie Pop", "lo-fi"],
-        song_genres=["indie pop", "rock"],
+        seed_genres=["Indie Pop", "lo-fi", " rock "],
+        song_genres=["rock", "jazz", "indie pop", "Rock"],
         typical=(9.0, 1.8),
     )
-    # audio 1.8 of a typical 9 (0.2) beats artist 0.9 of a typical 1.8 (0.5)
-    assert both.reasons == (OWN_SOUND, SHARED_GENRES, ARTIST_SOUND)
-    assert both.shared_genres == ("indie pop",)
+    # audio 1.8 of a typical 9 (0.2) beats artist 0.9 of a typical 1.8 (0.5); genres come
+    # last, in the song's order and spelling, each once
+    assert both.reasons == (OWN_SOUND, ARTIST_SOUND, SHARED_GENRES)
+    assert both.shared_genres == ("rock", "indie pop")
+    # genres are named, not measured
+    assert (
+        both.distance
+        == explain_closeness(
+            seed_z, seed_a, np.full(9, 0.2), np.full(9, 0.1), 1.0, typical=(9.0, 1.8)
+        ).distance
+    )
+    assert explain_closeness(
+        seed_z, seed_a, seed_z, seed_a, 0.0, seed_genres=["pop"], song_genres=["pop"]
+    ).reasons == (OWN_SOUND, SHARED_GENRES)
+    assert (
+        explain_closeness(
+            seed_z, seed_a, seed_z, seed_a, 0.0, seed_genres=["pop"], song_genres=["rock"]
+        ).shared_genres
+        == ()
+    )
     assert both.audio_share + both.artist_share == pytest.approx(1.0)
 
     audio_only = explain_closeness(seed_z, seed_a, np.ones(9), seed_a, 0.0)

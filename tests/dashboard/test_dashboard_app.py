@@ -104,13 +104,22 @@ def test_search_several_favourites_and_get_recommendations(dashboard_stack, dash
         "#",
         "song",
         "artists",
+        "genres",
         "distance",
         "why",
         "popularity",
         "spotify",
     ]
-    # The model's default similarity blends the song's and its artists' sound.
-    assert all(set(why.split(", ")) <= {"own sound", "artist's sound"} for why in table["why"])
+    # Each song's genres are the catalog's, passed through the gateway.
+    catalog = dashboard_stack.catalog
+    assert list(table["genres"]) == [", ".join(catalog[i["track_id"]]["genres"]) for i in items]
+    assert any(table["genres"])  # the sample CSV carries artist genres
+    # The model's default similarity blends the song's and its artists' sound; genres the
+    # song shares with its seed are named after them.
+    for why, item in zip(table["why"], items, strict=True):
+        sound, _, genres = why.partition(", shared genres: ")
+        assert set(sound.split(", ")) <= {"own sound", "artist's sound"}
+        assert genres == ", ".join(item["explanation"]["shared_genres"])
     assert any(why for why in table["why"])
     assert table["spotify"].str.startswith("https://open.spotify.com/track/").all()
     assert list(table["distance"]) == sorted(table["distance"])
@@ -258,6 +267,16 @@ def test_problem_messages_charts_and_times_are_plain_functions() -> None:
     mapped = charts.cluster_frame(clusters, ["a" * 22], [])
     assert list(mapped["role"]) == ["favourite"]
     assert charts.missing_from_map(mapped, ["a" * 22], ["b" * 22]) == 1
+    shared = {"reasons": ["own sound", "shared genres"], "shared_genres": ["lo-fi", "indie"]}
+    assert charts.why_text(shared) == "own sound, shared genres: lo-fi, indie"
+    assert charts.why_text({"reasons": ["artist's sound", "own sound"]}) == (
+        "artist's sound, own sound"
+    )
+    row = {**item, "artists": ["a"], "distance": 1.0, "spotify_url": "u", "explanation": shared}
+    assert list(charts.playlist_frame([{**row, "genres": ["lo-fi", "indie"]}])["genres"]) == [
+        "lo-fi, indie"
+    ]
+    assert list(charts.playlist_frame([row])["genres"]) == [""]  # an answer without genres
 
 
 EVIL_SONG = "[x](http://evil) ![i](http://evil/i.png)"

@@ -22,6 +22,9 @@ from emergify_cli.broker import free_port, wait_for_port
 from emergify_contracts.model import PortableModel
 from emergify_contracts.settings import EmergifySettings
 from emergify_contracts.song import AUDIO_FEATURES, Song
+from emergify_contracts.tables import make_engine
+from emergify_recommender.api.routes.recommendations import genres_in
+from emergify_recommender.catalog import Catalog
 from emergify_recommender.main import create_app
 
 PROBLEM = "application/problem+json"
@@ -352,6 +355,22 @@ def test_an_unreachable_database_is_503_until_it_answers(rec: Any) -> None:
         assert health.json()["status"] == "starting"
         assert "emergify_no_such_database" in health.json()["detail"]
         assert_problem(client.get("/api/v1/catalog"), 503, "retry")
+
+
+def test_genres_come_from_the_feature_table_or_are_none_when_it_does_not_answer(
+    served: Served,
+) -> None:
+    songs = served.songs[:50]
+    assert any(s.genres for s in songs)  # the sample CSV has a Genres column
+    catalog = served.client.app.state.catalog  # type: ignore[attr-defined]
+    ids = [s.track_id for s in songs] + ["0" * 22]  # an id not in the table is left out
+    assert genres_in(catalog)(ids) == {s.track_id: tuple(s.genres) for s in songs}
+    url = "postgresql+psycopg://postgres@127.0.0.1:5432/emergify_no_such_database"
+    unreachable = Catalog(make_engine(url))
+    try:
+        assert genres_in(unreachable)(ids) == {}
+    finally:
+        unreachable.engine.dispose()
 
 
 def test_python_dash_m_serves_on_the_configured_url(tmp_path: Path, rec: Any) -> None:

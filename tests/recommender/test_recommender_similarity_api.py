@@ -1,7 +1,8 @@
 """The blended similarity through the API, over a real database holding the sample catalog,
 a model stored with its similarity setting and the artist profiles the batch layer writes:
-the model's weight by default, a request's own weight, 422 for a bad one, explanations,
-GET /api/v1/model, and a song streamed in with a new artist (``artists_changed``)."""
+the model's weight by default, a request's own weight, 422 for a bad one, explanations
+(with the genres a song shares with its seed), GET /api/v1/model, and a song streamed in
+with a new artist (``artists_changed``)."""
 
 from __future__ import annotations
 
@@ -219,3 +220,96 @@ def test_a_song_streamed_in_with_a_new_artist_is_recommendable_with_its_profile(
     )
     found = {i["track_id"]: i["distance"] for i in near["items"]}
     assert found[newcomer.track_id] == pytest.approx(own, rel=1e-12, abs=1e-12)
+
+
+# --- genres: shown and explained, never ranked on ----------------------------------------
+
+GENRES = ["indie pop", "lo-fi", "bedroom soul", "shoegaze", "dream pop", "indie r&b"]
+
+
+def with_artist_genres(songs: list[Song]) -> list[Song]:
+    """``songs`` with genres per first artist, as Exportify gives them: every fifth artist
+    has none, the others two of :data:`GENRES` (some spelt in capitals)."""
+    artist_no: dict[str, int] = {}
+    out = []
+    for song in songs:
+        n = artist_no.setdefault(song.artists[0], len(artist_no))
+        tags = list(dict.fromkeys([GENRES[n % 6], GENRES[(n // 6) % 6]]))
+        if n % 7 == 3:
+            tags[0] = tags[0].upper()
+        out.append(song.model_copy(update={"genres": [] if n % 5 == 0 else tags}))
+    return out
+
+
+def start_catalog(
+    db: Any, broker: Any, rec: Any, app_client: StartApp, songs: list[Song], model: PortableModel
+) -> TestClient:
+    """An app over ``songs``, ``model`` with the blended similarity and its profiles."""
+    db.insert_songs([rec.song_row(s, 1) for s in songs])
+    db.insert_model(model, {"similarity": SIMILARITY})
+    profiles = artist_profiles(standardized(model, songs), keys_of(songs))
+    write_profiles(db, model.version, profiles, 1)
+    settings = rec.recommender_settings(db.url, broker.bootstrap)
+    rec.ensure_topics(settings)
+    return app_client(settings)
+
+
+def test_items_carry_their_genres_and_those_shared_with_their_nearest_seed(
+    catalog_db: Any,
+    broker: Any,
+    rec: Any,
+    app_client: StartApp,
+    sample_songs: list[Song],
+    sample_model: PortableModel,
+) -> None:
+    songs = with_artist_genres(sample_songs[:600])
+    genres = {s.track_id: s.genres for s in songs}
+    client = start_catalog(catalog_db, broker, rec, app_client, songs, sample_model)
+    seeds = [s.track_id for s in songs if s.genres][:: len(songs) // 4][:2]
+    got = recommend(client, seeds=seeds, limit=60, max_per_artist=50)
+    assert got["count"] == 60
+    shared_count = 0
+    for item in got["items"]:
+        assert item["genres"] == genres[item["track_id"]]
+        theirs = {g.casefold() for g in genres[item["seed_track_id"]]}
+        shared = [g for g in item["genres"] if g.casefold() in theirs]
+        why = item["explanation"]
+        assert why["shared_genres"] == shared
+        assert ("shared genres" in why["reasons"]) == bool(shared)
+        if shared:
+            assert why["reasons"][-1] == "shared genres"
+            shared_count += 1
+        assert set(why["reasons"][:2]) == {"own sound", "artist's sound"}
+    assert 0 < shared_count < got["count"]  # both cases are checked
+    assert any(g != g.lower() for i in got["items"] for g in i["explanation"]["shared_genres"])
+    # Genres are not part of the distance: the ranking is the brute force's on sound alone.
+    index = client.app.state.catalog.require()  # type: ignore[attr-defined]
+    rows = [index.position(s) for s in seeds]
+    exact = brute_force(index, query_vector(index, rows), 60, seeds=rows, max_per_artist=50)
+    assert [(i["track_id"], i["distance"]) for i in got["items"]] == [
+        (index.track_id(r.row), r.distance) for r in exact
+    ]
+    # A feature vector has no genres to share; the songs still show theirs.
+    features = {f: getattr(songs[0], f) for f in AUDIO_FEATURES}
+    near = recommend(client, seed_features=features, limit=30)
+    assert [i["genres"] for i in near["items"]] == [genres[i["track_id"]] for i in near["items"]]
+    assert any(i["genres"] for i in near["items"])
+    assert all(i["explanation"]["shared_genres"] == [] for i in near["items"])
+    assert all("shared genres" not in i["explanation"]["reasons"] for i in near["items"])
+
+
+def test_a_catalog_without_genres_shows_none_and_shares_none(
+    catalog_db: Any,
+    broker: Any,
+    rec: Any,
+    app_client: StartApp,
+    sample_songs: list[Song],
+    sample_model: PortableModel,
+) -> None:
+    songs = [s.model_copy(update={"genres": []}) for s in sample_songs[:600]]
+    client = start_catalog(catalog_db, broker, rec, app_client, songs, sample_model)
+    got = recommend(client, seeds=[songs[10].track_id, songs[300].track_id], limit=40)
+    assert got["count"] == 40
+    for item in got["items"]:
+        assert item["genres"] == [] and item["explanation"]["shared_genres"] == []
+        assert "shared genres" not in item["explanation"]["reasons"]

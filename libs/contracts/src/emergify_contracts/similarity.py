@@ -47,7 +47,8 @@ class Closeness:
 
     ``audio_share`` and ``artist_share`` split the blended distance between the parts;
     ``reasons`` lists what made the song close, strongest first: the part whose distance
-    is smaller relative to its typical size in the catalog, then shared genres if any.
+    is smaller relative to its typical size in the catalog; ``shared genres`` comes last
+    when any are shared (genres are not part of the distance).
     """
 
     distance: float
@@ -70,7 +71,8 @@ def explain_closeness(
     typical: tuple[float, float] = (1.0, 1.0),
 ) -> Closeness:
     """Name which part made ``song`` close to ``seed``: its own sound (audio L1), its
-    artist's sound (profile L1), shared genres (tags, case-insensitive).
+    artist's sound (profile L1), then shared genres (:func:`shared_genres`) when there are
+    any. Genres are named, never measured: they are no part of ``distance``.
 
     ``typical`` is the typical (audio, artist) L1 between two songs of the catalog
     (:func:`typical_distances`): a part counts as closer when its distance is a smaller
@@ -83,18 +85,27 @@ def explain_closeness(
         audio_share, artist_share = audio / total, artist_weight * artist / total
     else:  # identical songs: both parts agree fully; split by their weights
         audio_share, artist_share = 1 / (1 + artist_weight), artist_weight / (1 + artist_weight)
-    theirs = {g.strip().casefold(): g.strip() for g in song_genres if g and g.strip()}
-    shared = tuple(
-        sorted({theirs[k] for k in (g.strip().casefold() for g in seed_genres) if k in theirs})
-    )
+    shared = shared_genres(seed_genres, song_genres)
     typical_audio, typical_artist = (max(t, 1e-12) for t in typical)
     if artist_weight > 0 and artist / typical_artist < audio / typical_audio:
         reasons = [ARTIST_SOUND, OWN_SOUND]
     else:
         reasons = [OWN_SOUND, ARTIST_SOUND] if artist_weight > 0 else [OWN_SOUND]
     if shared:
-        reasons.insert(1, SHARED_GENRES)
+        reasons.append(SHARED_GENRES)
     return Closeness(total, audio, artist, audio_share, artist_share, shared, tuple(reasons))
+
+
+def shared_genres(seed_genres: Collection[str], song_genres: Collection[str]) -> tuple[str, ...]:
+    """The song's genres that the seed has too, in the song's order and spelling; compared
+    case-insensitively, surrounding spaces ignored, each genre once."""
+    theirs = {g.strip().casefold() for g in seed_genres if g and g.strip()}
+    shared: dict[str, str] = {}
+    for genre in song_genres:
+        key = genre.strip().casefold() if genre else ""
+        if key in theirs:
+            shared.setdefault(key, genre.strip())
+    return tuple(shared.values())
 
 
 def typical_distances(

@@ -29,6 +29,17 @@ def unit_scale(feature: str, value: float) -> float:
     return float(value)
 
 
+def why_text(explanation: dict[str, Any]) -> str:
+    """What made a song close, strongest first (own sound / artist's sound), and the genres
+    it shares with its seed: ``own sound, shared genres: indie pop, lo-fi``."""
+    shared = explanation.get("shared_genres") or []
+    reasons = [
+        f"shared genres: {', '.join(shared)}" if reason == "shared genres" and shared else reason
+        for reason in explanation.get("reasons", [])
+    ]
+    return ", ".join(reasons)
+
+
 def playlist_frame(items: list[dict[str, Any]]) -> pd.DataFrame:
     """The results table: one row per recommended song, nearest first."""
     return pd.DataFrame(
@@ -36,9 +47,9 @@ def playlist_frame(items: list[dict[str, Any]]) -> pd.DataFrame:
             "#": list(range(1, len(items) + 1)),
             "song": [i["name"] for i in items],
             "artists": [", ".join(i["artists"]) for i in items],
+            "genres": [", ".join(i.get("genres", [])) for i in items],
             "distance": [round(float(i["distance"]), 3) for i in items],
-            # What made it close (own sound / artist's sound), strongest first.
-            "why": [", ".join(i.get("explanation", {}).get("reasons", [])) for i in items],
+            "why": [why_text(i.get("explanation", {})) for i in items],
             "popularity": [i.get("popularity") for i in items],
             "spotify": [i["spotify_url"] for i in items],
         }

@@ -92,18 +92,32 @@ def load_since(engine: Engine, table_version: int) -> list[SongRecord]:
         return [SongRecord.from_row(row) for row in result.mappings()]
 
 
-def load_ids(engine: Engine, track_ids: Iterable[str]) -> list[SongRecord]:
-    """The songs with these ids (ids not in the table are skipped)."""
+def _rows_with_ids(
+    engine: Engine, columns: list[sa.Column], track_ids: Iterable[str]
+) -> list[sa.RowMapping]:
+    """``columns`` of the ``songs`` rows with these ids, one IN query per chunk of ids."""
     ids = sorted(set(track_ids))
-    out: list[SongRecord] = []
+    out: list[sa.RowMapping] = []
     with engine.connect() as conn:
         if not ids or not _has(conn, songs):
             return out
         for start in range(0, len(ids), _ID_CHUNK):
             chunk = ids[start : start + _ID_CHUNK]
-            result = conn.execute(sa.select(*_COLUMNS).where(songs.c.track_id.in_(chunk)))
-            out.extend(SongRecord.from_row(row) for row in result.mappings())
+            result = conn.execute(sa.select(*columns).where(songs.c.track_id.in_(chunk)))
+            out.extend(result.mappings())
     return out
+
+
+def load_ids(engine: Engine, track_ids: Iterable[str]) -> list[SongRecord]:
+    """The songs with these ids (ids not in the table are skipped)."""
+    return [SongRecord.from_row(row) for row in _rows_with_ids(engine, _COLUMNS, track_ids)]
+
+
+def load_genres(engine: Engine, track_ids: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """The genres of the songs with these ids, by track id (ids not in the table are left
+    out; a song without genres maps to ``()``)."""
+    rows = _rows_with_ids(engine, [songs.c.track_id, songs.c.genres], track_ids)
+    return {row["track_id"]: tuple(row["genres"] or ()) for row in rows}
 
 
 def load_profiles(

@@ -4,6 +4,8 @@ each item explained. Plain function of the index and the request (the route only
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
 import numpy as np
 
 from emergify_contracts.problems import ProblemError
@@ -21,7 +23,10 @@ from emergify_recommender.api.schemas import (
 )
 from emergify_recommender.index import N_FEATURES, SongIndex
 from emergify_recommender.listener_rules import ListenerPlan
-from emergify_recommender.ranking import explain, query_vector, rank
+from emergify_recommender.ranking import Ranked, explain, query_vector, rank
+
+#: Genres by track id for the given ids (the feature table's; the index holds none).
+GenreLookup = Callable[[Iterable[str]], Mapping[str, Sequence[str]]]
 
 
 def spotify_url(track_id: str) -> str:
@@ -57,6 +62,7 @@ def recommend(
     body: RecommendationRequest,
     default_max_popularity: int | None = None,
     listener: ListenerPlan | None = None,
+    genres_of: GenreLookup | None = None,
 ) -> RecommendationResponse:
     """The songs nearest to the seeds (audio L1 on standardized features plus the weighted
     artist-profile L1, docs/similarity.md; with several seeds, to the nearest seed),
@@ -65,7 +71,9 @@ def recommend(
     applies when the request names none; a request may lift it (100) or lower it. A seed
     missing from the catalog is a 404 problem. ``listener`` (see
     :mod:`emergify_recommender.listener_rules`) adds liked songs as weighted seeds
-    and blocks the songs the listener must not get."""
+    and blocks the songs the listener must not get. ``genres_of`` gives the genres of the
+    answer's songs and their nearest seeds (asked once, after ranking); without it every
+    item has none. Genres are shown and explained, never ranked on."""
     if body.seeds is not None:
         seeds = _seed_rows(index, body.seeds)
         queries = query_vector(index, seeds)
@@ -121,35 +129,41 @@ def recommend(
         ranked = [r for r in ranked if r.distance <= body.within_distance]
     items = []
     typical = index.typical_distances if ranked else (1.0, 1.0)
+    seed_ids = [None if s is None else index.track_id(s) for s in query_seeds]
+    genres = _genres(genres_of, index, ranked, seed_ids)
     for r in ranked:
         why = explain(index, r.row, queries[r.seed])
         query = queries[r.seed]
         seed_a = query[N_FEATURES:] if query.size > N_FEATURES else query
+        track_id = index.track_id(r.row)
+        seed_id = seed_ids[r.seed]
+        song_genres = genres.get(track_id, ())
         part = explain_closeness(
             query[:N_FEATURES],
             seed_a,
             index.z_of(r.row),
             index.a_of(r.row),
             weight,
+            seed_genres=() if seed_id is None else genres.get(seed_id, ()),
+            song_genres=song_genres,
             typical=typical,
         )
-        track_id = index.track_id(r.row)
         items.append(
             RecommendedItem(
                 track_id=track_id,
                 name=index.name(r.row),
                 artists=index.artists_of(r.row),
+                genres=list(song_genres),
                 album=index.album(r.row),
                 popularity=index.popularity_of(r.row),
                 distance=r.distance,
                 cluster=r.cluster,
-                seed_track_id=(
-                    None if query_seeds[r.seed] is None else index.track_id(query_seeds[r.seed])
-                ),
+                seed_track_id=seed_id,
                 explanation=Explanation(
                     closest=list(why.closest),
                     furthest=list(why.furthest),
                     reasons=list(part.reasons),
+                    shared_genres=list(part.shared_genres),
                     audio_distance=part.audio_distance,
                     artist_distance=part.artist_distance if weight > 0 else None,
                 ),
@@ -178,6 +192,20 @@ def recommend(
             )
         ),
     )
+
+
+def _genres(
+    genres_of: GenreLookup | None,
+    index: SongIndex,
+    ranked: Sequence[Ranked],
+    seed_ids: list[str | None],
+) -> Mapping[str, Sequence[str]]:
+    """The genres of the ranked songs and of the seeds they are nearest to, in one lookup."""
+    if genres_of is None or not ranked:
+        return {}
+    ids = [index.track_id(r.row) for r in ranked]
+    ids += [seed for seed in dict.fromkeys(seed_ids[r.seed] for r in ranked) if seed is not None]
+    return genres_of(ids)
 
 
 def _seed_weights(index: SongIndex, body: RecommendationRequest, seeds: list[int]) -> list[float]:

@@ -190,7 +190,15 @@ class Explanation(BaseModel):
         default_factory=list,
         description="What made the song close, strongest first: `own sound` (its audio "
         "features), `artist's sound` (its artists' profile), whichever is the smaller "
-        "fraction of its typical distance in the catalog (docs/similarity.md).",
+        "fraction of its typical distance in the catalog (docs/similarity.md); then "
+        "`shared genres` last when `shared_genres` is not empty.",
+    )
+    shared_genres: list[str] = Field(
+        default_factory=list,
+        description="The song's `genres` that the seed it is nearest to (`seed_track_id`) "
+        "has too, in the song's order, compared case-insensitively; empty for "
+        "`seed_features`. Named, not measured: genres are no part of `distance` "
+        "(docs/similarity.md).",
     )
     audio_distance: float | None = Field(
         None, description="The audio part: L1 between standardized features."
@@ -206,6 +214,12 @@ class RecommendedItem(BaseModel):
     track_id: str
     name: str
     artists: list[str]
+    genres: list[str] = Field(
+        default_factory=list,
+        description="The genre tags the catalog holds for the song (its artists' genres, "
+        "e.g. an Exportify `Genres` column); empty when it has none, or when the feature "
+        "table could not be read for this answer. Not part of `distance`.",
+    )
     album: str | None
     popularity: int | None = Field(description="0..100; null when unknown.")
     distance: float = Field(
