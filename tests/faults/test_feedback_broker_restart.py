@@ -31,13 +31,6 @@ def post_feedback(ingest_url: str, listener: str, track: str, signal: str) -> ht
 
 @pytest.mark.spark
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, open: in some runs the feedback query stalls after the broker reset "
-    "(its source logs 'the checkpoint is at offset 2 but the log now ends at 0' on every "
-    "trigger and an event accepted after the restart never commits); the lake reconcile "
-    "itself is tested in tests/stream_processor/test_stream_feedback_sink.py",
-)
 def test_feedback_accepted_around_a_broker_restart_all_reaches_the_listener_tables(
     stack: WritePath, fresh_broker: EmbeddedBroker, pg_url: str
 ) -> None:

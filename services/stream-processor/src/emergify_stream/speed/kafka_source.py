@@ -243,10 +243,11 @@ class WatermarkProbe:
     above the log end, and the consumer keeps fetching, so the tail of the log is never
     stranded. A log reset below the consumer's position (the broker lost the topic), a topic
     created again (a new id) or partitions that appeared or vanished put the consumer at the
-    log end afresh. Any other error closes the consumer; the next call starts a new one (the
-    broker may have restarted).
+    log end afresh. Whenever the ends move, the topic ids are read afresh after the fetch that
+    moved them, so the ends of a topic created again always come with its new id. Any other
+    error closes the consumer; the next call starts a new one (the broker may have restarted).
 
-    :attr:`topic_ids` holds the id of every topic seen by the last call (see :func:`topic_id`).
+    :attr:`topic_ids` holds the last id seen of every topic (see :func:`topic_id`).
     """
 
     def __init__(self, opts: KafkaOptions, poll_ms: int = 30, metadata_max_age_ms: int = 5_000):
@@ -256,6 +257,7 @@ class WatermarkProbe:
         self.topic_ids: dict[str, str] = {}
         self._consumer: KafkaConsumer | None = None
         self._tps: list[TopicPartition] = []
+        self._ends: dict[TopicPartition, int] | None = None  # reported by the last call
 
     def end_offsets(self) -> Offsets:
         """The log end of every partition that exists now (``{}`` for a missing topic)."""
@@ -275,21 +277,12 @@ class WatermarkProbe:
                 fetch_max_bytes=4096,
                 metadata_max_age_ms=self.metadata_max_age_ms,
             )
-            self._tps = []
+            self._tps, self._ends = [], None
         consumer = self._consumer
-        tps = [
-            TopicPartition(t, p)
-            for t in self.opts.topics
-            for p in sorted(consumer.partitions_for_topic(t) or ())
-        ]
-        ids = {t: i for t in self.opts.topics if (i := topic_id(consumer, t)) is not None}
-        recreated = any(self.topic_ids.get(t, i) != i for t, i in ids.items())
-        self.topic_ids = ids
-        if tps != self._tps or recreated:  # first call, partitions changed, or a new topic
+        tps = self._partitions(consumer)
+        if tps != self._tps or self._recreated(consumer):
             if not tps:
-                consumer.unsubscribe()
-                self._tps = []
-                return {}
+                return self._unassign(consumer)
             self._anchor(consumer, tps)
         else:
             try:
@@ -297,6 +290,43 @@ class WatermarkProbe:
             except OffsetOutOfRangeError:
                 # The log was reset below our position (the broker lost the topic).
                 self._anchor(consumer, tps)
+        ends = self._at_watermark(consumer, tps)
+        if ends != self._ends:
+            # Records arrived (or another log did): read the topic ids afresh, after the
+            # fetch that saw them, so a topic created again never passes for the old one.
+            consumer.topics()
+            fresh = self._partitions(consumer)
+            if fresh != tps or self._recreated(consumer):
+                if not fresh:
+                    return self._unassign(consumer)
+                self._anchor(consumer, fresh)
+                ends = self._at_watermark(consumer, fresh)
+            self._ends = ends
+        return _as_offsets(ends)
+
+    def _partitions(self, consumer: KafkaConsumer) -> list[TopicPartition]:
+        return [
+            TopicPartition(t, p)
+            for t in self.opts.topics
+            for p in sorted(consumer.partitions_for_topic(t) or ())
+        ]
+
+    def _recreated(self, consumer: KafkaConsumer) -> bool:
+        """Record the ids in the consumer's metadata; True when a topic's id changed."""
+        ids = {t: i for t in self.opts.topics if (i := topic_id(consumer, t)) is not None}
+        changed = any(self.topic_ids.get(t, i) != i for t, i in ids.items())
+        self.topic_ids = {**self.topic_ids, **ids}  # a missing topic keeps its last id
+        return changed
+
+    def _unassign(self, consumer: KafkaConsumer) -> Offsets:
+        consumer.unsubscribe()
+        self._tps, self._ends = [], {}
+        return {}
+
+    @staticmethod
+    def _at_watermark(consumer: KafkaConsumer, tps: list[TopicPartition]) -> dict:
+        """Each partition's high watermark (where the consumer waits, before the first
+        fetch since it moved), with the consumer moved there to wait for the next records."""
         ends = {}
         for tp in tps:
             highwater = consumer.highwater(tp)
@@ -306,7 +336,7 @@ class WatermarkProbe:
             ends[tp] = highwater
             if consumer.position(tp) != highwater:
                 consumer.seek(tp, highwater)  # wait at the end, for the next records
-        return _as_offsets(ends)
+        return ends
 
     def _anchor(self, consumer: KafkaConsumer, tps: list[TopicPartition]) -> None:
         """Assign ``tps``, move to their listed log ends and wait for a high watermark each."""
@@ -324,9 +354,9 @@ class WatermarkProbe:
             consumer.poll(timeout_ms=50, update_offsets=False)
 
     def close(self) -> None:
-        """Close the consumer (a later call opens a new one)."""
+        """Close the consumer (a later call opens a new one; :attr:`topic_ids` are kept)."""
         consumer, self._consumer = self._consumer, None
-        self._tps = []
+        self._tps, self._ends = [], None
         if consumer is not None:
             try:
                 consumer.close()
