@@ -28,7 +28,7 @@ from emergify_stream.batch.master_dataset import read_feedback
 from emergify_stream.config import Settings
 from emergify_stream.publisher import EventPublisher
 from emergify_stream.speed.feedback_sink import FEEDBACK_COLUMNS, FeedbackBatchResult, FeedbackSink
-from emergify_stream.speed.speed_layer import WatchedQuery, dead_letters, progress_end_offsets
+from emergify_stream.speed.speed_layer import WatchedQuery, dead_letters
 
 log = structlog.get_logger()
 
@@ -186,17 +186,13 @@ class FeedbackLayer:
         self.start()
         return True
 
-    def committed_offsets(self) -> dict[str, dict[str, int]]:
-        """Where the last committed micro-batch ended, per topic and partition."""
-        return progress_end_offsets(self.query)
-
     def watched(self) -> WatchedQuery:
         """This query as the broker watch sees it: a reset of the feedback topic is noticed
         and the listener tables reconciled with the master dataset."""
         return WatchedQuery(
             "feedback",
             self.settings.feedback_topic,
-            self.committed_offsets,
+            lambda: self.query,
             self.ensure_running,
             self.reconcile,
         )

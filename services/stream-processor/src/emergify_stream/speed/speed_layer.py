@@ -171,14 +171,18 @@ def dead_letters(refused: pd.DataFrame) -> list[DeadLetter]:
     ]
 
 
+#: How long the broker watch's reconcile waits for a restarted query's first trigger.
+_FIRST_TRIGGER_WAIT_S = 60.0
+
+
 @dataclass(frozen=True)
 class WatchedQuery:
     """A streaming query the :class:`BrokerWatch` looks after."""
 
     name: str
     topic: str  # the topic it reads
-    #: Where its last committed micro-batch ended, ``{topic: {partition: offset}}``.
-    committed_offsets: Callable[[], dict[str, dict[str, int]]]
+    #: The query's current run (None before it started).
+    query: Callable[[], StreamingQuery | None]
     #: Starts the query again from its checkpoint if it died; True when it had to.
     ensure_running: Callable[[], bool]
     #: Restores from the master dataset what the broker lost of this query's records.
@@ -195,9 +199,10 @@ class BrokerWatch:
     again since the last round (a new topic id: its new log may already be longer than the
     old) or a log end below a query's last committed offset (the log was reset) means
     records may be lost, so once the broker answers again every query's store is reconciled
-    with the master dataset. Each query's source re-bases its checkpoint onto the new log by
-    itself (:meth:`~emergify_stream.speed.kafka_source.KafkaStreamReader.latestOffset`), so
-    records written after the reset flow through the topic.
+    with the master dataset (as it is after a query had to be started again, once that query
+    finished its first trigger). Each query's source re-bases its checkpoint onto the new log
+    by itself (:meth:`~emergify_stream.speed.kafka_source.KafkaStreamReader.latestOffset`),
+    so records written after the reset flow through the topic.
     """
 
     def __init__(self, layer: SpeedLayer, ensure_topics: Callable[[], None] | None) -> None:
@@ -209,7 +214,7 @@ class BrokerWatch:
             WatchedQuery(
                 "songs",
                 settings.songs_topic,
-                layer.committed_offsets,
+                lambda: layer.query,
                 layer.ensure_running,
                 self._reconcile_songs,
             )
@@ -217,6 +222,9 @@ class BrokerWatch:
         self.probe = self._new_probe()
         self.reconcile_needed = False
         self.reconciled = 0  # songs upserted from the master dataset, since start
+        #: Queries started again, by name, with when: the reconcile waits for their first
+        #: trigger (see :meth:`check`).
+        self._restarted: dict[str, float] = {}
         self._topic_ids: dict[str, str] = {}  # the last id seen of each watched topic
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="emergify-broker-watch", daemon=True)
@@ -269,6 +277,7 @@ class BrokerWatch:
                 return
             if query.ensure_running():
                 self.reconcile_needed = True
+                self._restarted[query.name] = time.monotonic()
         topics = [q.topic for q in queries]
         if set(self.probe.opts.topics) != set(topics):  # a query was added
             self.probe.close()
@@ -305,14 +314,30 @@ class BrokerWatch:
                     partitions=reset,
                 )
                 self.reconcile_needed = True
-        if self.reconcile_needed:
+        if self.reconcile_needed and not self._waiting_for_first_trigger(queries):
             for query in queries:
                 query.reconcile()
             self.reconcile_needed = False
+            self._restarted.clear()
+
+    def _waiting_for_first_trigger(self, queries: list[WatchedQuery]) -> bool:
+        """Whether a query started again has yet to finish its first trigger (at most
+        ``_FIRST_TRIGGER_WAIT_S``). A new run of a source has not seen the old log: if the new
+        one had already grown past the checkpoint, that trigger starts there, so the records
+        below it come from the master dataset only, and the reconcile must follow it."""
+        now = time.monotonic()
+        for query in queries:
+            since = self._restarted.get(query.name)
+            if since is None:
+                continue
+            run = query.query()
+            if run is not None and run.lastProgress is None and now - since < _FIRST_TRIGGER_WAIT_S:
+                return True
+        return False
 
     def _reset_partitions(self, query: WatchedQuery, ends: dict[str, int]) -> list[str]:
         """The partitions of ``query``'s topic whose log ends below its last commit."""
-        committed = query.committed_offsets().get(query.topic, {})
+        committed = progress_end_offsets(query.query()).get(query.topic, {})
         reset = [p for p, end in ends.items() if end < committed.get(p, 0)]
         if reset:
             # The probe's watermark may predate the last commit: ask the broker afresh.
