@@ -31,13 +31,6 @@ def post_feedback(ingest_url: str, listener: str, track: str, signal: str) -> ht
 
 @pytest.mark.spark
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, open: in some runs the feedback query stalls after the broker reset "
-    "(its source logs 'the checkpoint is at offset 2 but the log now ends at 0' on every "
-    "trigger and an event accepted after the restart never commits); the lake reconcile "
-    "itself is tested in tests/stream_processor/test_stream_feedback_sink.py",
-)
 def test_feedback_accepted_around_a_broker_restart_all_reaches_the_listener_tables(
     stack: WritePath, fresh_broker: EmbeddedBroker, pg_url: str
 ) -> None:
@@ -79,21 +72,42 @@ def test_feedback_accepted_around_a_broker_restart_all_reaches_the_listener_tabl
         assert r.status_code == 503, r.text
     fresh_broker.start()  # the same port, no topics
 
+    answers: list[httpx.Response] = []
+
     def accepted() -> bool:
-        status = post_feedback(ingest_url, kept, e, "skip").status_code
+        answers.append(post_feedback(ingest_url, kept, e, "skip"))
+        status = answers[-1].status_code
         assert status in (202, 503), status  # 503 until the ingest reconnects
         return status == 202
 
     wait_for(accepted, 60, "feedback to get a 202 again", interval=0.5)
+    after_restart = answers[-1].json()["event_id"]
+    refused = len(answers) - 1  # kept in the master dataset too, with other event ids
 
+    def stored_ids() -> set[str]:
+        with engine.connect() as conn:
+            return set(conn.execute(sa.select(listener_feedback.c.event_id)).scalars())
+
+    skip = (kept, e, "skip")
     expected = [
         (kept, a, "like"),
         (kept, b, "dislike"),
         (kept, c, "like"),
-        (kept, e, "skip"),
+        skip,
         (late, d, "ban_artist"),
     ]
-    wait_for(lambda: stored() == expected, 150, "every accepted event in the listener tables")
+
+    def all_arrived() -> bool:
+        got = stored()
+        # A refused retry of the skip may come back too, if a reconcile read the lake after it.
+        retries = got.count(skip) - 1
+        return (
+            [r for r in got if r != skip] == [r for r in expected if r != skip]
+            and 0 <= retries <= refused
+            and after_restart in stored_ids()
+        )
+
+    wait_for(all_arrived, 150, "every accepted event in the listener tables")
     with engine.connect() as conn:
         restored = conn.execute(
             sa.select(sa.func.count()).where(listener_batches.c.query_name.like("reconcile-%"))

@@ -185,12 +185,13 @@ def test_a_dead_feedback_query_is_started_again_from_its_checkpoint(
         wait_for(lambda: rows() == 40, what="the first events", timeout=120)
         first = layer.query
         first.stop()  # the query dies
-        layer.ensure_running()
+        assert layer.ensure_running()  # it had to start it again
         assert layer.query is not first and layer.query.isActive
+        assert not layer.ensure_running()  # running: nothing to do
         send(25)
         wait_for(lambda: rows() == 65, what="the events after the restart", timeout=120)
     finally:
         layer.stop()
-    layer.ensure_running()  # stopped on purpose: stays stopped
+    assert not layer.ensure_running()  # stopped on purpose: stays stopped
     assert not layer.query.isActive
     assert rows() == 65

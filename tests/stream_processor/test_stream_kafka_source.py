@@ -11,12 +11,15 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 from pyspark.errors import StreamingQueryException
+from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadMaxRows
+from pyspark.sql.types import StructType
 from testkit import wait_for
 
 from emergify_cli.broker import EmbeddedBroker, create_topics
 from emergify_stream.speed.kafka_source import (
     DataLossError,
     KafkaOptions,
+    KafkaStreamReader,
     end_offsets,
     limit_offsets,
     plan_ranges,
@@ -236,3 +239,54 @@ def test_a_broker_restart_under_a_running_query_does_not_stop_it(
     keys = [k for _, _, k, _ in rows]
     assert len(keys) == len(set(keys)) == 460
     assert set(keys) == {k for k, _ in records("a", 400) + records("b", 60)}
+
+
+@pytest.mark.parametrize("new_records", [3, 40])
+def test_a_reset_topic_moves_the_source_onto_its_new_log_whatever_its_length(
+    fresh_broker: EmbeddedBroker, producer, new_records: int
+) -> None:
+    """The broker lost the topic under a running source. Whether the new log is still shorter
+    than the checkpoint (3 < 10) or has already outgrown it before the source looked (40):
+    the next batch the source plans ends at the new log's start (the checkpoint moves onto
+    the new log), and the one after holds every new record; no batch covers the old offsets."""
+    topic = "reset"
+    # One key, so one partition; as many partitions as the broker gives a topic a client asks
+    # for before it is created (the restarted broker may do that), so the key keeps its place.
+    partitions = 4
+    create_topics(fresh_broker.bootstrap, [topic], partitions)
+    producer(fresh_broker.bootstrap, topic, [(b"k", f"a{i}".encode()) for i in range(10)])
+    options = {
+        "kafka.bootstrap.servers": fresh_broker.bootstrap,
+        "subscribe": topic,
+        "failOnDataLoss": "false",
+    }
+    reader = KafkaStreamReader(KafkaOptions.parse(options), StructType())
+    try:
+        checkpoint = reader.latestOffset(reader.initialOffset(), ReadAllAvailable())
+        (p,) = [p for p, end in checkpoint[topic].items() if end]
+        assert checkpoint[topic][p] == 10
+
+        fresh_broker.stop()
+        fresh_broker.start()
+        create_topics(fresh_broker.bootstrap, [topic], partitions)
+        producer(
+            fresh_broker.bootstrap, topic, [(b"k", f"b{i}".encode()) for i in range(new_records)]
+        )
+
+        def next_end() -> dict | None:
+            # A trigger; one that still sees the old log (or none) plans nothing.
+            try:
+                end = reader.latestOffset(checkpoint, ReadMaxRows(1000))
+            except Exception:  # the broker is still coming back: the query would retry
+                return None
+            return end if end != checkpoint else None
+
+        moved = wait_for(next_end, 60, "the source to notice the new log", interval=0.2)
+        assert moved[topic][p] == 0
+        assert plan_ranges(checkpoint, moved) == []
+        end = reader.latestOffset(moved, ReadMaxRows(1000))
+        assert [(r.partition, r.start, r.end) for r in plan_ranges(moved, end)] == [
+            (int(p), 0, new_records)
+        ]
+    finally:
+        reader.stop()

@@ -150,8 +150,7 @@ class StreamRuntime:
                 self.spark, self.settings, FeedbackSink(self.engine), self.publisher
             )
             self.feedback.start()
-            self.layer.watch.keep_alive.append(self.feedback.ensure_running)
-            self.layer.watch.reconcilers.append(self.feedback.reconcile)
+            self.layer.watch.add(self.feedback.watched())
             self.schedule.start()
             if self.settings.auto_retrain:
                 # A restarted processor may find a catalog that already needs a model.

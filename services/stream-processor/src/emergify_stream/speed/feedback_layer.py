@@ -28,7 +28,7 @@ from emergify_stream.batch.master_dataset import read_feedback
 from emergify_stream.config import Settings
 from emergify_stream.publisher import EventPublisher
 from emergify_stream.speed.feedback_sink import FEEDBACK_COLUMNS, FeedbackBatchResult, FeedbackSink
-from emergify_stream.speed.speed_layer import dead_letters
+from emergify_stream.speed.speed_layer import WatchedQuery, dead_letters
 
 log = structlog.get_logger()
 
@@ -175,15 +175,27 @@ class FeedbackLayer:
         )
         return result
 
-    def ensure_running(self) -> None:
+    def ensure_running(self) -> bool:
         """Start the query again from its checkpoint if it died (a broker that went away
-        mid-batch, a Python worker that failed to connect back under load)."""
+        mid-batch, a Python worker that failed to connect back under load); True when it
+        had to."""
         query = self.query
-        if query is not None and not query.isActive and not self._stopped:
-            log.warning(
-                "the feedback query stopped; starting it again", error=str(query.exception())
-            )
-            self.start()
+        if query is None or query.isActive or self._stopped:
+            return False
+        log.warning("the feedback query stopped; starting it again", error=str(query.exception()))
+        self.start()
+        return True
+
+    def watched(self) -> WatchedQuery:
+        """This query as the broker watch sees it: a reset of the feedback topic is noticed
+        and the listener tables reconciled with the master dataset."""
+        return WatchedQuery(
+            "feedback",
+            self.settings.feedback_topic,
+            lambda: self.query,
+            self.ensure_running,
+            self.reconcile,
+        )
 
     def stop(self) -> None:
         """Stop the query (a micro-batch in flight re-runs from the checkpoint next time)."""

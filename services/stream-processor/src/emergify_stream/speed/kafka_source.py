@@ -1,8 +1,9 @@
 """A Kafka source for Spark Structured Streaming, written with Spark 4's Python Data Source API.
 
 Same options and output columns as Spark's JVM ``kafka`` format, so production can switch by a
-setting; log ends from the Fetch high watermark; a reset topic is read from its beginning.
-Design: docs/stream-processor.md, "The Kafka source".
+setting; log ends from the Fetch high watermark; a reset topic (its log end fell below the
+checkpoint, or the topic was created again: a new topic id) is read from the beginning of its
+new log. Design: docs/stream-processor.md, "The Kafka source".
 """
 
 from __future__ import annotations
@@ -181,6 +182,14 @@ def topic_partitions(consumer: KafkaConsumer, topics: Sequence[str]) -> list[Top
     return [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t))]
 
 
+def topic_id(consumer: KafkaConsumer, topic: str) -> str | None:
+    """The id the broker gave ``topic`` (Metadata v10+; a topic created again gets a new one),
+    from the consumer's metadata cache; None when the broker or client does not say."""
+    cluster = getattr(consumer, "_cluster", None)  # kafka-python keeps no public accessor
+    found = cluster.topic_id(topic) if cluster is not None else None
+    return str(found) if found is not None else None
+
+
 def _as_offsets(values: Mapping[TopicPartition, int]) -> Offsets:
     out: Offsets = {}
     for tp, offset in values.items():
@@ -232,16 +241,23 @@ class WatermarkProbe:
     call polls briefly, so fetch responses (which carry the high watermark, see the module
     docstring) come back, and moves the consumer to the watermark again. A watermark is never
     above the log end, and the consumer keeps fetching, so the tail of the log is never
-    stranded. Any error closes the consumer; the next call starts a new one (the broker may
-    have restarted).
+    stranded. A log reset below the consumer's position (the broker lost the topic), a topic
+    created again (a new id) or partitions that appeared or vanished put the consumer at the
+    log end afresh. Whenever the ends move, the topic ids are read afresh after the fetch that
+    moved them, so the ends of a topic created again always come with its new id. Any other
+    error closes the consumer; the next call starts a new one (the broker may have restarted).
+
+    :attr:`topic_ids` holds the last id seen of every topic (see :func:`topic_id`).
     """
 
     def __init__(self, opts: KafkaOptions, poll_ms: int = 30, metadata_max_age_ms: int = 5_000):
         self.opts = opts
         self.poll_ms = poll_ms
         self.metadata_max_age_ms = metadata_max_age_ms
+        self.topic_ids: dict[str, str] = {}
         self._consumer: KafkaConsumer | None = None
         self._tps: list[TopicPartition] = []
+        self._ends: dict[TopicPartition, int] | None = None  # reported by the last call
 
     def end_offsets(self) -> Offsets:
         """The log end of every partition that exists now (``{}`` for a missing topic)."""
@@ -261,31 +277,56 @@ class WatermarkProbe:
                 fetch_max_bytes=4096,
                 metadata_max_age_ms=self.metadata_max_age_ms,
             )
-            self._tps = []
+            self._tps, self._ends = [], None
         consumer = self._consumer
-        tps = [
+        tps = self._partitions(consumer)
+        if tps != self._tps or self._recreated(consumer):
+            if not tps:
+                return self._unassign(consumer)
+            self._anchor(consumer, tps)
+        else:
+            try:
+                consumer.poll(timeout_ms=self.poll_ms)
+            except OffsetOutOfRangeError:
+                # The log was reset below our position (the broker lost the topic).
+                self._anchor(consumer, tps)
+        ends = self._at_watermark(consumer, tps)
+        if ends != self._ends:
+            # Records arrived (or another log did): read the topic ids afresh, after the
+            # fetch that saw them, so a topic created again never passes for the old one.
+            consumer.topics()
+            fresh = self._partitions(consumer)
+            if fresh != tps or self._recreated(consumer):
+                if not fresh:
+                    return self._unassign(consumer)
+                self._anchor(consumer, fresh)
+                ends = self._at_watermark(consumer, fresh)
+            self._ends = ends
+        return _as_offsets(ends)
+
+    def _partitions(self, consumer: KafkaConsumer) -> list[TopicPartition]:
+        return [
             TopicPartition(t, p)
             for t in self.opts.topics
-            for p in sorted(consumer.partitions_for_topic(t))
+            for p in sorted(consumer.partitions_for_topic(t) or ())
         ]
-        if tps != self._tps:  # first call, or partitions appeared or vanished
-            if not tps:
-                consumer.unsubscribe()
-                self._tps = []
-                return {}
-            listed = consumer.end_offsets(tps)
-            consumer.assign(tps)
-            for tp in tps:
-                consumer.seek(tp, listed[tp])
-            self._tps = tps
-            deadline = time.monotonic() + 15.0
-            while any(consumer.highwater(tp) is None for tp in tps):
-                if time.monotonic() > deadline:
-                    missing = [str(tp) for tp in tps if consumer.highwater(tp) is None]
-                    raise TimeoutError(f"no Fetch response with a high watermark for {missing}")
-                consumer.poll(timeout_ms=50, update_offsets=False)
-        else:
-            consumer.poll(timeout_ms=self.poll_ms)
+
+    def _recreated(self, consumer: KafkaConsumer) -> bool:
+        """Record the ids in the consumer's metadata; True when a topic's id changed."""
+        ids = {t: i for t in self.opts.topics if (i := topic_id(consumer, t)) is not None}
+        changed = any(self.topic_ids.get(t, i) != i for t, i in ids.items())
+        self.topic_ids = {**self.topic_ids, **ids}  # a missing topic keeps its last id
+        return changed
+
+    def _unassign(self, consumer: KafkaConsumer) -> Offsets:
+        consumer.unsubscribe()
+        self._tps, self._ends = [], {}
+        return {}
+
+    @staticmethod
+    def _at_watermark(consumer: KafkaConsumer, tps: list[TopicPartition]) -> dict:
+        """Each partition's high watermark (where the consumer waits, before the first
+        fetch since it moved), with the consumer moved there to wait for the next records."""
         ends = {}
         for tp in tps:
             highwater = consumer.highwater(tp)
@@ -295,12 +336,27 @@ class WatermarkProbe:
             ends[tp] = highwater
             if consumer.position(tp) != highwater:
                 consumer.seek(tp, highwater)  # wait at the end, for the next records
-        return _as_offsets(ends)
+        return ends
+
+    def _anchor(self, consumer: KafkaConsumer, tps: list[TopicPartition]) -> None:
+        """Assign ``tps``, move to their listed log ends and wait for a high watermark each."""
+        listed = consumer.end_offsets(tps)
+        consumer.unsubscribe()  # forget the old high watermarks: they may be another log's
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, listed[tp])
+        self._tps = tps
+        deadline = time.monotonic() + 15.0
+        while any(consumer.highwater(tp) is None for tp in tps):
+            if time.monotonic() > deadline:
+                missing = [str(tp) for tp in tps if consumer.highwater(tp) is None]
+                raise TimeoutError(f"no Fetch response with a high watermark for {missing}")
+            consumer.poll(timeout_ms=50, update_offsets=False)
 
     def close(self) -> None:
-        """Close the consumer (a later call opens a new one)."""
+        """Close the consumer (a later call opens a new one; :attr:`topic_ids` are kept)."""
         consumer, self._consumer = self._consumer, None
-        self._tps = []
+        self._tps, self._ends = [], None
         if consumer is not None:
             try:
                 consumer.close()
@@ -395,7 +451,10 @@ def plan_ranges(start: Offsets, end: Offsets) -> list[TopicPartitionRange]:
 
     A partition missing from ``start`` appeared later and starts at 0. A partition whose end
     is below its start was reset (the broker lost its log; only planned with
-    failOnDataLoss=false): its new log is read from the beginning up to ``end``.
+    failOnDataLoss=false). The streaming reader ends such a batch at the first offset of the
+    new log (:meth:`KafkaStreamReader.latestOffset`), which reads nothing; a batch logged by
+    an earlier version of this source may end above it: its new log is read from the
+    beginning up to ``end``.
     """
     ranges = []
     for topic, parts in end.items():
@@ -419,6 +478,9 @@ class KafkaStreamReader(DataSourceStreamReader):
         self.arrow_schema = to_arrow_schema(schema, timezone="UTC")
         self._latest: Offsets | None = None
         self._probe = WatermarkProbe(options)
+        #: The last id seen of each topic (kept while the topic is missing), to tell a topic
+        #: created again from the same one grown.
+        self._topic_ids: dict[str, str] = {}
 
     def initialOffset(self) -> dict:
         """Where a query without a checkpoint starts (``startingOffsets``)."""
@@ -446,10 +508,19 @@ class KafkaStreamReader(DataSourceStreamReader):
         return ReadMaxRows(n) if n else ReadAllAvailable()
 
     def latestOffset(self, start: dict, limit: ReadLimit) -> dict:
-        """The end of the next micro-batch: the log end, capped by ``limit``."""
+        """The end of the next micro-batch: the log end, capped by ``limit``.
+
+        A reset partition (its log end fell below ``start``, or its topic was created again
+        since the last trigger: a new topic id) ends this batch at the beginning of its new
+        log, so the checkpoint moves onto the new log at once: nothing of it is read in this
+        batch, and the next batches read it from there, however long it has grown.
+        """
         start = sorted_offsets(start)
         latest = self._probe.end_offsets()
+        ids = dict(self._probe.topic_ids)
+        recreated = {t for t, i in ids.items() if self._topic_ids.get(t, i) != i}
         known = {t: dict(parts) for t, parts in latest.items()}
+        reset: dict[tuple[str, str], str] = {}  # (topic, partition) -> what was seen
         for topic, parts in start.items():
             for p, begin in parts.items():
                 end = known.get(topic, {}).get(p)
@@ -458,32 +529,40 @@ class KafkaStreamReader(DataSourceStreamReader):
                     # keep our position rather than guess.
                     known.setdefault(topic, {})[p] = begin
                 elif end < begin:
-                    message = (
+                    reset[topic, p] = (
                         f"{topic}-{p}: the checkpoint is at offset {begin} but the log now ends "
-                        f"at {end}; the broker lost data (the embedded broker keeps topics in "
-                        f"memory only)"
+                        f"at {end}"
                     )
-                    if self.options.fail_on_data_loss:
-                        raise DataLossError(
-                            message + ". Set failOnDataLoss=false to continue from the new end, "
-                            "or start from a new checkpoint."
-                        )
-                    log.warning("%s; reading the new log from its beginning", message)
-                    # A reset partition's next batch is [0, end) of the new log (plan_ranges);
-                    # it is not capped, and an empty new log keeps our position until it
-                    # holds records.
-                    if end == 0:
-                        known[topic][p] = begin
+                elif topic in recreated and begin > 0:
+                    reset[topic, p] = (
+                        f"{topic}-{p}: the topic was created again (a new topic id); the "
+                        f"checkpoint's offset {begin} belongs to the old log"
+                    )
+        if reset:
+            self._rebase(known, reset)
+        self._topic_ids.update(ids)  # only once the reset (if any) is planned
         known = sorted_offsets(known)
         self._latest = known
         if isinstance(limit, ReadMaxRows):
-            # A reset partition's backlog is its new log, from 0 (as for a new partition).
-            begin_at = {
-                t: {p: b for p, b in parts.items() if known.get(t, {}).get(p, b) >= b}
-                for t, parts in start.items()
-            }
-            return sorted_offsets(limit_offsets(begin_at, known, limit.max_rows))
+            # A re-based partition ends at or below ``start``: no backlog, not capped.
+            return sorted_offsets(limit_offsets(start, known, limit.max_rows))
         return known
+
+    def _rebase(self, known: Offsets, reset: Mapping[tuple[str, str], str]) -> None:
+        """Move each reset partition of ``known`` to the first offset of its new log, or raise
+        :class:`DataLossError` with ``failOnDataLoss``."""
+        message = "; ".join(reset.values()) + (
+            "; the broker lost data (the embedded broker keeps topics in memory only)"
+        )
+        if self.options.fail_on_data_loss:
+            raise DataLossError(
+                message + ". Set failOnDataLoss=false to continue from the new log, "
+                "or start from a new checkpoint."
+            )
+        first = beginning_offsets(self.options)
+        for topic, p in reset:
+            known.setdefault(topic, {})[p] = first.get(topic, {}).get(p, 0)
+        log.warning("%s; reading the new log from its beginning", message)
 
     def reportLatestOffset(self) -> dict | None:
         """The log end seen by the last ``latestOffset`` call (for query progress)."""

@@ -8,12 +8,12 @@ shuffle), then split: refused records go to the
 DLQ and the latest version per track id (:func:`latest_versions`) to the
 :class:`~emergify_stream.speed.feature_table.FeatureTableSink`.
 
-The layer looks after itself (:class:`BrokerWatch`): a query that died (the broker went away
-mid-batch) is started again from its checkpoint, and when the broker lost records (the
-embedded broker forgets everything when it restarts) the feature table is reconciled with the
-master dataset by the ``reconcile`` callable it is given (the stream processor passes
-:func:`emergify_stream.batch.rebuild.reconcile`: the speed layer does not import the batch
-layer).
+The layer looks after itself and the process's other queries (:class:`BrokerWatch`): a query
+that died (the broker went away mid-batch) is started again from its checkpoint, and when the
+broker lost records (the embedded broker forgets everything when it restarts) the feature
+table is reconciled with the master dataset by the ``reconcile`` callable it is given (the
+stream processor passes :func:`emergify_stream.batch.rebuild.reconcile`: the speed layer does
+not import the batch layer), the listener tables by the feedback query's own.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -143,6 +144,18 @@ def clean_records(spark: SparkSession, raw: DataFrame) -> DataFrame:
     return spark.sql(CLEAN_SQL)
 
 
+def progress_end_offsets(query: StreamingQuery | None) -> dict[str, dict[str, int]]:
+    """Where ``query``'s last reported micro-batch ended, per topic and partition (``{}``
+    before its first)."""
+    progress = query.lastProgress if query is not None else None
+    if not progress or not progress.get("sources"):
+        return {}
+    end = progress["sources"][0].get("endOffset")
+    if isinstance(end, str):
+        end = json.loads(end)
+    return {t: {p: int(o) for p, o in parts.items()} for t, parts in (end or {}).items()}
+
+
 def dead_letters(refused: pd.DataFrame) -> list[DeadLetter]:
     """The refused records of a micro-batch frame (:data:`BATCH_SELECT`), with reasons."""
     return [
@@ -158,14 +171,38 @@ def dead_letters(refused: pd.DataFrame) -> list[DeadLetter]:
     ]
 
 
+#: How long the broker watch's reconcile waits for a restarted query's first trigger.
+_FIRST_TRIGGER_WAIT_S = 60.0
+
+
+@dataclass(frozen=True)
+class WatchedQuery:
+    """A streaming query the :class:`BrokerWatch` looks after."""
+
+    name: str
+    topic: str  # the topic it reads
+    #: The query's current run (None before it started).
+    query: Callable[[], StreamingQuery | None]
+    #: Starts the query again from its checkpoint if it died; True when it had to.
+    ensure_running: Callable[[], bool]
+    #: Restores from the master dataset what the broker lost of this query's records.
+    reconcile: Callable[[], object]
+
+
 class BrokerWatch:
-    """Watches the songs topic for the speed layer, in a thread of its own.
+    """Watches the topics of the process's streaming queries (the songs query, the listener
+    feedback query: :meth:`add`), in a thread of its own.
 
     Every ``broker_watch_interval_seconds``: a query that died is started again from its
-    checkpoint; the songs topic's log end is probed. A probe that fails (broker away), a
-    missing topic (created again through ``ensure_topics``) or a log end below the last
-    committed offset (the log was reset) means records may be lost, so once the broker
-    answers again the feature table is reconciled with the master dataset.
+    checkpoint; the log end and the id of every watched topic are probed. A probe that fails
+    (broker away), a missing topic (created again through ``ensure_topics``), a topic created
+    again since the last round (a new topic id: its new log may already be longer than the
+    old) or a log end below a query's last committed offset (the log was reset) means
+    records may be lost, so once the broker answers again every query's store is reconciled
+    with the master dataset (as it is after a query had to be started again, once that query
+    finished its first trigger). Each query's source re-bases its checkpoint onto the new log
+    by itself (:meth:`~emergify_stream.speed.kafka_source.KafkaStreamReader.latestOffset`),
+    so records written after the reset flow through the topic.
     """
 
     def __init__(self, layer: SpeedLayer, ensure_topics: Callable[[], None] | None) -> None:
@@ -173,19 +210,42 @@ class BrokerWatch:
         self.ensure_topics = ensure_topics
         settings = layer.settings
         self.interval = settings.broker_watch_interval_seconds
-        self.probe = WatermarkProbe(
-            KafkaOptions.parse(source_options(settings)), metadata_max_age_ms=1_000
-        )
+        self.queries: list[WatchedQuery] = [
+            WatchedQuery(
+                "songs",
+                settings.songs_topic,
+                lambda: layer.query,
+                layer.ensure_running,
+                self._reconcile_songs,
+            )
+        ]
+        self.probe = self._new_probe()
         self.reconcile_needed = False
         self.reconciled = 0  # songs upserted from the master dataset, since start
-        #: Called every round: the other streaming queries of the process (the listener
-        #: feedback query) are started again here when they died, as the songs query is.
-        self.keep_alive: list[Callable[[], None]] = []
-        #: Called after the songs are reconciled: the other queries' reconciliations with
-        #: the master dataset (the listener feedback), for the same lost records.
-        self.reconcilers: list[Callable[[], object]] = []
+        #: Queries started again, by name, with when: the reconcile waits for their first
+        #: trigger (see :meth:`check`).
+        self._restarted: dict[str, float] = {}
+        self._topic_ids: dict[str, str] = {}  # the last id seen of each watched topic
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="emergify-broker-watch", daemon=True)
+
+    def add(self, query: WatchedQuery) -> None:
+        """Watch another query (safe while the watch runs: the next round probes its topic)."""
+        self.queries = [*self.queries, query]
+
+    def _new_probe(self) -> WatermarkProbe:
+        opts = KafkaOptions.parse(
+            {
+                **source_options(self.layer.settings),
+                "subscribe": ",".join(dict.fromkeys(q.topic for q in self.queries)),
+            }
+        )
+        return WatermarkProbe(opts, metadata_max_age_ms=1_000)
+
+    def _reconcile_songs(self) -> int:
+        n = self.layer.reconcile()
+        self.reconciled += n
+        return n
 
     def start(self) -> None:
         """Start watching."""
@@ -210,18 +270,18 @@ class BrokerWatch:
                 log.exception("broker watch round failed")
 
     def check(self) -> None:
-        """One round: restart a dead query, probe the topic, reconcile when needed."""
-        layer = self.layer
-        query = layer.query
-        if query is not None and not query.isActive and not self._stop.is_set():
-            log.warning(
-                "the streaming query stopped; starting it again", error=str(query.exception())
-            )
-            self.reconcile_needed = True
-            layer.start_query()
-        for keep_alive in self.keep_alive:
-            keep_alive()
-        topic = layer.settings.songs_topic
+        """One round: restart dead queries, probe the topics, reconcile when needed."""
+        queries = self.queries
+        for query in queries:
+            if self._stop.is_set():
+                return
+            if query.ensure_running():
+                self.reconcile_needed = True
+                self._restarted[query.name] = time.monotonic()
+        topics = [q.topic for q in queries]
+        if set(self.probe.opts.topics) != set(topics):  # a query was added
+            self.probe.close()
+            self.probe = self._new_probe()
         try:
             ends = self.probe.end_offsets()
         except Exception as exc:
@@ -231,26 +291,59 @@ class BrokerWatch:
                 )
             self.reconcile_needed = True
             return
-        if topic not in ends:
-            log.warning("the songs topic is missing (broker restarted?); creating it", topic=topic)
+        missing = sorted({t for t in topics if t not in ends})
+        if missing:
+            log.warning("topics are missing (broker restarted?); creating them", topics=missing)
             self.reconcile_needed = True
             if self.ensure_topics is not None:
                 self.ensure_topics()
             return
-        committed = layer.committed_offsets().get(topic, {})
-        reset = [p for p, end in ends[topic].items() if end < committed.get(p, 0)]
+        ids = self.probe.topic_ids
+        recreated = sorted(t for t, i in ids.items() if self._topic_ids.get(t, i) != i)
+        self._topic_ids.update(ids)
+        if recreated:
+            log.warning("topics were created again (broker restarted?)", topics=recreated)
+            self.reconcile_needed = True
+        for query in queries:
+            reset = self._reset_partitions(query, ends[query.topic])
+            if reset:
+                log.warning(
+                    "a topic was reset below a query's checkpoint",
+                    query=query.name,
+                    topic=query.topic,
+                    partitions=reset,
+                )
+                self.reconcile_needed = True
+        if self.reconcile_needed and not self._waiting_for_first_trigger(queries):
+            for query in queries:
+                query.reconcile()
+            self.reconcile_needed = False
+            self._restarted.clear()
+
+    def _waiting_for_first_trigger(self, queries: list[WatchedQuery]) -> bool:
+        """Whether a query started again has yet to finish its first trigger (at most
+        ``_FIRST_TRIGGER_WAIT_S``). A new run of a source has not seen the old log: if the new
+        one had already grown past the checkpoint, that trigger starts there, so the records
+        below it come from the master dataset only, and the reconcile must follow it."""
+        now = time.monotonic()
+        for query in queries:
+            since = self._restarted.get(query.name)
+            if since is None:
+                continue
+            run = query.query()
+            if run is not None and run.lastProgress is None and now - since < _FIRST_TRIGGER_WAIT_S:
+                return True
+        return False
+
+    def _reset_partitions(self, query: WatchedQuery, ends: dict[str, int]) -> list[str]:
+        """The partitions of ``query``'s topic whose log ends below its last commit."""
+        committed = progress_end_offsets(query.query()).get(query.topic, {})
+        reset = [p for p, end in ends.items() if end < committed.get(p, 0)]
         if reset:
             # The probe's watermark may predate the last commit: ask the broker afresh.
-            fresh = end_offsets(self.probe.opts).get(topic, {})
+            fresh = end_offsets(self.probe.opts).get(query.topic, {})
             reset = [p for p in reset if fresh.get(p, 0) < committed.get(p, 0)]
-        if reset:
-            log.warning("the songs topic was reset below the checkpoint", partitions=reset)
-            self.reconcile_needed = True
-        if self.reconcile_needed:
-            self.reconciled += layer.reconcile()
-            for reconcile in self.reconcilers:
-                reconcile()
-            self.reconcile_needed = False
+        return reset
 
 
 class SpeedLayer:
@@ -299,15 +392,18 @@ class SpeedLayer:
         )
         return self.query
 
+    def ensure_running(self) -> bool:
+        """Start the query again from its checkpoint if it died; True when it had to."""
+        query = self.query
+        if query is None or query.isActive:
+            return False
+        log.warning("the streaming query stopped; starting it again", error=str(query.exception()))
+        self.start_query()
+        return True
+
     def committed_offsets(self) -> dict[str, dict[str, int]]:
         """Where the last committed micro-batch ended, per topic and partition."""
-        progress = self.query.lastProgress if self.query is not None else None
-        if not progress or not progress.get("sources"):
-            return {}
-        end = progress["sources"][0].get("endOffset")
-        if isinstance(end, str):
-            end = json.loads(end)
-        return {t: {p: int(o) for p, o in parts.items()} for t, parts in (end or {}).items()}
+        return progress_end_offsets(self.query)
 
     def reconcile(self) -> int:
         """Upsert the master dataset's songs the feature table lacks; return how many."""
