@@ -223,11 +223,12 @@ def nearest_under_rules(
     blocked_rows = np.fromiter(blocked, dtype=np.int64, count=len(blocked))
     rules = _Rules(index, seeds, max_per_artist, blocked)
     # Room for what the greedy rules may drop; rarely, a second run with more.
-    m = count + count // 2 + 8
     # The rules keep at most max_per_artist songs of an artist, so the search holds at most
-    # one more of one artist combination (room for a duplicate); proven harmless after the
-    # fact, else searched again without it.
-    per_combination = max_per_artist + 1 if max_per_artist > 0 else 0
+    # that many of one artist combination, and little more than ``count`` in all; proven
+    # harmless after the fact, else searched again without the cap (a duplicate of a kept
+    # song, or of a seed, took a place the rules then left empty).
+    per_combination = max(max_per_artist, 0)
+    m = count + count // (4 if per_combination else 2) + 8
     while True:
         found = search_capped(
             index.cells,
@@ -247,6 +248,7 @@ def nearest_under_rules(
         kept = rules.apply(rows, count)
         if per_combination and not rules.left_out_never_kept(rows, dist, kept, count, found):
             per_combination = 0
+            m = max(m, count + count // 2 + 8)
             continue
         if len(kept) == count or n_found < m:
             break
