@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 export UV_LINK_MODE := copy
 
-.PHONY: up test audit lint format bench soak bootstrap sync clean
+.PHONY: up test test-slow audit lint format bench soak bootstrap sync clean
 
 bootstrap:  ## uv (from PyPI) and a Java runtime for Spark, if missing
 	@bash deploy/bootstrap.sh
@@ -17,10 +17,13 @@ up: sync  ## the whole system on embedded defaults; Ctrl-C stops it (SPARK=clust
 audit: sync  ## known vulnerabilities in the locked dependencies (pip-audit + PyPI data)
 	@$(UV) run --frozen python deploy/audit.py
 
-test: sync audit  ## audit, lint, then the whole test suite (real broker, Spark, SQLite, PostgreSQL)
+test: sync audit  ## audit, lint, then the test suite but its slow whole-stack kill/fault tests (real broker, Spark, SQLite, PostgreSQL)
 	@$(UV) run --frozen ruff check .
 	@$(UV) run --frozen ruff format --check .
-	@$(UV) run --frozen pytest
+	@$(UV) run --frozen pytest -m "not slow"
+
+test-slow: sync  ## the slow whole-stack kill, fault and multi-host tests (~35 min; CI runs them after make test)
+	@$(UV) run --frozen pytest -m slow
 
 bench: sync  ## benchmarks in bench/ (print their figures)
 	@$(UV) run --frozen python bench/run_all.py

@@ -124,6 +124,7 @@ def running_app(cluster: SparkCluster) -> dict:
     return apps[0]
 
 
+@pytest.mark.slow
 @pytest.mark.cluster
 @pytest.mark.spark
 @pytest.mark.postgres

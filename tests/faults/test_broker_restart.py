@@ -42,6 +42,7 @@ def upload(ingest_url: str, songs_: list[dict], timeout: float = 60.0) -> list[i
     return statuses
 
 
+@pytest.mark.slow
 @pytest.mark.spark
 @pytest.mark.postgres
 def test_songs_accepted_around_a_broker_restart_all_reach_the_feature_table(

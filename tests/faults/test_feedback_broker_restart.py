@@ -29,6 +29,7 @@ def post_feedback(ingest_url: str, listener: str, track: str, signal: str) -> ht
     )
 
 
+@pytest.mark.slow
 @pytest.mark.spark
 @pytest.mark.postgres
 def test_feedback_accepted_around_a_broker_restart_all_reaches_the_listener_tables(

@@ -86,6 +86,7 @@ def check_answer(response: httpx.Response) -> None:
     assert response.status_code == 200, (response.request.url, response.text[:500])
 
 
+@pytest.mark.slow
 @pytest.mark.spark
 def test_postgres_restart_mid_stream_loses_nothing_and_services_recover(
     services: dict[str, object], broker: EmbeddedBroker, private_pg: PostgresCluster

@@ -29,6 +29,7 @@ def stack(broker: EmbeddedBroker, sqlite_url: str, tmp_path: Path) -> Iterator[W
         yield parts
 
 
+@pytest.mark.slow
 @pytest.mark.spark
 def test_songs_uploaded_during_a_training_run_are_covered_by_the_next_model_unasked(
     stack: WritePath, sample_csv: Path

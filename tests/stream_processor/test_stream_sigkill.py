@@ -50,6 +50,7 @@ def processor(
     proc.terminate()
 
 
+@pytest.mark.slow
 @pytest.mark.spark
 @pytest.mark.postgres
 def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
