@@ -16,14 +16,16 @@ profiles, built as ``Catalog._full_load`` builds it (``build_index(..., profiles
 similarity=Similarity(4.0, "weighted"))``), the profiles computed by the parent as the
 batch layer computes them and handed over as plain arrays (keys, sums, counts);
 ``random``: the same with songs' artists drawn at random (flat profiles); ``none``: the
-audio-only index (a model without profiles).
+audio-only index (a model without profiles) over songs credited as ``--credits`` says
+(``random`` by default, the catalog of the earlier figures; ``coherent`` gives the audio-only
+index over the very catalog of ``--artists coherent``).
 
 Reported: RSS before, after (total) and the delta, the peak (VmHWM, which includes the
 transient build), the index's own column bytes (the artist table included), the artist
 table's bytes (``ArtistVectors.nbytes``) and its combination count, and the 1-minute load
 average before and after. The catalog arrays are freed before the final reading.
-Results go to bench/results/recommender_memory.json: one entry per songs/shape/artists
-(a new run replaces the entry of the same three).
+Results are appended to bench/results/recommender_memory.json, one entry per run (with
+its shape, artists mode, date and load average).
 """
 
 from __future__ import annotations
@@ -77,12 +79,12 @@ cat = Catalog(
     popularity=saved["popularity"], real=real_songs(),
 )
 model = LoadedModel.from_portable(PortableModel.model_validate_json(open(sys.argv[4]).read()))
+cat.artists = sys.argv[5]  # how songs are credited (random or coherent)
+cat._near = saved["near"] if "near" in saved else None
 profiles = similarity = None
 if "profile_sums" in saved:  # what the service reads from artist_profiles
     from emergify_contracts.artist_profiles import ArtistProfiles
     from emergify_recommender.artist_vectors import Similarity
-    cat.artists = sys.argv[5]
-    cat._near = saved["near"] if "near" in saved else None
     profiles = ArtistProfiles(
         tuple(saved["profile_keys"].tolist()), saved["profile_sums"], saved["profile_counts"]
     )
@@ -133,8 +135,17 @@ def main() -> None:
         "with profiles), songs' artists coherent or drawn at random (bench/catalogs.py); "
         "none: the audio-only index",
     )
+    parser.add_argument(
+        "--credits",
+        default="random",
+        choices=ARTIST_MODES,
+        help="with --artists none: how the catalog's songs are credited (the blended modes "
+        "credit as they are named), to compare both indexes over one catalog",
+    )
     parser.add_argument("--out", default="recommender_memory.json")
     args = parser.parse_args()
+    if args.artists != "none" and args.credits not in (parser.get_default("credits"), args.artists):
+        parser.error("--credits goes with --artists none (a blended mode credits as named)")
     n = args.songs or (100_000 if args.quick else 1_000_000)
     from catalogs import fit_model, k_for, synthetic_catalog
 
@@ -142,11 +153,12 @@ def main() -> None:
     # scikit-learn (the recommender does not).
     cat = synthetic_catalog(n, shape=args.shape)
     model = fit_model(cat.features, k_for(n))
+    credits = args.artists if args.artists != "none" else args.credits
+    cat.artists = credits
     extra: dict[str, np.ndarray] = {}
+    if credits == "coherent":
+        extra["near"] = cat.nearest_real()
     if args.artists != "none":
-        cat.artists = args.artists
-        if args.artists == "coherent":
-            extra["near"] = cat.nearest_real()
         profiles = cat.profiles(model)
         extra.update(
             profile_keys=np.array(profiles.keys),
@@ -175,7 +187,7 @@ def main() -> None:
                 str(HERE),
                 str(arrays),
                 str(model_json),
-                args.artists,
+                credits,
             ],
             check=True,
             capture_output=True,
@@ -184,6 +196,7 @@ def main() -> None:
         load_after = os.getloadavg()[0]
     result = {
         "artists": args.artists,
+        "credits": credits,
         "shape": args.shape,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         **json.loads(out.stdout.strip().splitlines()[-1]),
@@ -198,7 +211,8 @@ def main() -> None:
     )
     print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     print(
-        f"| {result['songs']:,} | {args.shape} | {args.artists} "
+        f"| {result['songs']:,} | {args.shape} "
+        f"| {args.artists if args.artists != 'none' else f'none ({credits} credits)'} "
         f"| {result['rss_before_mb']:.0f} | {result['rss_after_mb']:.0f} "
         f"| {result['rss_delta_mb']:.0f} | {result['peak_rss_mb']:.0f} "
         f"| {result['index_column_mb']:.0f} | {result['artist_table_mb']:.1f} "
@@ -209,14 +223,12 @@ def main() -> None:
 
 
 def save(path: Path, result: dict) -> None:
-    """Add ``result`` to the runs in ``path``, replacing an earlier run of the same songs,
-    shape and artists mode."""
+    """Append ``result`` to the runs in ``path`` (every run is kept: the RSS delta varies
+    from run to run by the allocator's slack, so repeats are worth comparing)."""
     runs: list[dict] = []
     if path.exists():
         old = json.loads(path.read_text())
-        runs = old.get("runs", []) if isinstance(old, dict) and "runs" in old else [old]
-    key = (result["songs"], result["shape"], result["artists"])
-    runs = [r for r in runs if (r["songs"], r.get("shape"), r.get("artists", "none")) != key]
+        runs = old["runs"] if isinstance(old, dict) and "runs" in old else [old]
     runs.append(result)
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
