@@ -67,7 +67,11 @@ def _credit_keys(r: SongRecord, cache: CreditCache) -> tuple[str, ...]:
     return keys
 
 
-def _part(records: Sequence[SongRecord], cache: CreditCache | None = None) -> _Part:
+def _part(
+    records: Sequence[SongRecord], cache: CreditCache | None = None, credits: bool = True
+) -> _Part:
+    """The columns of ``records``; their artist keys only with ``credits`` (an index without
+    artist profiles never uses them, and they cost memory while it is built)."""
     n = len(records)
     cache = {} if cache is None else cache
     dedup, artist_hashes, search_text = [], [], []
@@ -89,7 +93,7 @@ def _part(records: Sequence[SongRecord], cache: CreditCache | None = None) -> _P
         artist_hashes=artist_hashes,
         search_text=search_text,
         last_update=_max_updated(records),
-        credits=[_credit_keys(r, cache) for r in records],
+        credits=[_credit_keys(r, cache) for r in records] if credits else [],
     )
 
 
@@ -197,9 +201,10 @@ def build_index(
     # kept per song: a dictionary of them would pin more allocator arenas than it saves.
     album_book = CodeBook()
     cache: CreditCache = {}
-    parts = [_Packed.of(_part(chunk, cache), album_book) for chunk in _chunks(records)] or [
-        _Packed.of(_part([]), album_book)
-    ]
+    blended = model is not None and profiles is not None and similarity is not None
+    parts = [
+        _Packed.of(_part(chunk, cache, credits=blended), album_book) for chunk in _chunks(records)
+    ] or [_Packed.of(_part([]), album_book)]
     del cache
     credits = [c for p in parts for c in p.credits]
     ids = np.concatenate([p.ids for p in parts])
@@ -225,7 +230,7 @@ def build_index(
         albums = albums.take(keep)
         search_text = TextColumn.from_strings([search_text[r] for r in rows])
         artist_hashes = artist_hashes.take(rows)
-        credits = [credits[r] for r in rows]
+        credits = [credits[r] for r in rows] if credits else credits
     if model is None:
         means, scales = _catalog_standardization(raw)
     else:
@@ -234,7 +239,8 @@ def build_index(
     clusters = _clusters(z, model)
     table: ArtistVectors | None = None
     weight = 0.0
-    if model is not None and profiles is not None and similarity is not None:
+    if blended:
+        assert model is not None and profiles is not None and similarity is not None
         table, combos = artist_vectors(
             profiles, similarity.multi_artist_rule, model.version
         ).assign(credits, z)
@@ -337,7 +343,7 @@ def with_songs(
             pos, next_row = next_row, next_row + 1
         touched.append(pos)
     rows = np.array(touched, dtype=np.int64)
-    part = _part(changed)
+    part = _part(changed, credits=index.artist_table is not None)
     n = n_old + int((rows >= n_old).sum())
 
     def grown(old: np.ndarray, fresh: np.ndarray) -> np.ndarray:
