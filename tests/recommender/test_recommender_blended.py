@@ -65,9 +65,8 @@ def model(rec: Any) -> LoadedModel:
     return LoadedModel.from_portable(rec.fit_portable_model(x, k=20, version=1))
 
 
-@pytest.fixture(scope="module")
-def blended(model: LoadedModel) -> SongIndex:
-    records = coherent_records(6000, seed=1)
+def blended_index(records: list[SongRecord], model: LoadedModel) -> SongIndex:
+    """A blended index (w = 4) with small cells, so pruning really happens."""
     return build_index(
         records,
         model,
@@ -75,6 +74,11 @@ def blended(model: LoadedModel) -> SongIndex:
         profiles=profiles_of(model, records),
         similarity=Similarity(4.0, "weighted"),
     )
+
+
+@pytest.fixture(scope="module")
+def blended(model: LoadedModel) -> SongIndex:
+    return blended_index(coherent_records(6000, seed=1), model)
 
 
 def same(got: list, expected: list) -> None:
@@ -303,14 +307,7 @@ def crowded_records(seed: int) -> list[SongRecord]:
 
 @pytest.fixture(scope="module")
 def crowded(model: LoadedModel) -> SongIndex:
-    records = crowded_records(seed=9)
-    return build_index(
-        records,
-        model,
-        leaf=24,
-        profiles=profiles_of(model, records),
-        similarity=Similarity(4.0, "weighted"),
-    )
+    return blended_index(crowded_records(seed=9), model)
 
 
 @pytest.mark.parametrize("weight", [0.0, 4.0])
