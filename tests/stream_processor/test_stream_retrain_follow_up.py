@@ -63,6 +63,10 @@ def test_songs_uploaded_during_a_training_run_are_covered_by_the_next_model_unas
     assert first.status_code == 202, first.text
     sample = first.json()["accepted"]
     wait_for(lambda: (s := status()) and s["training"], 300, "the first training run")
+    # Once the run has read its songs (it caches the lake's latest versions, then scores k
+    # candidates), songs uploaded cannot be in its model. Uploaded before that, on a quiet
+    # machine they were read too, and the first model rightly covered them all.
+    wait_for(lambda: "k scored" in proc.log_tail(200_000), 300, "the first run read its songs")
 
     # Songs uploaded while it trains: over the growth threshold, and no retrain request.
     extra = [
