@@ -136,3 +136,15 @@ def sign_in(browser: httpx.Client, user: str = "demo") -> httpx.Response:
     callback = browser.get(authorize.headers["location"])
     assert callback.status_code == 302, callback.text
     return callback
+
+
+def create_living_playlist(
+    browser: httpx.Client, seeds: list[str], size: int, name: str = "Fresh finds"
+) -> dict[str, Any]:
+    """Create a living playlist (no popularity cap) as the signed-in ``browser``; its 201 body."""
+    answer = browser.post(
+        "/api/v1/spotify/living-playlists",
+        json={"name": name, "size": size, "max_popularity": 100, "seeds": seeds},
+    )
+    assert answer.status_code == 201, answer.text
+    return answer.json()

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from ranking_reference import brute_force
-from spotify_stack import sign_in
+from spotify_stack import create_living_playlist, sign_in
 from testkit import wait_for
 
 from emergify_cli.stack import Stack
@@ -161,14 +161,10 @@ def test_a_living_playlist_survives_kills_of_the_spotify_gateway_and_the_stream_
 
     with httpx.Client(base_url=stack.url("api-gateway"), timeout=60) as browser:
         sign_in(browser, "demo")
-        created = browser.post(
-            "/api/v1/spotify/living-playlists",
-            json={"name": "Living", "size": SIZE, "max_popularity": 100, "seeds": seeds},
-        )
-        assert created.status_code == 201, created.text
-        playlist_id = created.json()["id"]
-        spotify_id = created.json()["spotify_playlist_id"]
-        first = [s["track_id"] for s in created.json()["songs"]]
+        created = create_living_playlist(browser, seeds, SIZE, "Living")
+        playlist_id = created["id"]
+        spotify_id = created["spotify_playlist_id"]
+        first = [s["track_id"] for s in created["songs"]]
         assert len(first) == SIZE and set(first) == expected(engine, api, seeds)
         assert spotify_playlist(stack, spotify_id) == first
         furthest = max(desired(engine, playlist_id).items(), key=lambda kv: kv[1])[0]

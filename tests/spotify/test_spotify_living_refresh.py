@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from spotify_stack import create_living_playlist
 from testkit import wait_for
 
 from emergify_contracts.listener import living_playlist_items, living_playlists
@@ -65,19 +66,10 @@ def test_a_stale_playlist_is_re_ranked_once_on_schedule(
     scheduler: RefreshScheduler = services.refresher
     assert scheduler is not None and scheduler.check_seconds == 2.0
     browser = signed_in("demo")
-    created = browser.post(
-        "/api/v1/spotify/living-playlists",
-        json={
-            "name": "Scheduled",
-            "size": 8,
-            "max_popularity": 100,
-            "seeds": stack.catalog_ids[1200:1202],
-        },
-    )
-    assert created.status_code == 201, created.text
-    playlist_id = created.json()["id"]
-    spotify_id = created.json()["spotify_playlist_id"]
-    ranked = [s["track_id"] for s in created.json()["songs"]]
+    created = create_living_playlist(browser, stack.catalog_ids[1200:1202], 8, "Scheduled")
+    playlist_id = created["id"]
+    spotify_id = created["spotify_playlist_id"]
+    ranked = [s["track_id"] for s in created["songs"]]
     assert len(ranked) == 8
 
     # The desired state drifts from today's ranking (two far songs replace the two furthest,
@@ -173,17 +165,8 @@ def test_a_stopped_playlist_is_never_refreshed(
 ) -> None:
     services = stack.spotify.app.state.services
     browser = signed_in("demo")
-    created = browser.post(
-        "/api/v1/spotify/living-playlists",
-        json={
-            "name": "Stopped",
-            "size": 4,
-            "max_popularity": 100,
-            "seeds": stack.catalog_ids[1500:1501],
-        },
-    )
-    assert created.status_code == 201, created.text
-    playlist_id = created.json()["id"]
+    created = create_living_playlist(browser, stack.catalog_ids[1500:1501], 4, "Stopped")
+    playlist_id = created["id"]
     assert browser.delete(f"/api/v1/spotify/living-playlists/{playlist_id}").status_code == 200
     stale = datetime.now(UTC) - timedelta(days=2)
     with engine.begin() as conn:
@@ -204,17 +187,8 @@ def test_a_refresh_never_overwrites_a_newer_desired_state(
 ) -> None:
     store = stack.spotify.app.state.services.living
     browser = signed_in("demo")
-    created = browser.post(
-        "/api/v1/spotify/living-playlists",
-        json={
-            "name": "Raced",
-            "size": 3,
-            "max_popularity": 100,
-            "seeds": stack.catalog_ids[1700:1701],
-        },
-    )
-    assert created.status_code == 201, created.text
-    playlist_id = created.json()["id"]
+    created = create_living_playlist(browser, stack.catalog_ids[1700:1701], 3, "Raced")
+    playlist_id = created["id"]
     songs = desired(engine, playlist_id)
     other = [(t, 5.0) for t in stack.catalog_ids[2500:2503]]
     # Ranked at version 1, but a match (or another refresh) wrote version 2 meanwhile.

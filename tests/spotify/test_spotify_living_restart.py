@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from spotify_stack import create_living_playlist
 from testkit import wait_for
 
 from emergify_cli.broker import free_port
@@ -85,19 +86,10 @@ def test_killed_mid_sync_and_restarted_ends_as_desired(
     worker_process: Callable[[], subprocess.Popen],
 ) -> None:
     browser = signed_in("demo")
-    created = browser.post(
-        "/api/v1/spotify/living-playlists",
-        json={
-            "name": "Survives",
-            "size": 10,
-            "max_popularity": 100,
-            "seeds": stack.catalog_ids[700:702],
-        },
-    )
-    assert created.status_code == 201, created.text
-    playlist_id = created.json()["id"]
-    spotify_id = created.json()["spotify_playlist_id"]
-    before = [s["track_id"] for s in created.json()["songs"]]
+    created = create_living_playlist(browser, stack.catalog_ids[700:702], 10, "Survives")
+    playlist_id = created["id"]
+    spotify_id = created["spotify_playlist_id"]
+    before = [s["track_id"] for s in created["songs"]]
     entering = [t for t in stack.catalog_ids[800:900] if t not in before][:4]
     desired = before[:6] + entering
     engine = sa.create_engine(stack.spotify_db_url)

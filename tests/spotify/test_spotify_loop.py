@@ -14,6 +14,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
+from spotify_stack import create_living_playlist
 from testkit import wait_for
 
 from emergify_contracts.listener import (
@@ -132,20 +133,11 @@ def test_expand_a_playlist_the_catalog_does_not_know(
     assert "the catalog knows none of the playlist's 3 songs" in answer.json()["detail"]
 
 
-def _create_living(browser: httpx.Client, seeds: list[str], size: int) -> dict[str, Any]:
-    answer = browser.post(
-        "/api/v1/spotify/living-playlists",
-        json={"name": "Fresh finds", "size": size, "max_popularity": 100, "seeds": seeds},
-    )
-    assert answer.status_code == 201, answer.text
-    return answer.json()
-
-
 def test_living_playlist_is_created_on_spotify(
     stack: Any, signed_in: Callable[[str], httpx.Client]
 ) -> None:
     browser = signed_in("demo")
-    created = _create_living(browser, stack.catalog_ids[300:303], size=12)
+    created = create_living_playlist(browser, stack.catalog_ids[300:303], size=12)
     songs = [s["track_id"] for s in created["songs"]]
     assert len(songs) == 12 and created["synced_version"] == created["version"] == 1
     assert spotify_playlist(stack, "demo", created["spotify_playlist_id"]) == songs
@@ -163,7 +155,7 @@ def test_worker_syncs_a_desired_change_once(
     services = stack.spotify.app.state.services
     wait_for(lambda: services.sync.consuming, 60, "the sync worker to join its group")
     browser = signed_in("demo")
-    created = _create_living(browser, stack.catalog_ids[400:402], size=10)
+    created = create_living_playlist(browser, stack.catalog_ids[400:402], size=10)
     playlist_id, spotify_id = created["id"], created["spotify_playlist_id"]
     before = [s["track_id"] for s in created["songs"]]
     # As the recommender will: the 3 furthest songs leave, 3 new songs enter, version bumps.
@@ -240,7 +232,7 @@ def test_worker_syncs_a_desired_change_once(
 
 def test_refresh_and_stop(stack: Any, signed_in: Callable[[str], httpx.Client]) -> None:
     browser = signed_in("demo")
-    created = _create_living(browser, stack.catalog_ids[500:502], size=5)
+    created = create_living_playlist(browser, stack.catalog_ids[500:502], size=5)
     refreshed = browser.post(f"/api/v1/spotify/living-playlists/{created['id']}/refresh")
     assert refreshed.status_code == 200, refreshed.text
     body = refreshed.json()
@@ -261,7 +253,7 @@ def test_a_signed_out_listener_stays_pending(
     stack: Any, signed_in: Callable[[str], httpx.Client]
 ) -> None:
     browser = signed_in("demo2")
-    created = _create_living(browser, stack.catalog_ids[900:902], size=4)
+    created = create_living_playlist(browser, stack.catalog_ids[900:902], size=4)
     assert browser.post("/api/v1/spotify/logout").status_code == 303  # tokens forgotten
     engine = sa.create_engine(stack.spotify_db_url)
     try:
