@@ -22,12 +22,12 @@ import httpx
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from living_rows import desired, header
 from ranking_reference import brute_force
 from spotify_stack import create_living_playlist, sign_in
 from testkit import wait_for
 
 from emergify_cli.stack import Stack
-from emergify_contracts.listener import living_playlist_items, living_playlists
 from emergify_recommender.catalog import Catalog
 
 # Stack start, the sample catalog and a first model, two stream-processor restarts: far over
@@ -111,30 +111,11 @@ def spotify_playlist(stack: Stack, spotify_id: str) -> list[str]:
     return next(p["track_ids"] for p in mine if p["id"] == spotify_id)
 
 
-def header_row(engine: sa.Engine, playlist_id: str) -> sa.Row:
-    with engine.connect() as conn:
-        return conn.execute(
-            sa.select(living_playlists).where(living_playlists.c.playlist_id == playlist_id)
-        ).one()
-
-
-def desired(engine: sa.Engine, playlist_id: str) -> dict[str, float]:
-    with engine.connect() as conn:
-        return {
-            r.track_id: r.distance
-            for r in conn.execute(
-                sa.select(living_playlist_items).where(
-                    living_playlist_items.c.playlist_id == playlist_id
-                )
-            )
-        }
-
-
 def settled(engine: sa.Engine, stack: Stack, playlist_id: str, spotify_id: str) -> list[str]:
     """Wait until Spotify holds the desired state's latest version; Spotify's songs."""
 
     def synced() -> bool:
-        row = header_row(engine, playlist_id)
+        row = header(engine, playlist_id)
         return row.synced_version == row.version
 
     wait_for(synced, 300, "the Spotify sync of the latest desired state")
@@ -184,7 +165,7 @@ def test_a_living_playlist_survives_kills_of_the_spotify_gateway_and_the_stream_
             600,
             "the near-copy to enter the desired state",
         )
-        row = header_row(engine, playlist_id)
+        row = header(engine, playlist_id)
         assert row.synced_version < row.version  # nobody has told Spotify yet
         stack.restart("spotify-gateway")
         on_spotify = settled(engine, stack, playlist_id, spotify_id)

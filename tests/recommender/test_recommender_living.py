@@ -17,6 +17,7 @@ import numpy as np
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from kafka_io import consume
+from living_rows import desired, header
 from testkit import wait_for
 
 from emergify_cli.broker import EmbeddedBroker
@@ -108,25 +109,6 @@ def subscribe(
             ],
         )
     return playlist_id, items
-
-
-def desired(engine: sa.Engine, playlist_id: str) -> dict[str, float]:
-    with engine.connect() as conn:
-        return {
-            r.track_id: r.distance
-            for r in conn.execute(
-                sa.select(living_playlist_items).where(
-                    living_playlist_items.c.playlist_id == playlist_id
-                )
-            )
-        }
-
-
-def header(engine: sa.Engine, playlist_id: str) -> sa.Row:
-    with engine.connect() as conn:
-        return conn.execute(
-            sa.select(living_playlists).where(living_playlists.c.playlist_id == playlist_id)
-        ).one()
 
 
 def stream_in(catalog_db: Any, rec: Any, catalog: Catalog, songs: list[Song], version: int):
