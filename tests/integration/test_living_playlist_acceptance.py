@@ -22,7 +22,8 @@ import httpx
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from living_rows import desired, header
+from living_rows import desired
+from living_rows import header as header_row
 from ranking_reference import brute_force
 from spotify_stack import create_living_playlist, sign_in
 from testkit import wait_for
@@ -115,7 +116,7 @@ def settled(engine: sa.Engine, stack: Stack, playlist_id: str, spotify_id: str) 
     """Wait until Spotify holds the desired state's latest version; Spotify's songs."""
 
     def synced() -> bool:
-        row = header(engine, playlist_id)
+        row = header_row(engine, playlist_id)
         return row.synced_version == row.version
 
     wait_for(synced, 300, "the Spotify sync of the latest desired state")
@@ -165,7 +166,7 @@ def test_a_living_playlist_survives_kills_of_the_spotify_gateway_and_the_stream_
             600,
             "the near-copy to enter the desired state",
         )
-        row = header(engine, playlist_id)
+        row = header_row(engine, playlist_id)
         assert row.synced_version < row.version  # nobody has told Spotify yet
         stack.restart("spotify-gateway")
         on_spotify = settled(engine, stack, playlist_id, spotify_id)
