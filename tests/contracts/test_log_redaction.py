@@ -101,3 +101,17 @@ def test_field_names() -> None:
         assert not is_secret_field(name), name
     assert redact(("a", "b", "c")) == ("a", "b", "c")
     assert redact({"nested": [{"token": "t"}]}) == {"nested": [{"token": REDACTED}]}
+
+
+def test_an_exception_is_written_as_its_traceback_and_redacted(json_logs) -> None:
+    log = structlog.get_logger("emergify.test")
+    try:
+        raise ValueError(f"broker refused the record (key {EMK})")
+    except ValueError:
+        log.exception("could not publish", table_version=7)
+    [line] = [entry for entry in json_logs() if entry["event"] == "could not publish"]
+    assert "exc_info" not in line
+    assert "Traceback" in line["exception"]
+    assert "ValueError: broker refused the record" in line["exception"]
+    assert EMK not in json.dumps(line)
+    assert line["table_version"] == 7

@@ -111,10 +111,20 @@ def subscribe(
     return playlist_id, items
 
 
-def stream_in(catalog_db: Any, rec: Any, catalog: Catalog, songs: list[Song], version: int):
-    """Write ``songs`` as micro-batch ``version`` and apply its change to the catalog."""
+def stream_in(
+    catalog_db: Any,
+    rec: Any,
+    catalog: Catalog,
+    songs: list[Song],
+    version: int,
+    listed: bool = True,
+):
+    """Write ``songs`` as micro-batch ``version`` and apply its change to the catalog (not
+    ``listed``: announced as a batch too big to name its songs)."""
     catalog_db.insert_songs([rec.song_row(s, version) for s in songs])
-    change = CatalogChange(table_version=version, upserted_ids=[s.track_id for s in songs], songs=0)
+    ids = [s.track_id for s in songs]
+    change = CatalogChange.of_batch(version, ids, [], max_names=len(ids) if listed else 0, songs=0)
+    assert change.listed is listed
     return change, asyncio.run(catalog.apply_change(change))
 
 
@@ -186,6 +196,29 @@ def test_a_near_copy_of_a_seed_enters_and_the_furthest_song_leaves(
     ]
     assert second.track_id in desired(engine, playlist_id)
     assert living.apply_catalog_change(reused, index).already_applied
+
+
+def test_a_batch_announced_without_its_ids_is_matched_by_its_table_version(
+    catalog_db: Any, rec: Any, sample_songs: list[Song], sample_model: PortableModel
+) -> None:
+    catalog, index = seeded(catalog_db, rec, sample_songs, sample_model)
+    engine = catalog_db.engine
+    seed = sample_songs[10]
+    playlist_id, before = subscribe(engine, index, "spotify:a", seed.track_id)
+    living = living_for(rec.recommender_settings(catalog_db.url, "127.0.0.1:9"), engine)
+
+    copy = near_copy(seed, 1)
+    others = sample_songs[3000:3400]  # far from the seed, in the same batch
+    change, index = stream_in(catalog_db, rec, catalog, [copy, *others], 2, listed=False)
+    assert change.upserted_ids == [] and change.upserted == len(others) + 1
+    assert len(index) == 3000 + len(others) + 1  # the catalog read the batch by version
+    assert index.position(copy.track_id) is not None
+
+    result = living.apply_catalog_change(change, index)
+    assert result.songs == len(others) + 1
+    assert result.changes == [LivingPlaylistChange(playlist_id=playlist_id, version=2)]
+    after = desired(engine, playlist_id)
+    assert copy.track_id in after and len(after) == len(before)
 
 
 def test_rules_keep_popular_songs_and_banned_artists_out(

@@ -7,11 +7,15 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from kafka_io import read_topic
 
+from emergify_cli.broker import EmbeddedBroker
+from emergify_contracts.events import CATALOG_CHANGE_MAX_NAMES, CatalogChange
 from emergify_contracts.model import PortableModel
 from emergify_contracts.song import AUDIO_FEATURES
 from emergify_contracts.tables import create_tables, make_engine, songs, stream_batches
 from emergify_stream.model_registry import ModelRegistry
+from emergify_stream.publisher import EventPublisher
 from emergify_stream.speed.feature_table import BATCH_COLUMNS, FeatureTableSink
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -123,3 +127,34 @@ def test_songs_get_the_current_models_cluster(database_url: str) -> None:
     assert [rows[t]["cluster"] for t in sorted(rows)] == expected.tolist()
     assert {r["model_version"] for r in rows.values()} == {1}
     assert registry.current().version == 1
+
+
+def test_a_batch_too_big_to_name_its_songs_is_still_announced(
+    sqlite_url: str, broker: EmbeddedBroker, new_topic
+) -> None:
+    """A micro-batch of more songs than one record can name (its ids alone would pass the
+    broker's 1 MB record limit) is announced unlisted: consumers read its rows by table
+    version. Before, its event was refused and only the recommender's poll caught up."""
+    engine = make_engine(sqlite_url)
+    create_tables(engine)
+    topic = new_topic(3)
+    publisher = EventPublisher(broker.bootstrap, "unused.dlq", topic, "unused.models")
+    sink = FeatureTableSink(engine, ModelRegistry(engine), publisher)
+    try:
+        big = CATALOG_CHANGE_MAX_NAMES + 25_000  # ~1.1 MB of ids
+        assert sink.write("q", 0, frame([song_row(i) for i in range(big)])).applied
+        again = song_row(0, name="again", ingested_at=T0 + timedelta(minutes=5), offset=big + 1)
+        assert sink.write("q", 1, frame([song_row(big), again])).applied
+    finally:
+        publisher.close()
+
+    events = [CatalogChange.model_validate_json(v) for v in read_topic(broker.bootstrap, topic)]
+    first, second = sorted(events, key=lambda e: e.table_version)
+    assert (first.table_version, first.listed, first.upserted, first.songs) == (1, False, big, big)
+    assert first.upserted_ids == [] and first.artists_changed == []
+    assert (second.table_version, second.listed, second.upserted) == (2, True, 2)
+    assert sorted(second.upserted_ids) == [f"{0:022d}", f"{big:022d}"]
+    # What a consumer reads for the unlisted batch: the songs whose last write it was.
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(songs.c.track_id).where(songs.c.table_version == 1))
+        assert len(rows.all()) == big - 1  # song 0 was written again by batch 2

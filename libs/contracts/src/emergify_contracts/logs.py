@@ -98,6 +98,13 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "console") -
         else structlog.dev.ConsoleRenderer(colors=False)
     )
 
+    # The JSON renderer writes ``exc_info`` as ``true`` unless the traceback is made text
+    # first; the text is redacted again (an exception message can quote a secret). The
+    # console renderer formats exceptions itself.
+    tail: list[structlog.types.Processor] = (
+        [structlog.processors.format_exc_info, redact_secrets] if fmt == "json" else []
+    )
+
     def add_service(_logger: object, _name: str, event: dict) -> dict:
         event.setdefault("service", service)
         return event
@@ -121,7 +128,11 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "console") -
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *tail,
+                renderer,
+            ],
         )
     )
     root = logging.getLogger()

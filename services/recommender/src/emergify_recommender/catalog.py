@@ -33,6 +33,7 @@ from emergify_recommender.feature_table import (
     load_ids,
     load_profiles,
     load_since,
+    load_version,
     table_state,
 )
 from emergify_recommender.index import SongIndex
@@ -152,13 +153,17 @@ class Catalog:
                 return self._full_load(current)
             # Profiles first: the songs' combination rows are then built on them.
             if change.profiles_model_version == current.model_version:
-                current = self._changed_profiles(current, list(change.artists_changed))
-            # The watermark is left to the poll: an earlier batch's event may have been lost.
-            return with_songs(
-                current,
-                load_ids(self._engine, change.upserted_ids),
-                last_batch_at=change.committed_at,
+                if change.listed:
+                    current = self._changed_profiles(current, list(change.artists_changed))
+                else:  # a batch too big to name them: its rows, by table version
+                    current = self._changed_profiles(current, None, change.table_version - 1)
+            records = (
+                load_ids(self._engine, change.upserted_ids)
+                if change.listed
+                else load_version(self._engine, change.table_version)
             )
+            # The watermark is left to the poll: an earlier batch's event may have been lost.
+            return with_songs(current, records, last_batch_at=change.committed_at)
 
         return await self._swap(f"catalog change v{change.table_version}", build)
 

@@ -92,6 +92,20 @@ def load_since(engine: Engine, table_version: int) -> list[SongRecord]:
         return [SongRecord.from_row(row) for row in result.mappings()]
 
 
+def load_version(engine: Engine, table_version: int) -> list[SongRecord]:
+    """Songs whose last write was the micro-batch of ``table_version`` (a catalog change
+    too big to list its ids)."""
+    with engine.connect() as conn:
+        if not _has(conn, songs):
+            return []
+        result = conn.execute(
+            sa.select(*_COLUMNS)
+            .where(songs.c.table_version == table_version)
+            .order_by(songs.c.track_id)
+        )
+        return [SongRecord.from_row(row) for row in result.mappings()]
+
+
 def _rows_with_ids(
     engine: Engine, columns: list[sa.Column], track_ids: Iterable[str]
 ) -> list[sa.RowMapping]:

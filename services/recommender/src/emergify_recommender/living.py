@@ -315,6 +315,19 @@ def _claim(conn: Connection, change: CatalogChange, now: datetime) -> bool:
     return taken.rowcount == 1
 
 
+def _rows_of(index: SongIndex, track_ids: Iterable[str]) -> np.ndarray:
+    found = (index.position(t) for t in dict.fromkeys(track_ids))
+    return np.asarray([r for r in found if r is not None], np.int64)
+
+
+def _change_rows(change: CatalogChange, index: SongIndex) -> np.ndarray:
+    """The index rows of ``change``'s songs: by id, or, for a batch too big to list them,
+    the rows whose table version is the change's (``index`` holds the change)."""
+    if change.listed:
+        return _rows_of(index, change.upserted_ids)
+    return np.flatnonzero(index.table_versions == change.table_version).astype(np.int64)
+
+
 class LivingPlaylists:
     """Every active subscription in memory, matched against each catalog change."""
 
@@ -419,11 +432,11 @@ class LivingPlaylists:
     def match(self, index: SongIndex, track_ids: Iterable[str]) -> dict[str, dict[str, float]]:
         """Per playlist, the songs of ``track_ids`` that beat its furthest song (kernel only:
         popularity is checked, the listener rules are not)."""
+        return self.match_rows(index, _rows_of(index, track_ids))
+
+    def match_rows(self, index: SongIndex, rows: np.ndarray) -> dict[str, dict[str, float]]:
+        """:meth:`match` for the index's ``rows`` (distinct)."""
         matcher = self.matcher(index)
-        rows = np.asarray(
-            [r for r in (index.position(t) for t in dict.fromkeys(track_ids)) if r is not None],
-            np.int64,
-        )
         if matcher is None or not len(rows):
             return {}
         songs = weighted(index.vectors_of(rows), index.dim_weights())
@@ -439,7 +452,7 @@ class LivingPlaylists:
         """Match the change's songs and write every changed playlist in one transaction with
         the change's ``living_batches`` row. Returns the changes to announce."""
         with self._lock:
-            result = BatchResult(change.table_version, len(change.upserted_ids), 0)
+            result = BatchResult(change.table_version, change.upserted, 0)
             now = datetime.now(UTC)
             written: dict[str, Playlist] = {}
             try:
@@ -450,7 +463,7 @@ class LivingPlaylists:
                     # The replica that claims the change must match it against every playlist
                     # as the database holds it, not as its memory (maybe behind) does.
                     self._catch_up(conn)
-                    pairs = self.match(index, change.upserted_ids)
+                    pairs = self.match_rows(index, _change_rows(change, index))
                     result.pairs = sum(map(len, pairs.values()))
                     if pairs:
                         written = self._write_entries(conn, index, pairs, now)

@@ -271,11 +271,11 @@ class FeatureTableSink:
         if ids and self.publisher is not None:
             try:
                 self.publisher.catalog_change(
-                    CatalogChange(
-                        table_version=version,
-                        upserted_ids=ids,
+                    CatalogChange.of_batch(
+                        version,
+                        ids,
+                        result.artists_changed,
                         songs=count,
-                        artists_changed=result.artists_changed,
                         profiles_model_version=result.profiles_model_version,
                     )
                 )
