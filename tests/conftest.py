@@ -20,6 +20,9 @@ from emergify_cli.broker import EmbeddedBroker, free_port
 # clients call themselves "testserver" or "test"; tests of the Host check set their own names.
 os.environ["EMERGIFY_INTERNAL_TOKEN"] = INTERNAL_TOKEN
 os.environ["EMERGIFY_ALLOWED_HOSTS"] = "testserver,test"
+# No recommender index snapshot (its default path is relative to the working directory: the
+# repository, for an in-process app); the snapshot tests set their own path.
+os.environ["EMERGIFY_INDEX_SNAPSHOT_PATH"] = ""
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_CSV = REPO / "data" / "every_fresh_find.csv"

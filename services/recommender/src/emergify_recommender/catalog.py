@@ -21,11 +21,13 @@ import ctypes
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import structlog
 from sqlalchemy.engine import Engine
 
 from emergify_contracts.events import CatalogChange, ModelPublished
+from emergify_recommender import snapshot
 from emergify_recommender.artist_vectors import DEFAULT_SIMILARITY, Similarity
 from emergify_recommender.build import build_index, with_profiles, with_songs
 from emergify_recommender.feature_table import (
@@ -38,6 +40,7 @@ from emergify_recommender.feature_table import (
 )
 from emergify_recommender.index import SongIndex
 from emergify_recommender.model_registry import load_current_model
+from emergify_recommender.snapshot import SnapshotInvalid, Snapshots
 
 log = structlog.get_logger()
 
@@ -57,13 +60,23 @@ class CatalogNotReady(RuntimeError):
 class Catalog:
     """Holds the current index; refreshes it from the database."""
 
-    def __init__(self, engine: Engine, similarity: Similarity | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        similarity: Similarity | None = None,
+        snapshot_path: Path | None = None,
+    ) -> None:
         self._engine = engine
         #: The similarity setting for a model that stored none (the settings' defaults).
         self._similarity = similarity or DEFAULT_SIMILARITY
         self._index: SongIndex | None = None
         self._lock = asyncio.Lock()
         self.last_error: str | None = None
+        #: Where the index is saved for the next start (:mod:`emergify_recommender.snapshot`).
+        self.snapshots = Snapshots(snapshot_path, engine.url.render_as_string(hide_password=True))
+        self._snapshot_task: asyncio.Task[bool] | None = None
+        #: How the last start loaded the catalog: "snapshot" or "full build".
+        self.started_from: str | None = None
 
     @property
     def engine(self) -> Engine:
@@ -92,6 +105,7 @@ class Catalog:
                 raise
             self.last_error = None
             old, self._index = self._index, new
+            self._snapshot_if_due(new)
             if old is None or new.ids is not old.ids or new.model is not old.model:
                 log.info(
                     "catalog refreshed",
@@ -102,6 +116,58 @@ class Catalog:
                     seconds=round(time.perf_counter() - started, 3),
                 )
             return new
+
+    def _snapshot_if_due(self, index: SongIndex) -> None:
+        """Save ``index`` for the next start in a worker thread, when it is due and no save
+        is under way (requests keep being served; the index never changes once built)."""
+        running = self._snapshot_task is not None and not self._snapshot_task.done()
+        if running or not self.snapshots.due(index):
+            return
+        self._snapshot_task = asyncio.create_task(
+            asyncio.to_thread(self.snapshots.write_if_due, index), name="index-snapshot"
+        )
+
+    async def snapshot_written(self) -> bool:
+        """Wait for a snapshot save under way, if any; whether it wrote one."""
+        task = self._snapshot_task
+        return bool(task is not None and await task)
+
+    def _from_snapshot(self) -> SongIndex | None:
+        """The saved index, when it is valid for the served model (else None, logged)."""
+        path = self.snapshots.path
+        if path is None:
+            return None
+        model = load_current_model(self._engine)
+        if model is None:
+            return None
+        similarity = Similarity.of_model(model.metrics, self._similarity)
+        started = time.perf_counter()
+        try:
+            index, header = snapshot.read(path, model, similarity, self.snapshots.database)
+        except FileNotFoundError:
+            return None
+        except (OSError, SnapshotInvalid) as exc:
+            log.info("index snapshot not used", path=str(path), reason=str(exc))
+            return None
+        self.snapshots.loaded(header)
+        log.info(
+            "index snapshot read",
+            songs=len(index),
+            model_version=index.model_version,
+            watermark=index.watermark,
+            seconds=round(time.perf_counter() - started, 2),
+        )
+        return index
+
+    def _start(self, current: SongIndex | None) -> SongIndex:
+        """The first load: the saved index caught up with the feature table as the poll
+        does (songs written after its watermark, profiles changed since), else a full build."""
+        saved = self._from_snapshot()
+        if saved is None:
+            self.started_from = "full build"
+            return self._full_load(current)
+        self.started_from = "snapshot"
+        return self._sync(saved)
 
     def _full_load(self, _current: SongIndex | None) -> SongIndex:
         state = table_state(self._engine)
@@ -142,8 +208,9 @@ class Catalog:
         return current if changed is None else with_profiles(current, changed)
 
     async def reload(self, reason: str = "start") -> SongIndex:
-        """Load model and feature table from scratch."""
-        return await self._swap(reason, self._full_load)
+        """Load model and feature table: at ``"start"`` from the saved index when it is
+        still valid (then caught up), else (and for any other reason) from scratch."""
+        return await self._swap(reason, self._start if reason == "start" else self._full_load)
 
     async def apply_change(self, change: CatalogChange) -> SongIndex:
         """Apply a committed micro-batch: read its upserted ids back and update in place."""
@@ -183,8 +250,8 @@ class Catalog:
         return await self._swap("poll", self._sync)
 
     def _sync(self, current: SongIndex | None) -> SongIndex:
-        if current is None:
-            return self._full_load(current)
+        if current is None:  # the first load failed: the start's load again
+            return self._start(current)
         state = table_state(self._engine)
         if state.model_version != current.model_version:
             return self._full_load(current)

@@ -52,6 +52,12 @@ class Settings(EmergifySettings):
     like_seed_limit: int = Field(
         20, ge=0, le=50, description="At most this many liked songs (newest) become seeds."
     )
+    index_snapshot_path: str | None = Field(
+        "./var/recommender/index.snapshot",
+        description="Where the built index is saved after a full load (and after each 25% "
+        "of growth) so a restart reads it back instead of rebuilding it; empty = off. Each "
+        "replica may share it (writes are atomic renames).",
+    )
     replica_name: str | None = Field(
         None,
         description="This replica's name in answers (which replica answered); default: "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import structlog
@@ -53,6 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         catalog = Catalog(
             engine,
             Similarity(settings.similarity_artist_weight, settings.similarity_multi_artist_rule),
+            snapshot_path=Path(settings.index_snapshot_path)
+            if settings.index_snapshot_path
+            else None,
         )
         living = LivingPlaylists(settings, engine)
         feed = ChangeFeed(settings, catalog, on_change=living.on_catalog_change)
