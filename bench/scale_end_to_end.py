@@ -589,9 +589,16 @@ def run(
         for r in stack_log_events(log_path, "catalog refreshed")
         if r.get("songs", 0) >= expected and r.get("model_version") == model["version"]
     ]
+    # The index saved after the retrain's full load (the service's default path, under the
+    # stack's working directory) is what a restart reads back; else it rebuilds.
+    snapshot_reads = stack_log_events(log_path, "index snapshot read")
+    snapshot_skips = stack_log_events(log_path, "index snapshot not used")
     rec.update(
         {
             "cold_load_s": round(cold, 1),
+            "cold_load_from": "snapshot" if snapshot_reads else "full build",
+            "snapshot_read_s": snapshot_reads[-1].get("seconds") if snapshot_reads else None,
+            "snapshot_not_used": snapshot_skips[-1].get("reason") if snapshot_skips else None,
             "cold_load_index_build_s": refreshed[-1].get("seconds") if refreshed else None,
             "rss_mib_after_cold_load": round(rss_after),
             "peak_rss_mib_cold_load": round(max(peak_after, peak_during)),
@@ -599,7 +606,10 @@ def run(
     )
     stages["recommender_cold_load"] = round(cold, 1)
     loads["end"] = load()
-    print(f"recommender cold load {cold:.1f} s, RSS {rss_after:.0f} MiB", flush=True)
+    print(
+        f"recommender cold load {cold:.1f} s ({rec['cold_load_from']}), RSS {rss_after:.0f} MiB",
+        flush=True,
+    )
     for client in (api, stream, recommender):
         client.close()
 
