@@ -13,7 +13,12 @@ subprocess that imports the service as it runs (so no run inherits another's mem
    snapshot save (timed apart: it runs after the catalog is served);
 2. ``snapshot``: the same start with the file just written: read back and caught up;
 3. ``snapshot + 1%``: 1% more songs committed at a later table version first: read back,
-   then those songs loaded as the poll loads them.
+   then those songs loaded as the poll loads them;
+4. ``full after the 1%``: a full build of that table (the reference of 3's answers);
+5. ``new model``: started from the snapshot, then model v2 (another fit, another artist
+   weight) and its profiles are published and the poll applies them to the loaded songs
+   (``Catalog._new_model``: remodeled, no full load); ``full, new model``: a full build
+   under v2, whose answers (distances) must equal 5's.
 
 Each reports wall and CPU seconds, peak RSS (VmHWM) and RSS after, and the child checks
 that the three indexes hold the same ids and answer 20 queries identically. Results:
@@ -78,6 +83,29 @@ async def start():
     return index, loaded, (time.perf_counter() - t) if written else None
 
 index, (load_wall, load_cpu, peak_load), save_wall = asyncio.run(start())
+new_model = None
+if len(sys.argv) > 4 and sys.argv[4] != "-":
+    # A retrain publishes model v2 (and its profiles) while the service runs: the poll
+    # applies it to the loaded songs (Catalog._new_model) instead of a full load.
+    import sqlalchemy as sa
+    from emergify_contracts.tables import artist_profiles, model_versions
+    from datetime import datetime
+    published = json.loads(Path(sys.argv[4]).read_text())
+    published["model"]["trained_at"] = datetime.fromisoformat(published["model"]["trained_at"])
+    for row in published["profiles"]:
+        row["updated_at"] = datetime.fromisoformat(row["updated_at"])
+    with catalog.engine.begin() as conn:
+        conn.execute(model_versions.insert().values(**published["model"]))
+        conn.execute(artist_profiles.insert(), published["profiles"])
+    wall, cpu = time.perf_counter(), time.process_time()
+    index = asyncio.run(catalog.sync())
+    new_model = {
+        "model_version": index.model_version,
+        "wall_s": round(time.perf_counter() - wall, 2),
+        "cpu_s": round(time.process_time() - cpu, 2),
+        "peak_rss_mb": round(status("VmHWM"), 1),
+    }
+distances_only = len(sys.argv) > 5
 rng = np.random.default_rng(3)
 seeds = [int(r) for r in rng.choice(len(index), 20, replace=False)]
 ids = [index.track_id(r) for r in seeds] if not answers_path.exists() else json.loads(
@@ -86,7 +114,11 @@ rows = [index.position(t) for t in ids]
 found = []
 for row in rows:
     ranked = rank(index, query_vector(index, [row]), limit=30, exclude=[row], seeds=[row])
-    found.append([[index.track_id(f.row), round(f.distance, 9)] for f in ranked])
+    found.append(
+        [round(f.distance, 9) for f in ranked]
+        if distances_only  # rows may differ in order between equal indexes: ties move
+        else [[index.track_id(f.row), round(f.distance, 9)] for f in ranked]
+    )
 same = None
 if answers_path.exists():
     same = json.loads(answers_path.read_text())["answers"] == found
@@ -102,6 +134,7 @@ print(json.dumps({
     "peak_rss_during_load_mb": round(peak_load, 1),
     "rss_after_mb": round(status("VmRSS"), 1),
     "answers_equal_full_build": same,
+    "new_model": new_model,
 }))
 """
 
@@ -110,17 +143,58 @@ def load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def write_table(url: str, songs_n: int, shape: str) -> tuple[int, list[dict[str, Any]]]:
-    """The feature table, model v1 (stored with its similarity) and its artist profiles.
-    Returns the model's k and the rows held back for the catch-up run (1%)."""
+def _model_row(model: Any, version: int, weight: float) -> dict[str, Any]:
+    return {
+        "version": version,
+        "trained_at": model.trained_at,
+        "k": model.k,
+        "silhouette": model.silhouette,
+        "songs": model.songs,
+        "metrics": {"similarity": {"artist_weight": weight, "multi_artist_rule": "weighted"}},
+        "artifact": model.model_dump(mode="json"),
+    }
+
+
+def _profile_rows(profiles: Any, version: int, now: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "model_version": version,
+            "artist_key": key,
+            "name": key,
+            "song_count": int(profiles.counts[i]),
+            "genres": [],
+            "table_version": 2,
+            "updated_at": now,
+            **dict(zip(PROFILE_SUM_COLUMNS, profiles.sums[i].tolist(), strict=True)),
+        }
+        for i, key in enumerate(profiles.keys)
+    ]
+
+
+def write_table(
+    url: str, songs_n: int, shape: str, model_v2: Path
+) -> tuple[int, list[dict[str, Any]]]:
+    """The feature table, model v1 (stored with its similarity) and its artist profiles;
+    model v2 (another fit, other weight) and its profiles as JSON at ``model_v2`` for the
+    new-model run. Returns the model's k and the rows held back for the catch-up run (1%)."""
     cat = synthetic_catalog(songs_n, shape=shape)
     cat.artists = "coherent"
     k = k_for(songs_n)
     model = fit_model(cat.features, k)
     profiles = cat.profiles(model)
+    v2 = fit_model(cat.features[::3], k + 2, version=2, seed=11)
+    now = datetime.now(UTC)
+    model_v2.write_text(
+        json.dumps(
+            {
+                "model": _model_row(v2, 2, 3.0),
+                "profiles": _profile_rows(cat.profiles(v2), 2, now),
+            },
+            default=str,
+        )
+    )
     engine = make_engine(url)
     create_tables(engine)
-    now = datetime.now(UTC)
     held_back = max(1, songs_n // 100)
     first, later = [], []
     for i, r in enumerate(cat.records()):
@@ -174,12 +248,23 @@ def write_table(url: str, songs_n: int, shape: str) -> tuple[int, list[dict[str,
     return k, later
 
 
-def child(url: str, snapshot: Path, answers: Path) -> dict[str, Any]:
+def child(
+    url: str, snapshot: Path, answers: Path, new_model: Path | None = None, distances: bool = False
+) -> dict[str, Any]:
     env = dict(os.environ)
     env.setdefault("EMERGIFY_INTERNAL_TOKEN", "bench-only-" + os.urandom(8).hex())
     before = load()
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, url, str(snapshot), str(answers)],
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            url,
+            str(snapshot),
+            str(answers),
+            str(new_model or "-"),
+            *(["distances"] if distances else []),
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -214,7 +299,8 @@ def main() -> None:
     }
     try:
         t = time.perf_counter()
-        k, later = write_table(url, args.songs, args.shape)
+        model_v2 = work / "model_v2.json"
+        k, later = write_table(url, args.songs, args.shape, model_v2)
         entry["k"] = k
         print(f"feature table of {args.songs:,} songs written in {time.perf_counter() - t:.1f} s")
         snapshot, answers = work / "index.snapshot", work / "answers.json"
@@ -232,6 +318,13 @@ def main() -> None:
         print("snapshot + 1%:", entry["runs"]["snapshot + 1%"], flush=True)
         entry["runs"]["full after the 1%"] = child(url, work / "none.snapshot", answers)
         print("full after the 1%:", entry["runs"]["full after the 1%"], flush=True)
+        # A retrain publishes model v2: applied to the loaded songs, against a full build.
+        answers_v2 = work / "answers_v2.json"
+        runs = entry["runs"]
+        runs["new model"] = child(url, snapshot, answers_v2, model_v2, distances=True)
+        print("new model (remodel):", runs["new model"]["new_model"], flush=True)
+        runs["full, new model"] = child(url, work / "v2.snapshot", answers_v2, distances=True)
+        print("full build under the new model:", runs["full, new model"], flush=True)
     finally:
         if pg_name:
             drop_pg_database(pg_name)
@@ -239,9 +332,9 @@ def main() -> None:
             f.unlink()
         work.rmdir()
     runs = entry["runs"]
-    ok = (
-        runs["snapshot"]["answers_equal_full_build"]
-        and runs["full after the 1%"]["answers_equal_full_build"]
+    ok = all(
+        runs[name]["answers_equal_full_build"]
+        for name in ("snapshot", "full after the 1%", "full, new model")
     )
     entry["answers_equal"] = bool(ok)
     RESULTS.mkdir(exist_ok=True)
@@ -257,6 +350,13 @@ def main() -> None:
         )
     full = runs["full"]
     print(f"snapshot: {full['snapshot_mib']} MiB, saved {full['snapshot_save_s']} s after the load")
+    remodel = runs["new model"]["new_model"]
+    print(
+        f"new model applied to the loaded songs: {remodel['wall_s']} s wall, "
+        f"{remodel['cpu_s']} s CPU (a full build under it: "
+        f"{runs['full, new model']['load_wall_s']} s wall, "
+        f"{runs['full, new model']['load_cpu_s']} s CPU)"
+    )
     print(f"answers equal to a full build's: {ok}")
     if not ok:
         sys.exit(1)

@@ -21,7 +21,7 @@ from emergify_contracts.artist_profiles import (
 )
 from emergify_recommender import ranking as ranking_module
 from emergify_recommender.artist_vectors import Similarity
-from emergify_recommender.build import build_index, with_profiles, with_songs
+from emergify_recommender.build import build_index, remodeled, with_profiles, with_songs
 from emergify_recommender.index import SongIndex
 from emergify_recommender.model import LoadedModel
 from emergify_recommender.ranking import query_vector, rank
@@ -349,3 +349,49 @@ def test_the_per_combination_cap_never_changes_the_answer(
             fell_back += 0 in caps
     # The duplicates of the seed filled its combination's room: proven unsafe, searched again.
     assert fell_back >= 1
+
+
+def test_a_new_model_remodels_the_index_as_a_full_build_would(rec: Any, model: LoadedModel) -> None:
+    """A newly published model (other scaler, centroids and artist profiles) applied to the
+    songs already loaded gives the index a full build under that model gives: the same
+    clusters, vectors and answers (the rows are the same: same records, same order)."""
+    records = coherent_records(6000, seed=1)
+    old = build_index(
+        records, model, profiles=profiles_of(model, records), similarity=Similarity(4.0, "weighted")
+    )
+    # Songs streamed in later, one with an artist no profile knows yet (its own sound).
+    later = [replace(r, table_version=2) for r in synthetic_records(40, seed=9, start=10_000)] + [
+        replace(synthetic_records(3, seed=10, start=20_000)[0], artists=("Nobody Yet",))
+    ]
+    old = with_songs(old, later)
+    everything = records + later
+    x = np.array([r.features for r in everything])
+    v2 = LoadedModel.from_portable(rec.fit_portable_model(x[::2] * 1.01, k=12, version=2))
+    profiles = profiles_of(v2, records)  # the batch layer's: "Nobody Yet" has no profile
+    similarity = Similarity(2.0, "mean")
+
+    got = remodeled(old, v2, profiles=profiles, similarity=similarity)
+    assert got is not None
+    expected = build_index(everything, v2, profiles=profiles, similarity=similarity)
+    assert np.array_equal(got.ids, expected.ids)
+    assert (got.model_version, got.artist_weight, got.similarity) == (2, 2.0, similarity)
+    assert np.array_equal(got.clusters, expected.clusters)
+    rows = np.arange(len(got))
+    assert np.array_equal(got.vectors_of(rows), expected.vectors_of(rows))
+    for seed in (0, 17, 4321, len(got) - 1):
+        for rules in RULES:
+            q = query_vector(got, [seed])
+            same(rank(got, q, seeds=[seed], **rules), rank(expected, q, seeds=[seed], **rules))
+            same(
+                rank(got, q, seeds=[seed], artist_weight=0.0, **rules),
+                brute_force(expected, q, 30, seeds=[seed], artist_weight=0.0, **rules),
+            )
+
+    # A model without profiles: the audio-only index, as a full build makes it.
+    audio = remodeled(old, v2)
+    assert audio is not None and not audio.blended
+    assert np.array_equal(audio.z_of(rows), build_index(everything, v2).z_of(rows))
+    # An index built before any model kept no credits: only a full build can add profiles.
+    assert (
+        remodeled(build_index(records, None), v2, profiles=profiles, similarity=similarity) is None
+    )

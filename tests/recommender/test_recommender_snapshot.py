@@ -145,3 +145,34 @@ class _RunsCommand:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (os.system, (self.command,))
+
+
+def test_a_new_model_is_applied_to_the_loaded_songs_as_a_full_load_would(
+    blended_db: Any, rec: Any, sample_songs: list[Song], sample_model: PortableModel, tmp_path
+) -> None:
+    """A published model reaches the loaded index without a full load (remodeled, then the
+    songs committed since are caught up) and answers as a full load of the same table."""
+    catalog = start(blended_db, tmp_path / "index.snapshot")
+    later = sample_songs[4000:4100]
+    blended_db.insert_songs([rec.song_row(s, 2) for s in later])
+    songs = sample_songs[:4100]
+    x = np.array([s.features() for s in songs])
+    v2 = rec.fit_portable_model(x[::3], k=5, version=2)
+    blended_db.insert_model(v2, {"similarity": {"artist_weight": 3.0, "multi_artist_rule": "mean"}})
+    write_profiles(blended_db, 2, artist_profiles(standardized(v2, songs), keys_of(songs)), 2)
+
+    index = asyncio.run(catalog.sync())
+    assert index.model_version == 2 and len(index) == 4100 and index.artist_weight == 3.0
+    full = asyncio.run(Catalog(blended_db.engine).reload("test"))
+    assert full.model_version == 2
+    # Not a full load: that reads the table in track-id order; the remodeled index keeps the
+    # loaded rows' order (the later songs after the first 4,000).
+    assert sorted(index.ids.tolist()) == full.ids.tolist() != index.ids.tolist()
+    seeds = [s.track_id for s in (sample_songs[5], sample_songs[2000], later[50])]
+    for track_id in seeds:
+        a, b = index.position(track_id), full.position(track_id)
+        assert np.array_equal(index.vectors_of([a]), full.vectors_of([b]))
+        assert index.clusters[a] == full.clusters[b]
+        got = rank(index, query_vector(index, [a]), limit=30, exclude=[a], seeds=[a])
+        want = rank(full, query_vector(full, [b]), limit=30, exclude=[b], seeds=[b])
+        assert [r.distance for r in got] == [r.distance for r in want]

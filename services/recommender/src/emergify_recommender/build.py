@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from itertools import islice
 
 import numpy as np
@@ -275,6 +275,64 @@ def build_index(
         artist_table=table,
         artist_weight=weight,
         similarity=similarity if model is not None else None,
+    )
+
+
+def remodeled(
+    index: SongIndex,
+    model: LoadedModel,
+    *,
+    profiles: ArtistProfiles | None = None,
+    similarity: Similarity | None = None,
+) -> SongIndex | None:
+    """``index`` under another model (a newly published version), its songs' columns kept:
+    only what the model changes is computed again from the stored features — standardized
+    vectors, clusters, the artist table (same credits, the new profiles) and the search
+    cells — with no per-song text work and no read of the feature table. The rows keep their
+    order (ties in distance break by row, as in any incrementally grown index).
+
+    None when ``index`` cannot give what the model needs: no model before (the catalog's
+    own standardization, no artist credits kept) or profiles for an index that kept no
+    artist credits (audio-only); a full build then."""
+    blended = profiles is not None and similarity is not None
+    if index.model is None or (blended and not index.blended):
+        return None
+    rows = np.arange(len(index))
+    raw = index.raw_of(rows)
+    z = (raw - model.means) / model.scales
+    clusters = _clusters(z, model)
+    table: ArtistVectors | None = None
+    weight = 0.0
+    if blended:
+        assert profiles is not None and similarity is not None and index.artist_table is not None
+        combos = index.artist_table.combos  # each combination's artist keys, credit order
+        credits = [combos[c] for c in index.combo_of(rows).tolist()]
+        table, new_combos = artist_vectors(
+            profiles, similarity.multi_artist_rule, model.version
+        ).assign(credits, z)
+        del credits
+        weight = similarity.artist_weight
+        vectors = np.hstack([z, table.vectors[new_combos]])
+        del z
+        cells = build_cells(
+            raw, vectors, index.popularity, None, new_combos, _split_weights(weight)
+        )
+        del vectors, new_combos
+    else:
+        cells = build_cells(raw, z, index.popularity)
+        del z
+    del raw
+    return replace(
+        index,
+        clusters=_readonly(clusters),
+        cells=cells,
+        means=_readonly(np.array(model.means, dtype=np.float64)),
+        scales=_readonly(np.array(model.scales, dtype=np.float64)),
+        model=model,
+        artist_table=table,
+        artist_weight=weight,
+        similarity=similarity,
+        loaded_at=datetime.now(UTC),
     )
 
 

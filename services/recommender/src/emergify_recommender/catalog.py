@@ -29,8 +29,9 @@ from sqlalchemy.engine import Engine
 from emergify_contracts.events import CatalogChange, ModelPublished
 from emergify_recommender import snapshot
 from emergify_recommender.artist_vectors import DEFAULT_SIMILARITY, Similarity
-from emergify_recommender.build import build_index, with_profiles, with_songs
+from emergify_recommender.build import build_index, remodeled, with_profiles, with_songs
 from emergify_recommender.feature_table import (
+    TableState,
     load_all,
     load_ids,
     load_profiles,
@@ -193,6 +194,31 @@ class Catalog:
         release_freed_memory()  # the load's temporaries are gone by now
         return replace(index, watermark=index.table_version)
 
+    def _new_model(self, current: SongIndex | None) -> SongIndex:
+        """The newest model over the songs already loaded (:func:`remodeled`: no per-song
+        work, no read of the whole table), then caught up with the table as the poll does;
+        a full load when the index cannot be remodeled."""
+        if current is None or current.watermark is None:
+            return self._full_load(current)
+        state = table_state(self._engine)  # before the model: its songs are caught up after
+        model = load_current_model(self._engine)
+        if model is None or model.version == current.model_version:
+            return self._full_load(current)
+        similarity = Similarity.of_model(model.metrics, self._similarity)
+        profiles = load_profiles(self._engine, model.version)
+        index = remodeled(
+            current,
+            model,
+            profiles=profiles,
+            similarity=similarity if profiles is not None else None,
+        )
+        if index is None:
+            return self._full_load(current)
+        if profiles is None:  # as a full load stores it: the model's setting, audio only
+            index = replace(index, similarity=similarity)
+        release_freed_memory()  # the temporaries of the remodel (features, vectors) are gone
+        return self._catch_up(index, state)
+
     def _changed_profiles(
         self, current: SongIndex, keys: list[str] | None, since: int | None = None
     ) -> SongIndex:
@@ -243,7 +269,7 @@ class Catalog:
             and event.version <= current.model_version
         ):
             return current  # a replayed or older event
-        return await self._swap(f"model v{event.version} published", self._full_load)
+        return await self._swap(f"model v{event.version} published", self._new_model)
 
     async def sync(self) -> SongIndex:
         """Compare the database with what is loaded and catch up (the fallback poll)."""
@@ -254,7 +280,12 @@ class Catalog:
             return self._start(current)
         state = table_state(self._engine)
         if state.model_version != current.model_version:
-            return self._full_load(current)
+            return self._new_model(current)
+        return self._catch_up(current, state)
+
+    def _catch_up(self, current: SongIndex, state: TableState) -> SongIndex:
+        """``current`` with what the table gained since its watermark (the model is the
+        table's)."""
         watermark = -1 if current.watermark is None else current.watermark
         if state.max_table_version is None:
             return self._full_load(current) if len(current) else current
