@@ -6,13 +6,15 @@ is in the master dataset and the broker acknowledged every record; acknowledgeme
 collected as they come, so chunks keep flowing while earlier ones are in flight. Parsing,
 validation, Parquet writing and JSON serialisation run in a worker thread so the event loop
 keeps serving /health and the Kafka client; while the producer sends chunk ``n`` the thread
-already prepares chunk ``n + 1``.
+already prepares chunk ``n + 1``, and a second thread validates chunk ``n + 2``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
+import threading
 import time
 import uuid
 from collections import deque
@@ -54,10 +56,67 @@ from emergify_ingest.upload import (
 log = structlog.get_logger()
 
 
+_Chunk = SongChunk | ColumnChunk
+
+
 @dataclass
 class _SavedChunk:
     songs: int
     records: Sequence[Record] | PreparedRecords
+
+
+_END = object()
+
+
+class _Prefetched:
+    """The items of ``chunks``, produced in a thread of their own at most ``ahead`` items in
+    advance of :meth:`next`; an exception the generator raises comes out of :meth:`next`
+    in order. :meth:`close` stops the thread (an upload that failed half-way)."""
+
+    def __init__(self, chunks: Iterator[_Chunk], ahead: int = 1) -> None:
+        self._queue: queue.Queue[tuple[bool, object]] = queue.Queue(maxsize=ahead)
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(
+            target=self._produce, args=(chunks,), name="emergify-validate", daemon=True
+        )
+        self._thread.start()
+
+    def _produce(self, chunks: Iterator[_Chunk]) -> None:
+        try:
+            for chunk in chunks:
+                if not self._put((True, chunk)):
+                    return
+            self._put((True, _END))
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._put((False, exc))
+
+    def _put(self, item: tuple[bool, object]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def next(self) -> _Chunk | None:
+        """The next chunk, None after the last (blocking: call it from a worker thread)."""
+        if self._done:
+            return None
+        ok, value = self._queue.get()
+        if not ok:
+            self._done = True
+            raise value  # type: ignore[misc]
+        if value is _END:
+            self._done = True
+            return None
+        return value  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Stop producing and wait for the thread (blocking)."""
+        self._stop.set()
+        self._thread.join()
 
 
 class Ingestor:
@@ -114,7 +173,7 @@ class Ingestor:
 
     async def _run(
         self,
-        chunks: Iterator[SongChunk] | Iterator[SongChunk | ColumnChunk],
+        chunks: Iterator[SongChunk] | Iterator[_Chunk],
         ledger: UploadLedger,
         *,
         layout: str,
@@ -126,8 +185,13 @@ class Ingestor:
         clock = _ChunkClock()
         saved = published = 0
 
+        # Validation (the chunk generator) runs a chunk ahead in a thread of its own, so it
+        # overlaps the previous chunk's Parquet write and event framing (Arrow kernels,
+        # Parquet and lz4 release the GIL): two cores for one upload.
+        ahead = _Prefetched(chunks)
+
         def save_next() -> _SavedChunk | None:
-            chunk = next(chunks, None)
+            chunk = ahead.next()
             if chunk is None:
                 return None
             return self._save(chunk, upload_id=upload_id, source=source, ingested_at=clock.next())
@@ -169,6 +233,7 @@ class Ingestor:
                 await asyncio.wait([pending])
             if not pending.cancelled():
                 pending.exception()  # retrieved here, so asyncio does not log it as lost
+            await to_thread.run_sync(ahead.close)
 
         log.info(
             "upload ingested",
