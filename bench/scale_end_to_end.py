@@ -346,6 +346,13 @@ def main(argv: list[str] | None = None) -> None:
             "EMERGIFY_RATE_LIMIT_PER_MINUTE": "1000000",
         }
     )
+    if args.songs > 2_000_000 and "EMERGIFY_SPARK_DRIVER_MEMORY" not in os.environ:
+        # The batch layer caches the latest version of every song in the driver (local[2]):
+        # the default 2g heap is too small past a few million songs.
+        env["EMERGIFY_SPARK_DRIVER_MEMORY"] = "6g"
+    figures["spark_driver_memory"] = env.get(
+        "EMERGIFY_SPARK_DRIVER_MEMORY", os.environ.get("EMERGIFY_SPARK_DRIVER_MEMORY", "2g")
+    )
     pg_name = None
     if args.database == "postgresql":
         from testkit import drop_pg_database, new_pg_database
