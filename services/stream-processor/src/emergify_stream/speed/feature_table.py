@@ -99,11 +99,18 @@ def _scalar(value: Any) -> Any:
     return value
 
 
+#: numpy dtype kinds whose ``tolist()`` already gives the Python type of a converter.
+_NATIVE_KINDS: dict[Callable[[Any], Any], str] = {int: "iu", bool: "b", float: "f"}
+
+
 def _column(frame: pd.DataFrame, name: str, convert: Callable[[Any], Any]) -> list[Any]:
     """One column as Python values: nulls as None, the others through ``convert``."""
     if name not in frame:
         return [None] * len(frame)
-    return [None if (v := _scalar(x)) is None else convert(v) for x in frame[name].tolist()]
+    series = frame[name]
+    if series.dtype.kind in _NATIVE_KINDS.get(convert, "") and not series.isna().any():
+        return series.tolist()
+    return [None if (v := _scalar(x)) is None else convert(v) for x in series.tolist()]
 
 
 def _text_list(value: Any) -> list[str]:
