@@ -9,7 +9,8 @@ micro-batches are full (``--batch`` records each), and each stage of each batch 
 the Spark job (Kafka read, from_json, cleaning, toPandas), the driver's split, and the
 sink's stages. Last, ``--singles`` one-song uploads: record acked -> row committed.
 
-Run: ``uv run python bench/speed_layer_batches.py [--songs 200000] [--profile out.prof]``.
+Run: ``uv run python bench/speed_layer_batches.py [--quick] [--songs N] [--database-url URL]
+[--profile out.prof]``; the figures go to ``bench/results/speed_layer_batches.json``.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from emergify_stream.speed.speed_layer import SpeedLayer
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "every_fresh_find.csv"
+RESULTS = REPO / "bench" / "results"
 
 #: Seconds per stage of the batch being processed, by batch id.
 STAGES: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
@@ -202,8 +204,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--singles", type=int, default=20)
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--profile", type=Path, default=None, help="cProfile the driver here")
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=RESULTS / "speed_layer_batches.json")
+    parser.add_argument("--quick", action="store_true", help="20k songs in 10k batches, 5 singles")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.songs, args.batch, args.singles = 20_000, 10_000, 5
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
     work = Path(tempfile.mkdtemp(prefix="emergify-speed-bench-"))
@@ -296,8 +301,8 @@ def main(argv: list[str] | None = None) -> None:
         broker.stop()
     text = json.dumps(figures, indent=1, default=str)
     print(text)
-    if args.json:
-        args.json.write_text(text)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(text)
 
 
 if __name__ == "__main__":
