@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -32,6 +33,7 @@ DEFAULT_MULTI_ARTIST_RULE: MultiArtistRule = "mean"
 _NAME_PREFIX = "name:"
 
 
+@lru_cache(maxsize=1 << 16)  # a catalog names the same artists over and over
 def normalize_artist_name(name: str) -> str:
     """Case- and width-insensitive artist name: NFKC, casefolded, single spaces."""
     return normalize_text(name)
@@ -137,34 +139,36 @@ def apply_song_changes(profiles: ArtistProfiles, changes: Iterable[SongChange]) 
     row). The speed layer's incremental rule; equal to a full recompute up to rounding."""
     keys = list(profiles.keys)
     position = profiles.position()
-    sums = [row for row in profiles.sums.copy()]
-    counts = profiles.counts.tolist()
-
-    def row_of(key: str) -> int:
-        if key not in position:
-            position[key] = len(keys)
-            keys.append(key)
-            sums.append(np.zeros(len(PROFILE_FEATURES)))
-            counts.append(0)
-        return position[key]
-
+    rows: list[int] = []  # one entry per (song version, artist): the row it moves,
+    signs: list[int] = []  # subtracted (-1) or added (+1),
+    vectors: list[np.ndarray] = []  # and the version's standardized features
     for change in changes:
         for version, sign in ((change.before, -1), (change.after, 1)):
             if version is None:
                 continue
             z, artists = version
             for key in dict.fromkeys(artists):
-                r = row_of(key)
-                sums[r] = sums[r] + sign * np.asarray(z, dtype=np.float64)
-                counts[r] += sign
-    if any(c < 0 for c in counts):
-        raise ValueError("a change removed a song that was not counted in its artist's profile")
+                if key not in position:
+                    position[key] = len(keys)
+                    keys.append(key)
+                rows.append(position[key])
+                signs.append(sign)
+                vectors.append(np.asarray(z, dtype=np.float64))
     width = len(PROFILE_FEATURES)
-    return ArtistProfiles(
-        tuple(keys),
-        np.array(sums, dtype=np.float64).reshape(len(keys), width),
-        np.array(counts, dtype=np.int64),
-    )
+    sums = np.zeros((len(keys), width), dtype=np.float64)
+    sums[: len(profiles.keys)] = profiles.sums
+    counts = np.zeros(len(keys), dtype=np.int64)
+    counts[: len(profiles.keys)] = profiles.counts
+    if rows:
+        at = np.asarray(rows, dtype=np.int64)
+        sign = np.asarray(signs, dtype=np.int64)
+        # np.add.at adds in sequence, so each sum sees the same additions in the same order
+        # as one song at a time would.
+        np.add.at(sums, at, np.stack(vectors) * sign[:, None])
+        np.add.at(counts, at, sign)
+    if (counts < 0).any():
+        raise ValueError("a change removed a song that was not counted in its artist's profile")
+    return ArtistProfiles(tuple(keys), sums, counts)
 
 
 def song_artist_vectors(

@@ -145,3 +145,14 @@ def standardized_version(model: PortableModel, row: Any) -> tuple[np.ndarray, tu
     """A song's standardized features under ``model`` and its artist keys."""
     x = np.array([[row[f] for f in PROFILE_FEATURES]], dtype=np.float64)
     return model.standardize(x)[0], song_artist_keys(row)
+
+
+def standardized_versions(
+    model: PortableModel, rows: Sequence[Any]
+) -> list[tuple[np.ndarray, tuple[str, ...]]]:
+    """:func:`standardized_version` of many rows, standardized in one array operation."""
+    if not rows:
+        return []
+    x = np.array([[row[f] for f in PROFILE_FEATURES] for row in rows], dtype=np.float64)
+    z = model.standardize(x)
+    return [(z[i], song_artist_keys(row)) for i, row in enumerate(rows)]

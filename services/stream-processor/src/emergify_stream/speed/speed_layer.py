@@ -438,6 +438,10 @@ class SpeedLayer:
 
     def process_batch(self, batch: DataFrame, batch_id: int) -> BatchResult:
         """``foreachBatch``: DLQ the refused records, upsert the latest version per track."""
+        # The cleaning plan is too big for whole-stage code generation: Spark would try to
+        # compile it on every micro-batch, fail, and run it without. Skip the doomed compile.
+        # ``batch.sparkSession`` is the query's own copy of the session: others keep theirs.
+        batch.sparkSession.conf.set("spark.sql.codegen.wholeStage", "false")
         frame = batch.selectExpr(*BATCH_SELECT).toPandas()
         refused = frame["reject_reason"].notna()
         latest = latest_versions(frame[~refused])
