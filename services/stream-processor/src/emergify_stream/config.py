@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 
@@ -40,6 +40,21 @@ class Settings(EmergifySettings):
         None,
         description="Address executors use to reach the driver (spark.driver.host and "
         "bindAddress); default: Spark's choice. Set it when the driver has several interfaces.",
+    )
+    spark_scheduler_mode: Literal["FAIR", "FIFO"] = Field(
+        "FAIR",
+        description="How Spark shares task slots between jobs: FAIR puts the streaming "
+        "queries' jobs in the 'speed' pool, ahead of training runs in the 'batch' pool "
+        "(docs/stream-processor.md); FIFO runs jobs in submission order.",
+    )
+    speed_pool_weight: int = Field(
+        4, ge=1, description="FAIR: the speed pool's share of free slots against batch's 1."
+    )
+    speed_pool_min_share: int = Field(
+        2,
+        ge=0,
+        description="FAIR: task slots the speed pool is offered first whenever its jobs wait "
+        "(local[2] has 2; on a cluster, the cores a micro-batch should never wait for).",
     )
     spark_kafka_format: str = Field(
         "emergify_kafka",
@@ -147,9 +162,12 @@ class Settings(EmergifySettings):
     ensure_topics: bool = Field(True, description="Create the topics at start-up if missing.")
 
     def spark_conf(self) -> dict[str, Any]:
-        """Spark settings of the driver by their full names (memory; authentication with the
-        cluster when a secret is set)."""
+        """Spark settings of the driver by their full names (memory; the scheduler's pools;
+        authentication with the cluster when a secret is set)."""
+        from emergify_stream.scheduler_pools import scheduler_conf
+
         conf: dict[str, Any] = {"spark.driver.memory": self.spark_driver_memory}
+        conf |= scheduler_conf(self)
         if self.spark_auth_secret is not None and self.spark_auth_secret.get_secret_value():
             conf["spark.authenticate"] = "true"
             conf["spark.authenticate.secret"] = self.spark_auth_secret.get_secret_value()

@@ -12,7 +12,8 @@ from pyspark.sql import SparkSession
 def build_spark_session(
     master: str = "local[2]", app_name: str = "emergify", **conf: Any
 ) -> SparkSession:
-    """Start (or reuse) a SparkSession with Arrow on, few shuffle partitions, no UI, and the
+    """Start (or reuse) a SparkSession with Arrow on, few shuffle partitions, no UI, the
+    FAIR scheduler's pools (:mod:`emergify_stream.scheduler_pools`) and the
     ``emergify_kafka`` streaming source registered.
 
     ``conf`` holds extra Spark settings by their full names, e.g.
@@ -21,6 +22,10 @@ def build_spark_session(
     # Python workers must run this interpreter (the project's venv), not whatever is on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    from emergify_stream.config import get_settings
+    from emergify_stream.scheduler_pools import scheduler_conf
+
+    conf = {**scheduler_conf(get_settings()), **conf}
     if not master.startswith("local"):
         conf = {**cluster_conf(), **conf}
     builder = (

@@ -89,13 +89,28 @@ def scaler_frame(spark: SparkSession, model: PortableModel) -> DataFrame:
     return spark.createDataFrame([row])
 
 
-# (A lambda: Spark reads a function's type hints as a request for a pandas UDF.)
+def with_credits(frame: DataFrame) -> DataFrame:
+    """``frame`` with a ``credits`` column (:func:`artist_credits` of each song), computed in
+    Python once per distinct (``artists``, ``artist_ids``) pair and joined back: far fewer
+    pairs than songs, and Python UDF tasks hold a task slot the speed layer may wait for."""
+    # (A lambda: Spark reads a function's type hints as a request for a pandas UDF.)
+    credits = F.udf(lambda a, i: _credits(a, i), _CREDIT)
+    pairs = (
+        frame.select(F.col("artists").alias("p_artists"), F.col("artist_ids").alias("p_ids"))
+        .distinct()
+        .withColumn("credits", credits("p_artists", "p_ids"))
+    )
+    # Null-safe: a song without artists (or ids) still finds its pair.
+    same = frame["artists"].eqNullSafe(pairs["p_artists"]) & frame["artist_ids"].eqNullSafe(
+        pairs["p_ids"]
+    )
+    return frame.join(pairs, same).drop("p_artists", "p_ids")
+
+
 def spark_profiles(spark: SparkSession, frame: DataFrame, model: PortableModel) -> pd.DataFrame:
     """Every artist's profile row over ``frame`` (:data:`PROFILE_INPUT_COLUMNS`, one row
     per song) under ``model``'s scaler, computed by :func:`profile_sql`."""
-    credits = F.udf(lambda a, i: _credits(a, i), _CREDIT)
-    with_credits = frame.withColumn("credits", credits("artists", "artist_ids"))
-    with_credits.createOrReplaceTempView(SONGS_VIEW)
+    with_credits(frame).createOrReplaceTempView(SONGS_VIEW)
     scaler_frame(spark, model).createOrReplaceTempView(SCALER_VIEW)
     return spark.sql(profile_sql()).toPandas()
 

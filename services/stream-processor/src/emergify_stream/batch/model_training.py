@@ -47,6 +47,7 @@ from emergify_stream.batch.master_dataset import latest_songs
 from emergify_stream.config import Settings
 from emergify_stream.model_registry import ModelRegistry
 from emergify_stream.publisher import EventPublisher
+from emergify_stream.scheduler_pools import BATCH_POOL, in_current_pool, scheduler_pool
 from emergify_stream.speed.feature_table import song_count, table_version
 
 log = structlog.get_logger()
@@ -264,7 +265,8 @@ def fit_pipeline(
             # candidate has its own seed-fixed fit, so the scores do not depend on the order.
             threads = min(settings.k_search_threads, len(ks))
             with ThreadPoolExecutor(threads, thread_name_prefix="emergify-k") as pool:
-                for scored in pool.map(score, k_candidates(ks, settings.k_candidates)):
+                scoring = in_current_pool(data.sparkSession, score)
+                for scored in pool.map(scoring, k_candidates(ks, settings.k_candidates)):
                     if scored is not None:
                         k, value, fitted = scored
                         candidates[k] = (value, fitted)
@@ -335,8 +337,20 @@ def run_batch_layer(
     PipelineModel while registering the model (re-assigning every song's cluster), announce.
 
     ``data`` skips the read (the rebuild has the lake's songs cached already); it is not
-    released here.
+    released here. Its Spark jobs run in the scheduler's batch pool, behind the speed layer's.
     """
+    with scheduler_pool(spark, BATCH_POOL):
+        return _run_batch_layer(spark, engine, settings, registry, publisher, data)
+
+
+def _run_batch_layer(
+    spark: SparkSession,
+    engine: Engine,
+    settings: Settings,
+    registry: ModelRegistry,
+    publisher: EventPublisher | None,
+    data: TrainingData | None,
+) -> BatchRun:
     timings: dict[str, float] = {}
     version = registry.next_version()
     own_data = data is None
@@ -430,7 +444,8 @@ def _publish(
     # Spark saves the PipelineModel (JVM) while Python re-assigns the clusters (SQLite): the
     # two overlap on two cores, and the registry commits only once the save has succeeded.
     with ThreadPoolExecutor(1, thread_name_prefix="emergify-save") as pool:
-        saving = pool.submit(_timed_save, result.pipeline, path)
+        save = in_current_pool(data.frame.sparkSession, _timed_save)
+        saving = pool.submit(save, result.pipeline, path)
         with _timed(timings, "reassign"):
             updated = registry.publish(
                 result.model,

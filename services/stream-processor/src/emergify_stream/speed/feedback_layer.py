@@ -27,6 +27,7 @@ from emergify_contracts.song import TRACK_ID_RE
 from emergify_stream.batch.master_dataset import read_feedback
 from emergify_stream.config import Settings
 from emergify_stream.publisher import EventPublisher
+from emergify_stream.scheduler_pools import SPEED_POOL, scheduler_pool
 from emergify_stream.speed.feedback_sink import FEEDBACK_COLUMNS, FeedbackBatchResult, FeedbackSink
 from emergify_stream.speed.speed_layer import WatchedQuery, dead_letters
 
@@ -116,13 +117,14 @@ class FeedbackLayer:
         }
         raw = self.spark.readStream.format(self.settings.spark_kafka_format).options(**options)
         interval_ms = max(1, round(self.settings.trigger_interval_seconds * 1000))
-        self.query = (
+        writer = (
             clean_feedback(raw.load())
             .writeStream.foreachBatch(self.process_batch)
             .option("checkpointLocation", self.settings.feedback_checkpoint)
             .trigger(processingTime=f"{interval_ms} milliseconds")
-            .start()
         )
+        with scheduler_pool(self.spark, SPEED_POOL):  # the query's thread keeps the pool
+            self.query = writer.start()
         log.info("feedback query started", query_id=str(self.query.id))
         return self.query
 

@@ -36,6 +36,7 @@ from emergify_contracts.song_rules import sql_checks, sql_clean_projection, sql_
 from emergify_contracts.song_schemas import spark_event_ddl
 from emergify_contracts.versions import STREAM_POSITION, sort_columns
 from emergify_stream.config import Settings
+from emergify_stream.scheduler_pools import SPEED_POOL, scheduler_pool
 from emergify_stream.speed.feature_table import BATCH_COLUMNS, BatchResult, FeatureTableSink
 from emergify_stream.speed.kafka_source import KafkaOptions, WatermarkProbe, end_offsets
 
@@ -376,13 +377,14 @@ class SpeedLayer:
     def start_query(self) -> StreamingQuery:
         """Start the streaming query from the checkpoint (or ``startingOffsets``)."""
         interval_ms = max(1, round(self.settings.trigger_interval_seconds * 1000))
-        self.query = (
+        writer = (
             clean_song_stream(self.spark, self.settings)
             .writeStream.foreachBatch(self.process_batch)
             .option("checkpointLocation", self.settings.checkpoint_dir)
             .trigger(processingTime=f"{interval_ms} milliseconds")
-            .start()
         )
+        with scheduler_pool(self.spark, SPEED_POOL):  # the query's thread keeps the pool
+            self.query = writer.start()
         self._started.set()
         log.info(
             "speed layer started",
