@@ -30,6 +30,7 @@ from emergify_ingest.master_dataset import MasterDataset
 from emergify_stream.batch.artist_profiles import (
     PROFILE_INPUT_COLUMNS,
     ProfileRows,
+    compare_with_table,
     read_profiles,
     reconcile_with_table,
     spark_profiles,
@@ -359,11 +360,29 @@ def test_a_reconcile_over_a_bulk_load_moves_exactly_the_songs_that_differ(
     keys = [artist_keys(a, i) for a, i in zip(lake["artists"], lake["artist_ids"], strict=True)]
     x = lake[list(AUDIO_FEATURES)].to_numpy(dtype=np.float64)
     profiles = ProfileRows({}, {}, artist_profiles(model.standardize(x), keys))
-    with engine.begin() as conn:
-        compared = reconcile_with_table(conn, profiles, snapshot, model, since)
+    alone = ProfileRows({}, {}, profiles.profiles)  # the same, reconciled in one go below
+    with engine.connect() as conn:
+        compared = compare_with_table(conn, profiles, snapshot, model, since)
     # The 50k recent songs, the two lake-only ones, the two new ones and the old changed one.
-    assert compared == recent + 2 + 2 + 1
+    assert len(compared.songs) == recent + 2 + 2 + 1
     assert_matches(profiles, table_reference(engine, model))
     assert profiles.names["name:somebody new"] == "Somebody New"
     assert {"shoegaze", "indie"} <= profiles.genres["name:artist 9"]
+
+    # Before the publishing transaction the table changes again: a compared song once more,
+    # an old song nobody compared, a lake-only song arrives; only these are caught up.
+    again = song_row(5, ingested_at=later + timedelta(minutes=1))
+    again["danceability"] = 0.01
+    another_old = song_row(recent + 7, ingested_at=long_ago, offset=10**6)
+    another_old["artists"] = ["Somebody Else"]
+    arrived = song_row(90_001, ingested_at=T1, offset=10**6)
+    assert sink.write("last", 0, pd.DataFrame([again, another_old, arrived])).applied
+    with engine.begin() as conn:
+        assert reconcile_with_table(conn, profiles, snapshot, model, since, compared) == 3
+    assert_matches(profiles, table_reference(engine, model))
+    assert profiles.names["name:somebody else"] == "Somebody Else"
+    # Without the comparison beforehand the transaction compares everything itself.
+    with engine.begin() as conn:
+        assert reconcile_with_table(conn, alone, snapshot, model, since) == recent + 2 + 2 + 2
+    assert_matches(alone, table_reference(engine, model))
     engine.dispose()

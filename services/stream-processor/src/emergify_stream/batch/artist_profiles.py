@@ -8,6 +8,7 @@ written under the new model version in the transaction that publishes the model
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, timedelta
 from typing import Any
 
@@ -30,6 +31,7 @@ from emergify_contracts.artist_profiles import (
 )
 from emergify_contracts.model import PortableModel
 from emergify_contracts.tables import songs
+from emergify_stream.speed.feature_table import table_version
 
 #: Columns the profile query needs from the training songs (one row per track id).
 PROFILE_INPUT_COLUMNS: tuple[str, ...] = (
@@ -122,25 +124,38 @@ log = structlog.get_logger()
 RECONCILE_MARGIN = timedelta(minutes=15)
 
 
-def reconcile_with_table(
+@dataclass(frozen=True)
+class TableComparison:
+    """What :func:`compare_with_table` swapped in: the table's version of every song it
+    compared (``_merge`` "left_only": the table lacked the song), as of ``table_version``."""
+
+    table_version: int
+    songs: pd.DataFrame
+
+
+def compare_with_table(
     conn: Connection,
     rows: ProfileRows,
     snapshot: DataFrame,
     model: PortableModel,
     since_table_version: int,
-) -> int:
+) -> TableComparison:
     """Make ``rows`` (computed from ``snapshot``, the songs Spark read) describe the feature
-    table as it is now, inside the publishing transaction: the speed layer's later deltas
-    start from the table's versions, so a song the table changed after the snapshot (or the
-    snapshot holds and the table not yet) has its snapshot version swapped for the table's
-    (:func:`apply_song_changes`). Returns the number of songs compared.
+    table as of the version this reads first: the speed layer's later deltas start from the
+    table's versions, so a song the table changed after the snapshot (or the snapshot holds
+    and the table not yet) has its snapshot version swapped for the table's
+    (:func:`apply_song_changes`). Runs before the publishing transaction;
+    :func:`reconcile_with_table` then catches up with what the table changed since.
 
     Columnar: the table's recent rows in one frame, the snapshot's in one Arrow collect,
     compared vectorized; only songs whose two versions differ run per-song Python. After a
     bulk load every song is recent, and nearly all are equal on both sides."""
+    # Read first: whatever the reads below miss or see half-way has a later table version,
+    # and the catch-up swaps it from the version compared here (or the snapshot's).
+    version = table_version(conn)
     newest = conn.execute(sa.select(sa.func.max(songs.c.ingested_at))).scalar()
-    if newest is None:
-        return 0  # an empty table: nothing the snapshot could be compared with
+    if newest is None:  # an empty table: nothing the snapshot could be compared with
+        return TableComparison(version, _table_side(table_frame(conn, sa.false())))
     cutoff = pd.Timestamp(newest)
     cutoff = cutoff.tz_localize(UTC) if cutoff.tzinfo is None else cutoff.tz_convert(UTC)
     cutoff = (cutoff - RECONCILE_MARGIN).to_pydatetime()
@@ -151,6 +166,58 @@ def reconcile_with_table(
     if len(missing):
         table = pd.concat([table, table_frame_of(conn, missing.tolist())], ignore_index=True)
     both = snap.merge(table, on="track_id", how="outer", suffixes=("_s", "_t"), indicator=True)
+    changed = _apply_differences(rows, model, both)
+    log.info("profiles compared with the table", compared=len(both), changed=changed)
+    return TableComparison(version, _table_side(both))
+
+
+def reconcile_with_table(
+    conn: Connection,
+    rows: ProfileRows,
+    snapshot: DataFrame,
+    model: PortableModel,
+    since_table_version: int,
+    compared: TableComparison | None = None,
+) -> int:
+    """Inside the publishing transaction: make ``rows`` describe the feature table as it is
+    now. Given ``compared`` (:func:`compare_with_table`'s, outside the transaction) only the
+    songs the table changed since then are moved, from the version ``rows`` counts them
+    under (the compared table's, else the snapshot's) to the table's; else the whole
+    comparison runs here. Returns the number of songs compared."""
+    if compared is None:
+        compared = compare_with_table(conn, rows, snapshot, model, since_table_version)
+        return len(compared.songs)
+    later = table_frame(conn, songs.c.table_version > compared.table_version)
+    if later.empty:
+        return 0
+    known = compared.songs[compared.songs["track_id"].isin(later["track_id"])]
+    before = known[known["_merge"] != "left_only"].drop(columns="_merge")
+    unknown = later["track_id"][~later["track_id"].isin(known["track_id"])]
+    if len(unknown):
+        columns = [*PROFILE_INPUT_COLUMNS]
+        ids = snapshot.sparkSession.createDataFrame(pd.DataFrame({"track_id": unknown}))
+        lake = snapshot.join(ids, "track_id", "left_semi").select(*columns).toPandas()
+        lake = lake.drop_duplicates("track_id", keep="last")
+        before = pd.concat([before, lake.drop(columns="ingested_at")], ignore_index=True)
+    both = before.drop(columns="artist_keys", errors="ignore").merge(
+        later, on="track_id", how="outer", suffixes=("_s", "_t"), indicator=True
+    )
+    changed = _apply_differences(rows, model, both)
+    log.info("profiles caught up with the table", compared=len(both), changed=changed)
+    return len(both)
+
+
+def _table_side(both: pd.DataFrame) -> pd.DataFrame:
+    """The merged frame's table columns under their own names, with ``_merge``."""
+    if "_merge" not in both:  # the table's own frame: every song present
+        return both.assign(_merge="both")
+    names = {f"{c}_t": c for c in (*_LIST_COLUMNS, *PROFILE_FEATURES)}
+    return both[["track_id", *names, "artist_keys", "_merge"]].rename(columns=names)
+
+
+def _apply_differences(rows: ProfileRows, model: PortableModel, both: pd.DataFrame) -> int:
+    """Swap each song of ``both`` (snapshot side ``_s``, table side ``_t``, pandas'
+    ``_merge``) whose two versions differ; the number swapped."""
     differ = ~_same_song(both)
     changes = [
         SongChange(before, after)
@@ -164,8 +231,7 @@ def reconcile_with_table(
         note_song(rows, song)
     if changes:
         rows.profiles = apply_song_changes(rows.profiles, changes)
-    log.info("profiles reconciled with the table", compared=len(both), changed=len(changes))
-    return len(both)
+    return len(changes)
 
 
 def _snapshot_rows(snapshot: DataFrame, table_ids: pd.Series, cutoff: Any) -> pd.DataFrame:
