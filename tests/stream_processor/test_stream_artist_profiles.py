@@ -30,7 +30,9 @@ from emergify_ingest.master_dataset import MasterDataset
 from emergify_stream.batch.artist_profiles import (
     PROFILE_INPUT_COLUMNS,
     ProfileRows,
+    compare_with_table,
     read_profiles,
+    reconcile_with_table,
     spark_profiles,
     write_profiles,
 )
@@ -38,7 +40,7 @@ from emergify_stream.batch.model_training import catalog_frame, run_batch_layer
 from emergify_stream.batch.rebuild import rebuild
 from emergify_stream.model_registry import ModelRegistry
 from emergify_stream.publisher import EventPublisher
-from emergify_stream.speed.feature_table import FeatureTableSink
+from emergify_stream.speed.feature_table import FeatureTableSink, table_version
 from emergify_stream.speed.speed_layer import SpeedLayer
 
 from .test_stream_feature_table import song_row
@@ -291,4 +293,96 @@ def test_create_tables_adds_artist_keys_to_an_older_songs_table(database_url: st
     with engine.connect() as conn:
         stored_keys = conn.execute(sa.select(songs.c.artist_keys)).scalar_one()
     assert stored_keys == list(artist_keys(row["artists"], row["artist_ids"]))
+    engine.dispose()
+
+
+def snapshot_frame(spark, batch: pd.DataFrame):  # type: ignore[no-untyped-def]
+    """The batch as the Spark rows a retrain reads (the profile columns only)."""
+    lists = {"artists", "artist_ids", "genres"}
+    schema = ", ".join(
+        f"{c} array<string>"
+        if c in lists
+        else f"{c} timestamp"
+        if c == "ingested_at"
+        else f"{c} string"
+        if c == "track_id"
+        else f"{c} double"
+        for c in PROFILE_INPUT_COLUMNS
+    )
+    return spark.createDataFrame(batch[list(PROFILE_INPUT_COLUMNS)], schema=schema)
+
+
+@pytest.mark.spark
+def test_a_reconcile_over_a_bulk_load_moves_exactly_the_songs_that_differ(
+    spark, sqlite_url: str
+) -> None:
+    # A bulk load: every one of 50k songs is recent, so all are compared; a few differ.
+    recent, old = 50_000, 1_000
+    engine = make_engine(sqlite_url)
+    create_tables(engine)
+    sink = FeatureTableSink(engine, ModelRegistry(engine))
+    long_ago = T1 - timedelta(days=1)
+    rows = [song_row(i, ingested_at=T1) for i in range(recent)]
+    rows += [song_row(i, ingested_at=long_ago) for i in range(recent, recent + old)]
+    for r in rows:
+        i = int(r["track_id"])
+        r["artists"] = [f"Artist {i % 997}"]
+        r["danceability"] = (i % 101) / 100
+    batch = pd.DataFrame(rows, columns=rows[0].keys())
+    assert sink.write("seed", 0, batch).applied
+    with engine.connect() as conn:
+        since = table_version(conn)
+    # The snapshot also holds two songs the table does not have yet.
+    lake_only = pd.DataFrame([song_row(i, ingested_at=T1) for i in (90_001, 90_002)])
+    snapshot = snapshot_frame(spark, pd.concat([batch, lake_only], ignore_index=True))
+    model = handmade_model(batch)
+
+    # After the snapshot the table changes: features, artists, genres, an old song's
+    # features (same ingested_at, later offset: found by table version only), new songs.
+    later = T1 + timedelta(minutes=1)
+    changed = [song_row(i, ingested_at=later) for i in (5, 6, 7, 8, 9)]
+    changed[0]["danceability"] = 0.99
+    changed[1]["tempo"] = 180.0
+    changed[2]["valence"] = 0.01
+    changed[3]["artists"] = ["Somebody New"]
+    changed[4]["genres"] = ["shoegaze", "indie"]
+    changed[4]["artists"] = ["Artist 9"]
+    changed[4]["danceability"] = (9 % 101) / 100
+    for r in changed[:3]:
+        r["artists"] = [f"Artist {int(r['track_id']) % 997}"]
+    old_one = song_row(recent + 3, ingested_at=long_ago, offset=10**6)
+    old_one["artists"] = [f"Artist {(recent + 3) % 997}"]
+    old_one["energy"] = 0.93
+    new_songs = [song_row(i, ingested_at=later) for i in (80_001, 80_002)]
+    assert sink.write("later", 1, pd.DataFrame([*changed, old_one, *new_songs])).applied
+
+    lake = pd.concat([batch, lake_only], ignore_index=True)
+    keys = [artist_keys(a, i) for a, i in zip(lake["artists"], lake["artist_ids"], strict=True)]
+    x = lake[list(AUDIO_FEATURES)].to_numpy(dtype=np.float64)
+    profiles = ProfileRows({}, {}, artist_profiles(model.standardize(x), keys))
+    alone = ProfileRows({}, {}, profiles.profiles)  # the same, reconciled in one go below
+    with engine.connect() as conn:
+        compared = compare_with_table(conn, profiles, snapshot, model, since)
+    # The 50k recent songs, the two lake-only ones, the two new ones and the old changed one.
+    assert len(compared.songs) == recent + 2 + 2 + 1
+    assert_matches(profiles, table_reference(engine, model))
+    assert profiles.names["name:somebody new"] == "Somebody New"
+    assert {"shoegaze", "indie"} <= profiles.genres["name:artist 9"]
+
+    # Before the publishing transaction the table changes again: a compared song once more,
+    # an old song nobody compared, a lake-only song arrives; only these are caught up.
+    again = song_row(5, ingested_at=later + timedelta(minutes=1))
+    again["danceability"] = 0.01
+    another_old = song_row(recent + 7, ingested_at=long_ago, offset=10**6)
+    another_old["artists"] = ["Somebody Else"]
+    arrived = song_row(90_001, ingested_at=T1, offset=10**6)
+    assert sink.write("last", 0, pd.DataFrame([again, another_old, arrived])).applied
+    with engine.begin() as conn:
+        assert reconcile_with_table(conn, profiles, snapshot, model, since, compared) == 3
+    assert_matches(profiles, table_reference(engine, model))
+    assert profiles.names["name:somebody else"] == "Somebody Else"
+    # Without the comparison beforehand the transaction compares everything itself.
+    with engine.begin() as conn:
+        assert reconcile_with_table(conn, alone, snapshot, model, since) == recent + 2 + 2 + 2
+    assert_matches(alone, table_reference(engine, model))
     engine.dispose()

@@ -82,6 +82,34 @@ def table_rows(conn: Connection, where: Any) -> dict[str, Any]:
     return {r.track_id: r._mapping for r in conn.execute(sa.select(*cols).where(where))}
 
 
+def _table_columns() -> list[Any]:
+    cols = [songs.c.track_id, songs.c.artists, songs.c.artist_ids, songs.c.artist_keys]
+    return [*cols, songs.c.genres, *(songs.c[f] for f in PROFILE_FEATURES)]
+
+
+def table_frame(conn: Connection, where: Any) -> pd.DataFrame:
+    """The ``songs`` rows matching ``where`` as one frame (the columns of :func:`table_rows`),
+    read in chunks: a million rows as dicts of row mappings would not fit a small driver."""
+    cols = _table_columns()
+    names = [c.name for c in cols]
+    result = conn.execution_options(yield_per=50_000).execute(sa.select(*cols).where(where))
+    chunks = [pd.DataFrame.from_records(part, columns=names) for part in result.partitions()]
+    if not chunks:
+        return pd.DataFrame({n: pd.Series(dtype=object) for n in names}).astype(
+            {f: np.float64 for f in PROFILE_FEATURES}
+        )
+    return pd.concat(chunks, ignore_index=True)
+
+
+def table_frame_of(conn: Connection, ids: Sequence[str]) -> pd.DataFrame:
+    """:func:`table_frame` of the rows of ``ids``."""
+    frames = [
+        table_frame(conn, songs.c.track_id.in_(list(ids[start : start + 500])))
+        for start in range(0, len(ids), 500)
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else table_frame(conn, sa.false())
+
+
 def note_song(rows: ProfileRows, song: Any) -> None:
     """Record a song's artist names and (single-artist songs) genres on its artists' rows."""
     credits = artist_credits(list(song["artists"] or ()), list(song["artist_ids"] or ()))

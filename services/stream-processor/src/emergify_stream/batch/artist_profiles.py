@@ -8,12 +8,16 @@ written under the new model version in the transaction that publishes the model
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
+import structlog
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -27,7 +31,7 @@ from emergify_contracts.artist_profiles import (
 )
 from emergify_contracts.model import PortableModel
 from emergify_contracts.tables import songs
-from emergify_stream.artist_rows import table_rows
+from emergify_stream.speed.feature_table import table_version
 
 #: Columns the profile query needs from the training songs (one row per track id).
 PROFILE_INPUT_COLUMNS: tuple[str, ...] = (
@@ -122,13 +126,64 @@ from emergify_stream.artist_rows import (  # noqa: E402, F401  (the batch layer'
     read_profiles,
     song_artist_keys,
     standardized_version,
+    table_frame,
+    table_frame_of,
     table_songs,
     write_profiles,
 )
 
+log = structlog.get_logger()
+
 #: Lake rows this much older than the newest song in the feature table are taken to be in
 #: the table already; younger ones are compared with the table at publish time.
 RECONCILE_MARGIN = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class TableComparison:
+    """What :func:`compare_with_table` swapped in: the table's version of every song it
+    compared (``_merge`` "left_only": the table lacked the song), as of ``table_version``."""
+
+    table_version: int
+    songs: pd.DataFrame
+
+
+def compare_with_table(
+    conn: Connection,
+    rows: ProfileRows,
+    snapshot: DataFrame,
+    model: PortableModel,
+    since_table_version: int,
+) -> TableComparison:
+    """Make ``rows`` (computed from ``snapshot``, the songs Spark read) describe the feature
+    table as of the version this reads first: the speed layer's later deltas start from the
+    table's versions, so a song the table changed after the snapshot (or the snapshot holds
+    and the table not yet) has its snapshot version swapped for the table's
+    (:func:`apply_song_changes`). Runs before the publishing transaction;
+    :func:`reconcile_with_table` then catches up with what the table changed since.
+
+    Columnar: the table's recent rows in one frame, the snapshot's in one Arrow collect,
+    compared vectorized; only songs whose two versions differ run per-song Python. After a
+    bulk load every song is recent, and nearly all are equal on both sides."""
+    # Read first: whatever the reads below miss or see half-way has a later table version,
+    # and the catch-up swaps it from the version compared here (or the snapshot's).
+    version = table_version(conn)
+    newest = conn.execute(sa.select(sa.func.max(songs.c.ingested_at))).scalar()
+    if newest is None:  # an empty table: nothing the snapshot could be compared with
+        return TableComparison(version, _table_side(table_frame(conn, sa.false())))
+    cutoff = pd.Timestamp(newest)
+    cutoff = cutoff.tz_localize(UTC) if cutoff.tzinfo is None else cutoff.tz_convert(UTC)
+    cutoff = (cutoff - RECONCILE_MARGIN).to_pydatetime()
+    recent = (songs.c.table_version > since_table_version) | (songs.c.ingested_at >= cutoff)
+    table = table_frame(conn, recent)
+    snap = _snapshot_rows(snapshot, table["track_id"], cutoff)
+    missing = snap["track_id"][~snap["track_id"].isin(table["track_id"])]
+    if len(missing):
+        table = pd.concat([table, table_frame_of(conn, missing.tolist())], ignore_index=True)
+    both = snap.merge(table, on="track_id", how="outer", suffixes=("_s", "_t"), indicator=True)
+    changed = _apply_differences(rows, model, both)
+    log.info("profiles compared with the table", compared=len(both), changed=changed)
+    return TableComparison(version, _table_side(both))
 
 
 def reconcile_with_table(
@@ -137,44 +192,159 @@ def reconcile_with_table(
     snapshot: DataFrame,
     model: PortableModel,
     since_table_version: int,
+    compared: TableComparison | None = None,
 ) -> int:
-    """Make ``rows`` (computed from ``snapshot``, the songs Spark read) describe the feature
-    table as it is now, inside the publishing transaction: the speed layer's later deltas
-    start from the table's versions, so a song the table changed after the snapshot (or the
-    snapshot holds and the table not yet) has its snapshot version swapped for the table's
-    (:func:`apply_song_changes`). Returns the number of songs compared."""
-    newest = conn.execute(sa.select(sa.func.max(songs.c.ingested_at))).scalar()
-    recent = songs.c.table_version > since_table_version
-    cutoff = None
-    if newest is not None:
-        cutoff = pd.Timestamp(newest)
-        cutoff = cutoff.tz_localize(UTC) if cutoff.tzinfo is None else cutoff.tz_convert(UTC)
-        cutoff = (cutoff - RECONCILE_MARGIN).to_pydatetime()
-        recent = recent | (songs.c.ingested_at >= cutoff)
-    table = table_rows(conn, recent)
-    condition = F.col("track_id").isin(list(table)) if table else F.lit(False)
-    if cutoff is not None:
-        condition = condition | (F.col("ingested_at") >= F.lit(cutoff))
-    snap = {
-        r["track_id"]: r.asDict()
-        for r in snapshot.where(condition).select(*PROFILE_INPUT_COLUMNS).collect()
-    }
-    table |= table_songs(conn, [i for i in snap if i not in table])
+    """Inside the publishing transaction: make ``rows`` describe the feature table as it is
+    now. Given ``compared`` (:func:`compare_with_table`'s, outside the transaction) only the
+    songs the table changed since then are moved, from the version ``rows`` counts them
+    under (the compared table's, else the snapshot's) to the table's; else the whole
+    comparison runs here. Returns the number of songs compared."""
+    if compared is None:
+        compared = compare_with_table(conn, rows, snapshot, model, since_table_version)
+        return len(compared.songs)
+    later = table_frame(conn, songs.c.table_version > compared.table_version)
+    if later.empty:
+        return 0
+    known = compared.songs[compared.songs["track_id"].isin(later["track_id"])]
+    before = known[known["_merge"] != "left_only"].drop(columns="_merge")
+    unknown = later["track_id"][~later["track_id"].isin(known["track_id"])]
+    if len(unknown):
+        columns = [*PROFILE_INPUT_COLUMNS]
+        ids = snapshot.sparkSession.createDataFrame(pd.DataFrame({"track_id": unknown}))
+        lake = snapshot.join(ids, "track_id", "left_semi").select(*columns).toPandas()
+        lake = lake.drop_duplicates("track_id", keep="last")
+        before = pd.concat([before, lake.drop(columns="ingested_at")], ignore_index=True)
+    both = before.drop(columns="artist_keys", errors="ignore").merge(
+        later, on="track_id", how="outer", suffixes=("_s", "_t"), indicator=True
+    )
+    changed = _apply_differences(rows, model, both)
+    log.info("profiles caught up with the table", compared=len(both), changed=changed)
+    return len(both)
 
-    def version(row: Any) -> tuple[np.ndarray, tuple[str, ...]]:
-        return standardized_version(model, row)
 
-    changes = []
-    for track_id in set(snap) | set(table):
-        before = snap.get(track_id)
-        after = table.get(track_id)
-        changes.append(
-            SongChange(
-                None if before is None else version(before),
-                None if after is None else version(after),
-            )
+def _table_side(both: pd.DataFrame) -> pd.DataFrame:
+    """The merged frame's table columns under their own names, with ``_merge``."""
+    if "_merge" not in both:  # the table's own frame: every song present
+        return both.assign(_merge="both")
+    names = {f"{c}_t": c for c in (*_LIST_COLUMNS, *PROFILE_FEATURES)}
+    return both[["track_id", *names, "artist_keys", "_merge"]].rename(columns=names)
+
+
+def _apply_differences(rows: ProfileRows, model: PortableModel, both: pd.DataFrame) -> int:
+    """Swap each song of ``both`` (snapshot side ``_s``, table side ``_t``, pandas'
+    ``_merge``) whose two versions differ; the number swapped."""
+    differ = ~_same_song(both)
+    changes = [
+        SongChange(before, after)
+        for before, after in zip(
+            _versions(model, both, differ, "_s", stored_keys=False),
+            _versions(model, both, differ, "_t", stored_keys=True),
+            strict=True,
         )
-        if after is not None:
-            note_song(rows, after)
-    rows.profiles = apply_song_changes(rows.profiles, changes)
+    ]
+    for song in _song_dicts(both[differ & (both["_merge"] != "left_only")], "_t"):
+        note_song(rows, song)
+    if changes:
+        rows.profiles = apply_song_changes(rows.profiles, changes)
     return len(changes)
+
+
+def _snapshot_rows(snapshot: DataFrame, table_ids: pd.Series, cutoff: Any) -> pd.DataFrame:
+    """The snapshot's songs ingested since ``cutoff`` or in ``table_ids``, as one pandas
+    frame (Arrow). The ids go to Spark as a DataFrame and are semi-joined: one literal per
+    id through py4j took minutes for a million."""
+    columns = [*PROFILE_INPUT_COLUMNS]
+    young = F.coalesce(F.col("ingested_at") >= F.lit(cutoff), F.lit(False))
+    recent = snapshot.where(young).select(*columns)
+    if len(table_ids):
+        spark = snapshot.sparkSession
+        ids = spark.createDataFrame(pd.DataFrame({"track_id": table_ids.astype(str)}))
+        older = snapshot.where(~young).join(ids, "track_id", "left_semi").select(*columns)
+        recent = recent.unionByName(older)  # disjoint: young and not young
+    frame = recent.toPandas()
+    return frame.drop_duplicates("track_id", keep="last").reset_index(drop=True)
+
+
+_LIST_COLUMNS = ("artists", "artist_ids", "genres")
+_STRINGS = pa.list_(pa.string())
+
+
+def _same_song(both: pd.DataFrame) -> np.ndarray:
+    """Rows of the merged frame whose snapshot and table versions are the same song: both
+    present, equal features (NaN equals NaN), equal artists, artist ids and genres. The table's
+    stored ``artist_keys`` are ``artist_keys(artists, artist_ids)`` (the sink derives them so),
+    hence equal too."""
+    same = (both["_merge"] == "both").to_numpy()
+    for f in PROFILE_FEATURES:
+        s = both[f"{f}_s"].to_numpy(dtype=np.float64)
+        t = both[f"{f}_t"].to_numpy(dtype=np.float64)
+        same &= (s == t) | (np.isnan(s) & np.isnan(t))
+    for c in _LIST_COLUMNS:
+        same &= _equal_lists(both[f"{c}_s"], both[f"{c}_t"])
+    return same
+
+
+def _equal_lists(left: pd.Series, right: pd.Series) -> np.ndarray:
+    """Row by row, whether two columns of string lists (None, NaN: empty) are equal, in Arrow."""
+    empty = pa.scalar([], _STRINGS)
+    a = pc.fill_null(pa.array(left.to_numpy(), type=_STRINGS, from_pandas=True), empty)
+    b = pc.fill_null(pa.array(right.to_numpy(), type=_STRINGS, from_pandas=True), empty)
+    equal = pc.equal(pc.list_value_length(a), pc.list_value_length(b)).to_numpy(
+        zero_copy_only=False
+    )
+    rows = np.flatnonzero(equal)
+    if len(rows) == 0:
+        return equal
+    # With equal lengths the flattened values line up: a row is equal when all of its are.
+    a, b = a.take(pa.array(rows)), b.take(pa.array(rows))
+    values = pc.fill_null(pc.equal(pc.list_flatten(a), pc.list_flatten(b)), False)
+    wrong = np.bincount(
+        pc.list_parent_indices(a).to_numpy()[~values.to_numpy(zero_copy_only=False)],
+        minlength=len(rows),
+    )
+    equal[rows] = wrong == 0
+    return equal
+
+
+def _song_dicts(frame: pd.DataFrame, suffix: str) -> list[dict[str, Any]]:
+    """One side's songs of merged rows as ``songs``-row dicts (lists, not arrays)."""
+    out = []
+    names = ["artists", "artist_ids", "genres", *PROFILE_FEATURES]
+    if suffix == "_t":
+        names.append("artist_keys")
+    columns = {n: frame[n if n == "artist_keys" else n + suffix].tolist() for n in names}
+    for i in range(len(frame)):
+        song = {n: columns[n][i] for n in names}
+        for n in ("artists", "artist_ids", "genres", "artist_keys"):
+            if n in song:
+                song[n] = None if _missing(song[n]) else list(song[n])
+        out.append(song)
+    return out
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _versions(
+    model: PortableModel, both: pd.DataFrame, differ: np.ndarray, suffix: str, stored_keys: bool
+) -> list[tuple[np.ndarray, tuple[str, ...]] | None]:
+    """One side's :func:`standardized_version` of each differing row (None: the side lacks
+    the song), standardized in one call."""
+    present = (both["_merge"] != ("right_only" if suffix == "_s" else "left_only")).to_numpy()
+    frame = both[differ]
+    here = present[differ]
+    x = frame[[f + suffix for f in PROFILE_FEATURES]].to_numpy(dtype=np.float64)
+    z = model.standardize(x) if len(x) else x
+    songs_ = _song_dicts(frame, suffix)
+    return [
+        (
+            z[i],
+            song_artist_keys(song)
+            if stored_keys
+            else song_artist_keys({**song, "artist_keys": None}),
+        )
+        if here[i]
+        else None
+        for i, song in enumerate(songs_)
+    ]

@@ -39,6 +39,7 @@ from emergify_contracts.tables import songs
 from emergify_stream.batch.artist_profiles import (
     PROFILE_INPUT_COLUMNS,
     ProfileRows,
+    compare_with_table,
     reconcile_with_table,
     spark_profiles,
     write_profiles,
@@ -426,11 +427,19 @@ def _publish(
     version = result.model.version
     artists: list[int] = []
 
+    # The comparison with the table (every recent song) runs before the transaction, so
+    # the speed layer's micro-batches do not wait on it; inside, only the songs the table
+    # changed since are swapped (reconcile_with_table says why that is exact).
+    compared = None
+    if profiles is not None:
+        with _timed(timings, "profiles_compare"), registry.engine.connect() as conn:
+            compared = compare_with_table(conn, profiles, data.frame, result.model, since)
+
     def write(conn: Any) -> None:
         if profiles is None:
             return
         with _timed(timings, "profiles_write"):
-            reconcile_with_table(conn, profiles, data.frame, result.model, since)
+            reconcile_with_table(conn, profiles, data.frame, result.model, since, compared)
             artists.append(write_profiles(conn, profiles, version, table_version(conn)))
 
     path = Path(settings.models_dir).resolve() / f"v{version}"
