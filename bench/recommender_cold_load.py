@@ -155,7 +155,9 @@ def _model_row(model: Any, version: int, weight: float) -> dict[str, Any]:
     }
 
 
-def _profile_rows(profiles: Any, version: int, now: datetime) -> list[dict[str, Any]]:
+def _profile_rows(
+    profiles: Any, version: int, now: datetime, table_version: int = 2
+) -> list[dict[str, Any]]:
     return [
         {
             "model_version": version,
@@ -163,7 +165,7 @@ def _profile_rows(profiles: Any, version: int, now: datetime) -> list[dict[str, 
             "name": key,
             "song_count": int(profiles.counts[i]),
             "genres": [],
-            "table_version": 2,
+            "table_version": table_version,
             "updated_at": now,
             **dict(zip(PROFILE_SUM_COLUMNS, profiles.sums[i].tolist(), strict=True)),
         }
@@ -215,33 +217,8 @@ def write_table(
     with engine.begin() as conn:
         for start in range(0, len(first), 50_000):
             conn.execute(songs.insert(), first[start : start + 50_000])
-        conn.execute(
-            model_versions.insert().values(
-                version=1,
-                trained_at=model.trained_at,
-                k=model.k,
-                silhouette=model.silhouette,
-                songs=model.songs,
-                metrics={"similarity": {"artist_weight": 4.0, "multi_artist_rule": "weighted"}},
-                artifact=model.model_dump(mode="json"),
-            )
-        )
-        conn.execute(
-            artist_profiles.insert(),
-            [
-                {
-                    "model_version": 1,
-                    "artist_key": key,
-                    "name": key,
-                    "song_count": int(profiles.counts[i]),
-                    "genres": [],
-                    "table_version": 1,
-                    "updated_at": now,
-                    **dict(zip(PROFILE_SUM_COLUMNS, profiles.sums[i].tolist(), strict=True)),
-                }
-                for i, key in enumerate(profiles.keys)
-            ],
-        )
+        conn.execute(model_versions.insert().values(**_model_row(model, 1, 4.0)))
+        conn.execute(artist_profiles.insert(), _profile_rows(profiles, 1, now, table_version=1))
     engine.dispose()
     for row in later:
         row["table_version"] = 2

@@ -154,14 +154,24 @@ def seeded(catalog_db: Any, rec: Any, sample_songs: list[Song], model: PortableM
     return load_index(catalog_db.engine)
 
 
+def one_subscriber(catalog_db: Any, rec: Any, sample_songs: list[Song], model: PortableModel):
+    """3,000 sample songs, one listener's living playlist seeded with song 10, and the
+    matcher: (catalog, index, living, playlist id, its items)."""
+    catalog, index = seeded(catalog_db, rec, sample_songs, model)
+    playlist_id, before = subscribe(
+        catalog_db.engine, index, "spotify:a", sample_songs[10].track_id
+    )
+    living = living_for(rec.recommender_settings(catalog_db.url, "127.0.0.1:9"), catalog_db.engine)
+    return catalog, index, living, playlist_id, before
+
+
 def test_a_near_copy_of_a_seed_enters_and_the_furthest_song_leaves(
     catalog_db: Any, rec: Any, sample_songs: list[Song], sample_model: PortableModel
 ) -> None:
-    catalog, index = seeded(catalog_db, rec, sample_songs, sample_model)
-    engine = catalog_db.engine
-    seed = sample_songs[10]
-    playlist_id, before = subscribe(engine, index, "spotify:a", seed.track_id)
-    living = living_for(rec.recommender_settings(catalog_db.url, "127.0.0.1:9"), engine)
+    catalog, index, living, playlist_id, before = one_subscriber(
+        catalog_db, rec, sample_songs, sample_model
+    )
+    engine, seed = catalog_db.engine, sample_songs[10]
 
     copy = near_copy(seed, 1)
     change, index = stream_in(catalog_db, rec, catalog, [copy], 2)
@@ -201,11 +211,10 @@ def test_a_near_copy_of_a_seed_enters_and_the_furthest_song_leaves(
 def test_a_batch_announced_without_its_ids_is_matched_by_its_table_version(
     catalog_db: Any, rec: Any, sample_songs: list[Song], sample_model: PortableModel
 ) -> None:
-    catalog, index = seeded(catalog_db, rec, sample_songs, sample_model)
-    engine = catalog_db.engine
-    seed = sample_songs[10]
-    playlist_id, before = subscribe(engine, index, "spotify:a", seed.track_id)
-    living = living_for(rec.recommender_settings(catalog_db.url, "127.0.0.1:9"), engine)
+    catalog, index, living, playlist_id, before = one_subscriber(
+        catalog_db, rec, sample_songs, sample_model
+    )
+    engine, seed = catalog_db.engine, sample_songs[10]
 
     copy = near_copy(seed, 1)
     others = sample_songs[3000:3400]  # far from the seed, in the same batch

@@ -26,7 +26,7 @@ from emergify_stream.speed.feature_table import FeatureTableSink
 from emergify_stream.speed.speed_layer import SpeedLayer
 
 from .test_stream_model_training import catalog_batch
-from .test_stream_speed_layer import load_songs
+from .test_stream_speed_layer import load_songs, speed_settings
 
 
 def submitted_stages(spark: SparkSession) -> list[Any]:
@@ -103,18 +103,7 @@ def test_a_training_run_submits_every_job_to_the_batch_pool(
 def test_streaming_micro_batches_run_in_the_speed_pool(
     spark, broker: EmbeddedBroker, sqlite_url: str, sample_csv: Path, tmp_path: Path, producer
 ) -> None:
-    suffix = tmp_path.name[-12:].replace("_", "")
-    settings = Settings(
-        kafka_bootstrap_servers=broker.bootstrap,
-        songs_topic=f"songs.{suffix}",
-        songs_dlq_topic=f"dlq.{suffix}",
-        catalog_changes_topic=f"catalog.{suffix}",
-        models_topic=f"models.{suffix}",
-        database_url=sqlite_url,
-        checkpoint_dir=str(tmp_path / "checkpoint"),
-        trigger_interval_seconds=0.5,
-        broker_watch_interval_seconds=0,
-    )
+    settings = speed_settings(tmp_path, broker, sqlite_url, broker_watch_interval_seconds=0)
     create_topics(broker.bootstrap, settings.topics(), 1)
     engine = make_engine(sqlite_url)
     create_tables(engine)

@@ -23,6 +23,24 @@ from emergify_stream.speed.feature_table import FeatureTableSink
 from emergify_stream.speed.speed_layer import SpeedLayer
 
 
+def speed_settings(
+    tmp_path: Path, broker: EmbeddedBroker, database_url: str, **extra: object
+) -> Settings:
+    """A speed layer's settings: topics named for this test, its own checkpoint."""
+    suffix = tmp_path.name[-12:].replace("_", "")
+    return Settings(
+        kafka_bootstrap_servers=broker.bootstrap,
+        songs_topic=f"songs.{suffix}",
+        songs_dlq_topic=f"dlq.{suffix}",
+        catalog_changes_topic=f"catalog.{suffix}",
+        models_topic=f"models.{suffix}",
+        database_url=database_url,
+        checkpoint_dir=str(tmp_path / "checkpoint"),
+        trigger_interval_seconds=0.5,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
 def load_songs(path: Path) -> list[Song]:
     with path.open(encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f)
@@ -40,17 +58,7 @@ def load_songs(path: Path) -> list[Song]:
 def test_speed_layer_materialises_songs_and_dead_letters(
     spark, broker: EmbeddedBroker, database_url: str, sample_csv: Path, tmp_path: Path, producer
 ) -> None:
-    suffix = tmp_path.name[-12:].replace("_", "")
-    settings = Settings(
-        kafka_bootstrap_servers=broker.bootstrap,
-        songs_topic=f"songs.{suffix}",
-        songs_dlq_topic=f"dlq.{suffix}",
-        catalog_changes_topic=f"catalog.{suffix}",
-        models_topic=f"models.{suffix}",
-        database_url=database_url,
-        checkpoint_dir=str(tmp_path / "checkpoint"),
-        trigger_interval_seconds=0.5,
-    )
+    settings = speed_settings(tmp_path, broker, database_url)
     create_topics(broker.bootstrap, settings.topics(), 3)
     engine = make_engine(database_url)
     create_tables(engine)
