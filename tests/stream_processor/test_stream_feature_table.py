@@ -13,7 +13,14 @@ from emergify_cli.broker import EmbeddedBroker
 from emergify_contracts.events import CATALOG_CHANGE_MAX_NAMES, CatalogChange
 from emergify_contracts.model import PortableModel
 from emergify_contracts.song import AUDIO_FEATURES
-from emergify_contracts.tables import create_tables, make_engine, songs, stream_batches
+from emergify_contracts.tables import (
+    artist_profiles,
+    create_tables,
+    make_engine,
+    songs,
+    stream_batches,
+)
+from emergify_stream.artist_rows import table_frame
 from emergify_stream.model_registry import ModelRegistry
 from emergify_stream.publisher import EventPublisher
 from emergify_stream.speed.feature_table import BATCH_COLUMNS, FeatureTableSink
@@ -158,3 +165,19 @@ def test_a_batch_too_big_to_name_its_songs_is_still_announced(
     with engine.connect() as conn:
         rows = conn.execute(sa.select(songs.c.track_id).where(songs.c.table_version == 1))
         assert len(rows.all()) == big - 1  # song 0 was written again by batch 2
+
+
+def test_reading_the_table_in_chunks_leaves_the_transaction_usable(database_url: str) -> None:
+    """The batch layer reads songs in chunks and then, in the same transaction, replaces the
+    artist profiles. The chunked read must not leave the connection streaming through a
+    PostgreSQL server-side cursor, which refuses a DELETE (CI caught it: every retrain on
+    PostgreSQL failed)."""
+    engine = make_engine(database_url)
+    create_tables(engine)
+    FeatureTableSink(engine, ModelRegistry(engine)).write(
+        "q", 0, frame([song_row(i) for i in range(7)])
+    )
+    with engine.begin() as conn:
+        assert len(table_frame(conn, sa.true())) == 7
+        conn.execute(artist_profiles.delete().where(artist_profiles.c.model_version == 1))
+        assert conn.execute(sa.select(sa.func.count()).select_from(songs)).scalar() == 7

@@ -92,7 +92,10 @@ def table_frame(conn: Connection, where: Any) -> pd.DataFrame:
     read in chunks: a million rows as dicts of row mappings would not fit a small driver."""
     cols = _table_columns()
     names = [c.name for c in cols]
-    result = conn.execution_options(yield_per=50_000).execute(sa.select(*cols).where(where))
+    # On the statement, not the connection: Connection.execution_options changes the
+    # connection in place, and every later statement of the transaction (the profiles'
+    # DELETE) would then go through a PostgreSQL server-side cursor, which refuses it.
+    result = conn.execute(sa.select(*cols).where(where).execution_options(yield_per=50_000))
     chunks = [pd.DataFrame.from_records(part, columns=names) for part in result.partitions()]
     if not chunks:
         return pd.DataFrame({n: pd.Series(dtype=object) for n in names}).astype(
