@@ -72,38 +72,36 @@ def load_all(engine: Engine) -> Iterator[SongRecord]:
     with engine.connect() as conn:
         if not _has(conn, songs):
             return
-        result = conn.execution_options(yield_per=_STREAM_CHUNK).execute(
-            sa.select(*_COLUMNS).order_by(songs.c.track_id)
+        # The option on the statement: on the connection it would stay set (in place).
+        result = conn.execute(
+            sa.select(*_COLUMNS)
+            .order_by(songs.c.track_id)
+            .execution_options(yield_per=_STREAM_CHUNK)
         )
         for row in result.mappings():
             yield SongRecord.from_row(row)
 
 
-def load_since(engine: Engine, table_version: int) -> list[SongRecord]:
-    """Songs written by micro-batches after ``table_version``."""
+def _load_where(engine: Engine, where: sa.ColumnElement[bool]) -> list[SongRecord]:
+    """The songs matching ``where``, in table-version then id order."""
     with engine.connect() as conn:
         if not _has(conn, songs):
             return []
         result = conn.execute(
-            sa.select(*_COLUMNS)
-            .where(songs.c.table_version > table_version)
-            .order_by(songs.c.table_version, songs.c.track_id)
+            sa.select(*_COLUMNS).where(where).order_by(songs.c.table_version, songs.c.track_id)
         )
         return [SongRecord.from_row(row) for row in result.mappings()]
+
+
+def load_since(engine: Engine, table_version: int) -> list[SongRecord]:
+    """Songs written by micro-batches after ``table_version``."""
+    return _load_where(engine, songs.c.table_version > table_version)
 
 
 def load_version(engine: Engine, table_version: int) -> list[SongRecord]:
     """Songs whose last write was the micro-batch of ``table_version`` (a catalog change
     too big to list its ids)."""
-    with engine.connect() as conn:
-        if not _has(conn, songs):
-            return []
-        result = conn.execute(
-            sa.select(*_COLUMNS)
-            .where(songs.c.table_version == table_version)
-            .order_by(songs.c.track_id)
-        )
-        return [SongRecord.from_row(row) for row in result.mappings()]
+    return _load_where(engine, songs.c.table_version == table_version)
 
 
 def _rows_with_ids(
