@@ -33,6 +33,7 @@ from emergify_stream.batch.artist_profiles import (
     compare_with_table,
     read_profiles,
     reconcile_with_table,
+    song_digests,
     spark_profiles,
     write_profiles,
 )
@@ -364,7 +365,9 @@ def test_a_reconcile_over_a_bulk_load_moves_exactly_the_songs_that_differ(
     with engine.connect() as conn:
         compared = compare_with_table(conn, profiles, snapshot, model, since)
     # The 50k recent songs, the two lake-only ones, the two new ones and the old changed one.
-    assert len(compared.songs) == recent + 2 + 2 + 1
+    assert compared.compared == recent + 2 + 2 + 1
+    # Only the songs that differ are held in full: five changed, two new, two lake-only, one old.
+    assert len(compared.songs) == 5 + 2 + 2 + 1
     assert_matches(profiles, table_reference(engine, model))
     assert profiles.names["name:somebody new"] == "Somebody New"
     assert {"shoegaze", "indie"} <= profiles.genres["name:artist 9"]
@@ -386,3 +389,37 @@ def test_a_reconcile_over_a_bulk_load_moves_exactly_the_songs_that_differ(
         assert reconcile_with_table(conn, alone, snapshot, model, since) == recent + 2 + 2 + 2
     assert_matches(alone, table_reference(engine, model))
     engine.dispose()
+
+
+def test_song_digests_are_equal_exactly_when_the_profile_inputs_are() -> None:
+    # The reconcile compares digests, computed by Spark's workers on one side and the driver
+    # on the other: the same song must digest the same whatever the container (list, NumPy
+    # array, None for empty) and the float's spelling (NaN, -0.0); any real change must not.
+    base = song_row(1)
+    base.update(artists=["A", "B"], artist_ids=["x", "y"], genres=[], danceability=0.0)
+    spelled = {
+        **base,
+        "artists": np.array(["A", "B"], dtype=object),
+        "genres": None,
+        "danceability": -0.0,
+    }
+    with_nan = {**base, "tempo": float("nan")}
+    with_other_nan = {**base, "tempo": np.float64("nan") * -1}
+    changes = [
+        {**base, "artists": ["B", "A"]},
+        {**base, "artists": ["AB"]},
+        {**base, "artists": ["A", "B", ""]},
+        {**base, "artist_ids": ["x", "z"]},
+        {**base, "genres": [""]},
+        {**base, "genres": ["rock"]},
+        {**base, "danceability": 1e-12},
+        {**base, "tempo": float("nan")},
+        *({**base, f: base[f] + 0.5} for f in AUDIO_FEATURES),
+    ]
+    rows = [base, spelled, with_nan, with_other_nan, *changes]
+    digests = song_digests(pd.DataFrame(rows, columns=list(base)))
+    assert digests[0] == digests[1]
+    assert digests[2] == digests[3]
+    assert len(set(digests[[0, *range(4, len(rows))]].tolist())) == 1 + len(changes)
+    # Deterministic across calls (and so across processes: no per-process hash seed).
+    assert (song_digests(pd.DataFrame(rows, columns=list(base))) == digests).all()

@@ -7,7 +7,7 @@ The maths is :mod:`emergify_contracts.artist_profiles`; the Spark SQL recompute 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -90,18 +90,25 @@ def _table_columns() -> list[Any]:
 def table_frame(conn: Connection, where: Any) -> pd.DataFrame:
     """The ``songs`` rows matching ``where`` as one frame (the columns of :func:`table_rows`),
     read in chunks: a million rows as dicts of row mappings would not fit a small driver."""
+    chunks = list(table_frames(conn, where))
+    if not chunks:
+        names = [c.name for c in _table_columns()]
+        return pd.DataFrame({n: pd.Series(dtype=object) for n in names}).astype(
+            {f: np.float64 for f in PROFILE_FEATURES}
+        )
+    return pd.concat(chunks, ignore_index=True)
+
+
+def table_frames(conn: Connection, where: Any, chunk: int = 50_000) -> Iterator[pd.DataFrame]:
+    """:func:`table_frame`'s rows one frame of up to ``chunk`` rows at a time."""
     cols = _table_columns()
     names = [c.name for c in cols]
     # On the statement, not the connection: Connection.execution_options changes the
     # connection in place, and every later statement of the transaction (the profiles'
     # DELETE) would then go through a PostgreSQL server-side cursor, which refuses it.
-    result = conn.execute(sa.select(*cols).where(where).execution_options(yield_per=50_000))
-    chunks = [pd.DataFrame.from_records(part, columns=names) for part in result.partitions()]
-    if not chunks:
-        return pd.DataFrame({n: pd.Series(dtype=object) for n in names}).astype(
-            {f: np.float64 for f in PROFILE_FEATURES}
-        )
-    return pd.concat(chunks, ignore_index=True)
+    result = conn.execute(sa.select(*cols).where(where).execution_options(yield_per=chunk))
+    for part in result.partitions():
+        yield pd.DataFrame.from_records(part, columns=names)
 
 
 def table_frame_of(conn: Connection, ids: Sequence[str]) -> pd.DataFrame:

@@ -7,7 +7,7 @@ written under the new model version in the transaction that publishes the model
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 from typing import Any
@@ -128,6 +128,7 @@ from emergify_stream.artist_rows import (  # noqa: E402, F401  (the batch layer'
     standardized_version,
     table_frame,
     table_frame_of,
+    table_frames,
     table_songs,
     write_profiles,
 )
@@ -141,11 +142,14 @@ RECONCILE_MARGIN = timedelta(minutes=15)
 
 @dataclass(frozen=True)
 class TableComparison:
-    """What :func:`compare_with_table` swapped in: the table's version of every song it
-    compared (``_merge`` "left_only": the table lacked the song), as of ``table_version``."""
+    """What :func:`compare_with_table` did, as of ``table_version``: ``compared`` songs were
+    compared, and ``songs`` holds the table's version of each that differed from the snapshot
+    (``_merge`` "left_only": the table lacked the song). Every other compared song was equal
+    on both sides, so the snapshot's row is the version ``rows`` counts it under."""
 
     table_version: int
     songs: pd.DataFrame
+    compared: int
 
 
 def compare_with_table(
@@ -162,28 +166,45 @@ def compare_with_table(
     (:func:`apply_song_changes`). Runs before the publishing transaction;
     :func:`reconcile_with_table` then catches up with what the table changed since.
 
-    Columnar: the table's recent rows in one frame, the snapshot's in one Arrow collect,
-    compared vectorized; only songs whose two versions differ run per-song Python. After a
-    bulk load every song is recent, and nearly all are equal on both sides."""
+    By digest: each side's recent songs are reduced to (track id, 64-bit digest of the
+    profile inputs, :func:`song_digests`) — in Spark for the snapshot, chunk by chunk for the
+    table — and only the songs whose digests differ (or that one side lacks) are read in
+    full and run per-song Python. After a bulk load every song is recent and nearly all are
+    equal: at 10M songs the full rows of both sides would not fit the driver, the digests do
+    (two Arrow columns). Two different versions share a digest with probability 2^-64."""
     # Read first: whatever the reads below miss or see half-way has a later table version,
     # and the catch-up swaps it from the version compared here (or the snapshot's).
     version = table_version(conn)
     newest = conn.execute(sa.select(sa.func.max(songs.c.ingested_at))).scalar()
     if newest is None:  # an empty table: nothing the snapshot could be compared with
-        return TableComparison(version, _table_side(table_frame(conn, sa.false())))
+        return TableComparison(version, _table_side(table_frame(conn, sa.false())), 0)
     cutoff = pd.Timestamp(newest)
     cutoff = cutoff.tz_localize(UTC) if cutoff.tzinfo is None else cutoff.tz_convert(UTC)
     cutoff = (cutoff - RECONCILE_MARGIN).to_pydatetime()
     recent = (songs.c.table_version > since_table_version) | (songs.c.ingested_at >= cutoff)
-    table = table_frame(conn, recent)
-    snap = _snapshot_rows(snapshot, table["track_id"], cutoff)
-    missing = snap["track_id"][~snap["track_id"].isin(table["track_id"])]
+    table = table_digests(conn, recent)
+    young = F.coalesce(F.col("ingested_at") >= F.lit(cutoff), F.lit(False))
+    snap = _snapshot_digests(snapshot.where(young))
+    # The table's recent songs the snapshot holds as older ones (changed since, or
+    # ingested_at kept across a later offset), and the snapshot's young songs the table
+    # holds as older ones: each side's digest of those too.
+    older = _absent(table, snap)
+    if len(older):
+        snap = pa.concat_tables(
+            [snap, _snapshot_digests(_semi_join(snapshot.where(~young), older))]
+        )
+    missing = _absent(snap, table)
     if len(missing):
-        table = pd.concat([table, table_frame_of(conn, missing.tolist())], ignore_index=True)
-    both = snap.merge(table, on="track_id", how="outer", suffixes=("_s", "_t"), indicator=True)
+        table = pa.concat_tables([table, table_digests_of(conn, missing.to_pylist())])
+    joined = snap.join(
+        table, "track_id", join_type="full outer", left_suffix="_s", right_suffix="_t"
+    )
+    same = pc.fill_null(pc.equal(joined["digest_s"], joined["digest_t"]), False)
+    differ = pc.filter(joined["track_id"], pc.invert(same)).to_pylist()
+    both = _full_rows(conn, snapshot, differ)
     changed = _apply_differences(rows, model, both)
-    log.info("profiles compared with the table", compared=len(both), changed=changed)
-    return TableComparison(version, _table_side(both))
+    log.info("profiles compared with the table", compared=joined.num_rows, changed=changed)
+    return TableComparison(version, _table_side(both), joined.num_rows)
 
 
 def reconcile_with_table(
@@ -197,11 +218,10 @@ def reconcile_with_table(
     """Inside the publishing transaction: make ``rows`` describe the feature table as it is
     now. Given ``compared`` (:func:`compare_with_table`'s, outside the transaction) only the
     songs the table changed since then are moved, from the version ``rows`` counts them
-    under (the compared table's, else the snapshot's) to the table's; else the whole
-    comparison runs here. Returns the number of songs compared."""
+    under (the compared table's when it differed from the snapshot, else the snapshot's) to
+    the table's; else the whole comparison runs here. Returns the number of songs compared."""
     if compared is None:
-        compared = compare_with_table(conn, rows, snapshot, model, since_table_version)
-        return len(compared.songs)
+        return compare_with_table(conn, rows, snapshot, model, since_table_version).compared
     later = table_frame(conn, songs.c.table_version > compared.table_version)
     if later.empty:
         return 0
@@ -209,10 +229,8 @@ def reconcile_with_table(
     before = known[known["_merge"] != "left_only"].drop(columns="_merge")
     unknown = later["track_id"][~later["track_id"].isin(known["track_id"])]
     if len(unknown):
-        columns = [*PROFILE_INPUT_COLUMNS]
-        ids = snapshot.sparkSession.createDataFrame(pd.DataFrame({"track_id": unknown}))
-        lake = snapshot.join(ids, "track_id", "left_semi").select(*columns).toPandas()
-        lake = lake.drop_duplicates("track_id", keep="last")
+        lake = _semi_join(snapshot, pa.array(unknown.astype(str))).select(*PROFILE_INPUT_COLUMNS)
+        lake = lake.toPandas().drop_duplicates("track_id", keep="last")
         before = pd.concat([before, lake.drop(columns="ingested_at")], ignore_index=True)
     both = before.drop(columns="artist_keys", errors="ignore").merge(
         later, on="track_id", how="outer", suffixes=("_s", "_t"), indicator=True
@@ -249,20 +267,117 @@ def _apply_differences(rows: ProfileRows, model: PortableModel, both: pd.DataFra
     return len(changes)
 
 
-def _snapshot_rows(snapshot: DataFrame, table_ids: pd.Series, cutoff: Any) -> pd.DataFrame:
-    """The snapshot's songs ingested since ``cutoff`` or in ``table_ids``, as one pandas
-    frame (Arrow). The ids go to Spark as a DataFrame and are semi-joined: one literal per
-    id through py4j took minutes for a million."""
+def _semi_join(frame: DataFrame, ids: pa.Array) -> DataFrame:
+    """``frame``'s rows whose track id is in ``ids``. The ids go to Spark as a DataFrame and
+    are semi-joined: one literal per id through py4j took minutes for a million."""
+    spark = frame.sparkSession
+    wanted = spark.createDataFrame(pd.DataFrame({"track_id": ids.to_pandas().astype(str)}))
+    return frame.join(wanted, "track_id", "left_semi")
+
+
+def _snapshot_digests(frame: DataFrame) -> pa.Table:
+    """(track_id, digest) of ``frame``'s songs, computed by Spark's Python workers with the
+    table side's function and collected as Arrow (the latest row of a repeated id)."""
+    digests = frame.select(*PROFILE_INPUT_COLUMNS).mapInPandas(_digest_batches, _DIGEST_SCHEMA)
+    return _last_per_id(digests.toArrow())
+
+
+def _digest_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    for batch in batches:
+        digest = song_digests(batch).view(np.int64)  # Spark has no unsigned long
+        yield pd.DataFrame({"track_id": batch["track_id"].astype(str), "digest": digest})
+
+
+_DIGEST_SCHEMA = "track_id string, digest long"
+
+
+def _last_per_id(table: pa.Table) -> pa.Table:
+    table = table.select(["track_id", "digest"]).cast(
+        pa.schema([("track_id", pa.string()), ("digest", pa.int64())])
+    )
+    if pc.count_distinct(table["track_id"]).as_py() == table.num_rows:
+        return table
+    frame = table.to_pandas().drop_duplicates("track_id", keep="last")
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def table_digests(conn: Connection, where: Any) -> pa.Table:
+    """(track_id, digest) of the ``songs`` rows matching ``where``, read in chunks: only the
+    two columns are kept, whatever the number of rows."""
+    parts = [
+        pa.table(
+            {
+                "track_id": pa.array(f["track_id"].astype(str)),
+                "digest": song_digests(f).view(np.int64),
+            }
+        )
+        for f in table_frames(conn, where)
+    ]
+    return pa.concat_tables(parts) if parts else _DIGESTS_EMPTY
+
+
+def table_digests_of(conn: Connection, ids: Sequence[str]) -> pa.Table:
+    """:func:`table_digests` of the rows of ``ids``."""
+    parts = [
+        table_digests(conn, songs.c.track_id.in_(list(ids[start : start + 500])))
+        for start in range(0, len(ids), 500)
+    ]
+    return pa.concat_tables(parts) if parts else _DIGESTS_EMPTY
+
+
+_DIGESTS_EMPTY = pa.table(
+    {"track_id": pa.array([], pa.string()), "digest": pa.array([], pa.int64())}
+)
+
+
+def _absent(these: pa.Table, there: pa.Table) -> pa.Array:
+    """The track ids of ``these`` that ``there`` lacks."""
+    ids = these["track_id"].combine_chunks()
+    return pc.filter(ids, pc.invert(pc.is_in(ids, value_set=there["track_id"].combine_chunks())))
+
+
+def _full_rows(conn: Connection, snapshot: DataFrame, ids: list[str]) -> pd.DataFrame:
+    """Both sides' full rows of ``ids`` merged as the comparison's frame (snapshot ``_s``,
+    table ``_t``, pandas' ``_merge``)."""
     columns = [*PROFILE_INPUT_COLUMNS]
-    young = F.coalesce(F.col("ingested_at") >= F.lit(cutoff), F.lit(False))
-    recent = snapshot.where(young).select(*columns)
-    if len(table_ids):
-        spark = snapshot.sparkSession
-        ids = spark.createDataFrame(pd.DataFrame({"track_id": table_ids.astype(str)}))
-        older = snapshot.where(~young).join(ids, "track_id", "left_semi").select(*columns)
-        recent = recent.unionByName(older)  # disjoint: young and not young
-    frame = recent.toPandas()
-    return frame.drop_duplicates("track_id", keep="last").reset_index(drop=True)
+    if ids:
+        snap = _semi_join(snapshot, pa.array(ids, pa.string())).select(*columns).toPandas()
+    else:
+        snap = snapshot.limit(0).select(*columns).toPandas()
+    snap = snap.drop_duplicates("track_id", keep="last").reset_index(drop=True)
+    table = table_frame_of(conn, ids)
+    return snap.merge(table, on="track_id", how="outer", suffixes=("_s", "_t"), indicator=True)
+
+
+def song_digests(frame: pd.DataFrame) -> np.ndarray:
+    """A 64-bit digest per row of the profile inputs (the nine features, artists, artist ids,
+    genres), equal exactly when :func:`_same_song` would call two versions the same song:
+    NaN equals NaN, -0.0 equals 0.0, a missing list equals an empty one. The same function
+    runs on the snapshot (Spark's Python workers) and the table (the driver)."""
+    digest = np.zeros(len(frame), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for f in PROFILE_FEATURES:
+            x = frame[f].to_numpy(dtype=np.float64) + 0.0  # -0.0 + 0.0 is 0.0
+            bits = np.where(np.isnan(x), np.float64(np.nan), x).view(np.uint64)
+            digest = digest * _MIX + pd.util.hash_array(bits)
+        for c in _LIST_COLUMNS:
+            digest = digest * _MIX + _list_digest(frame[c])
+    return digest
+
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _list_digest(column: pd.Series) -> np.ndarray:
+    """Each row's list of strings (None, NaN: empty) as a digest of its length and values."""
+    values = pa.array(column.to_numpy(), type=_STRINGS, from_pandas=True)
+    values = pc.fill_null(values, pa.scalar([], _STRINGS))
+    length = pc.list_value_length(values).to_numpy(zero_copy_only=False)
+    # \x1f cannot be typed in a name; a list holding a null joins to null: marked apart.
+    joined = pc.fill_null(pc.binary_join(values, "\x1f"), "\x00null")
+    text = joined.to_numpy(zero_copy_only=False).astype(object)
+    with np.errstate(over="ignore"):
+        return pd.util.hash_array(text) * _MIX + length.astype(np.uint64)
 
 
 _LIST_COLUMNS = ("artists", "artist_ids", "genres")
