@@ -313,6 +313,9 @@ def snapshot_frame(spark, batch: pd.DataFrame):  # type: ignore[no-untyped-def]
     return spark.createDataFrame(batch[list(PROFILE_INPUT_COLUMNS)], schema=schema)
 
 
+LAKE_ONLY = 3_000
+
+
 @pytest.mark.spark
 def test_a_reconcile_over_a_bulk_load_moves_exactly_the_songs_that_differ(
     spark, sqlite_url: str
@@ -333,8 +336,15 @@ def test_a_reconcile_over_a_bulk_load_moves_exactly_the_songs_that_differ(
     assert sink.write("seed", 0, batch).applied
     with engine.connect() as conn:
         since = table_version(conn)
-    # The snapshot also holds two songs the table does not have yet.
-    lake_only = pd.DataFrame([song_row(i, ingested_at=T1) for i in (90_001, 90_002)])
+    # The snapshot also holds songs the table does not have yet (a training during a bulk
+    # load reads more than the speed layer has written): some by the table's artists, some
+    # by artists the table has no song of.
+    lake_rows = [song_row(i, ingested_at=T1) for i in range(90_001, 90_001 + LAKE_ONLY)]
+    for r in lake_rows:
+        i = int(r["track_id"])
+        r["artists"] = [f"Artist {i % 997}"] if i % 2 else [f"Lake Artist {i % 50}", "Artist 3"]
+        r["danceability"] = (i % 89) / 100
+    lake_only = pd.DataFrame(lake_rows)
     snapshot = snapshot_frame(spark, pd.concat([batch, lake_only], ignore_index=True))
     model = handmade_model(batch)
 
@@ -364,10 +374,12 @@ def test_a_reconcile_over_a_bulk_load_moves_exactly_the_songs_that_differ(
     alone = ProfileRows({}, {}, profiles.profiles)  # the same, reconciled in one go below
     with engine.connect() as conn:
         compared = compare_with_table(conn, profiles, snapshot, model, since)
-    # The 50k recent songs, the two lake-only ones, the two new ones and the old changed one.
-    assert compared.compared == recent + 2 + 2 + 1
-    # Only the songs that differ are held in full: five changed, two new, two lake-only, one old.
-    assert len(compared.songs) == 5 + 2 + 2 + 1
+    # The 50k recent songs, the lake-only ones, the two new ones and the old changed one.
+    assert compared.compared == recent + LAKE_ONLY + 2 + 1
+    # Only the songs the table holds differently are held in full: five changed, two new,
+    # one old; the lake-only ones left the profiles in bulk.
+    assert len(compared.songs) == 5 + 2 + 1
+    assert sorted(compared.absent.to_pylist()) == sorted(lake_only["track_id"])
     assert_matches(profiles, table_reference(engine, model))
     assert profiles.names["name:somebody new"] == "Somebody New"
     assert {"shoegaze", "indie"} <= profiles.genres["name:artist 9"]
@@ -386,7 +398,9 @@ def test_a_reconcile_over_a_bulk_load_moves_exactly_the_songs_that_differ(
     assert profiles.names["name:somebody else"] == "Somebody Else"
     # Without the comparison beforehand the transaction compares everything itself.
     with engine.begin() as conn:
-        assert reconcile_with_table(conn, alone, snapshot, model, since) == recent + 2 + 2 + 2
+        assert reconcile_with_table(conn, alone, snapshot, model, since) == (
+            recent + LAKE_ONLY + 2 + 2
+        )
     assert_matches(alone, table_reference(engine, model))
     engine.dispose()
 

@@ -8,7 +8,7 @@ written under the new model version in the transaction that publishes the model
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, timedelta
 from typing import Any
 
@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 
 from emergify_contracts.artist_profiles import (
     PROFILE_FEATURES,
+    ArtistProfiles,
     SongChange,
     apply_song_changes,
     artist_credits,
@@ -143,13 +144,15 @@ RECONCILE_MARGIN = timedelta(minutes=15)
 @dataclass(frozen=True)
 class TableComparison:
     """What :func:`compare_with_table` did, as of ``table_version``: ``compared`` songs were
-    compared, and ``songs`` holds the table's version of each that differed from the snapshot
-    (``_merge`` "left_only": the table lacked the song). Every other compared song was equal
-    on both sides, so the snapshot's row is the version ``rows`` counts it under."""
+    compared; ``songs`` holds the table's version of each the table held differently from
+    the snapshot (or the snapshot lacked), ``absent`` the ids of the snapshot's songs the
+    table lacked (taken out of the profiles). Every other compared song was equal on both
+    sides, so the snapshot's row is the version the profiles count it under."""
 
     table_version: int
     songs: pd.DataFrame
     compared: int
+    absent: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
 
 
 def compare_with_table(
@@ -199,12 +202,49 @@ def compare_with_table(
     joined = snap.join(
         table, "track_id", join_type="full outer", left_suffix="_s", right_suffix="_t"
     )
+    in_table = pc.is_valid(joined["digest_t"])
     same = pc.fill_null(pc.equal(joined["digest_s"], joined["digest_t"]), False)
-    differ = pc.filter(joined["track_id"], pc.invert(same)).to_pylist()
+    # Songs the snapshot holds and the table not yet (a bulk load the speed layer is still
+    # writing: up to most of the snapshot) leave the profiles in bulk, by the profile query
+    # over just them; the rest that differ are swapped one by one.
+    absent = pc.filter(joined["track_id"], pc.invert(in_table)).combine_chunks()
+    if len(absent):
+        _remove_songs(rows, _semi_join(snapshot, absent), model)
+    differ = pc.filter(joined["track_id"], pc.and_(in_table, pc.invert(same))).to_pylist()
     both = _full_rows(conn, snapshot, differ)
     changed = _apply_differences(rows, model, both)
-    log.info("profiles compared with the table", compared=joined.num_rows, changed=changed)
-    return TableComparison(version, _table_side(both), joined.num_rows)
+    log.info(
+        "profiles compared with the table",
+        compared=joined.num_rows,
+        changed=changed,
+        absent_from_table=len(absent),
+    )
+    return TableComparison(version, _table_side(both), joined.num_rows, absent)
+
+
+def _remove_songs(rows: ProfileRows, removed: DataFrame, model: PortableModel) -> None:
+    """Take ``removed``'s songs (Spark rows of the snapshot ``rows`` was computed from) out
+    of ``rows``: the profile query over them, subtracted per artist. Their artists keep
+    their names and genres, as when the speed layer moves a song away."""
+    spark = removed.sparkSession
+    part = ProfileRows.from_frame(
+        spark_profiles(spark, removed.select(*PROFILE_INPUT_COLUMNS), model)
+    )
+    p, q = rows.profiles, part.profiles
+    position = p.position()
+    missing = [k for k in q.keys if k not in position]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} artists of removed songs have no profile, e.g. {missing[0]!r}"
+        )
+    at = np.array([position[k] for k in q.keys], dtype=np.int64)
+    sums, counts = p.sums.copy(), p.counts.copy()
+    np.subtract.at(sums, at, q.sums)
+    np.subtract.at(counts, at, q.counts)
+    if (counts < 0).any():
+        raise ValueError("removing songs left an artist with fewer than no songs")
+    sums[counts == 0] = 0.0  # no songs: no sum (not the rounding left by the subtraction)
+    rows.profiles = ArtistProfiles(p.keys, sums, counts)
 
 
 def reconcile_with_table(
@@ -227,7 +267,10 @@ def reconcile_with_table(
         return 0
     known = compared.songs[compared.songs["track_id"].isin(later["track_id"])]
     before = known[known["_merge"] != "left_only"].drop(columns="_merge")
-    unknown = later["track_id"][~later["track_id"].isin(known["track_id"])]
+    # Not in the profiles: taken out as absent from the table (now arriving: added).
+    removed = pc.is_in(pa.array(later["track_id"].astype(str)), value_set=compared.absent)
+    removed = removed.to_numpy(zero_copy_only=False)
+    unknown = later["track_id"][~later["track_id"].isin(known["track_id"]) & ~removed]
     if len(unknown):
         lake = _semi_join(snapshot, pa.array(unknown.astype(str))).select(*PROFILE_INPUT_COLUMNS)
         lake = lake.toPandas().drop_duplicates("track_id", keep="last")
@@ -271,7 +314,7 @@ def _semi_join(frame: DataFrame, ids: pa.Array) -> DataFrame:
     """``frame``'s rows whose track id is in ``ids``. The ids go to Spark as a DataFrame and
     are semi-joined: one literal per id through py4j took minutes for a million."""
     spark = frame.sparkSession
-    wanted = spark.createDataFrame(pd.DataFrame({"track_id": ids.to_pandas().astype(str)}))
+    wanted = spark.createDataFrame(pa.table({"track_id": ids.cast(pa.string())}))
     return frame.join(wanted, "track_id", "left_semi")
 
 
