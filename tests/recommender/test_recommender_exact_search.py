@@ -412,3 +412,23 @@ def test_kernel_is_exact_for_a_generic_weighted_space() -> None:
         order = [r for r in exact_order(d_all, n + 500) if ok[r]][:40]
         assert got_rows.tolist() == order
         assert got_d.tolist() == d_all[order].tolist()
+
+
+def test_songs_are_found_by_id_one_at_a_time_and_many_at_once(synthetic: SongIndex) -> None:
+    added = [
+        replace(r, track_id=f"New{i:019d}", table_version=r.table_version + 1)
+        for i, r in enumerate(synthetic.records[:500])
+    ]
+    grown = with_songs(synthetic, added)
+    for index in (synthetic, grown):
+        # The binary search's sorter is intp: NumPy converts any other sorter type, the
+        # whole array, on every search (a lookup cost O(n): 0.3 ms at 1M songs, and the
+        # recommender's catalog changes spent most of their time there at 10M).
+        assert index.id_order.dtype == np.intp
+        known = [index.track_id(row) for row in (0, 1, len(index) // 2, len(index) - 1)]
+        asked = [*known, "missing0000000000000000", "", "x" * 23, "é" * 5, known[0] + "x"]
+        expected = [index.position(t) for t in asked]
+        assert expected[:4] == [0, 1, len(index) // 2, len(index) - 1]
+        assert expected[4:] == [None] * 5
+        assert index.positions(asked).tolist() == [-1 if p is None else p for p in expected]
+    assert grown.position(added[-1].track_id) == len(grown) - 1

@@ -24,7 +24,7 @@ from emergify_recommender.artist_vectors import (
 )
 from emergify_recommender.cells import build_cells, updated_cells, widened_cells
 from emergify_recommender.columns import CodeBook, HashListColumn, TextColumn, hash64, hash_key
-from emergify_recommender.index import ARTIST_SEP, ID_LEN, N_FEATURES, SongIndex, row_dtype
+from emergify_recommender.index import ARTIST_SEP, ID_LEN, N_FEATURES, SongIndex
 from emergify_recommender.model import LoadedModel
 from emergify_recommender.records import SongRecord
 from emergify_recommender.text_keys import normalize_text, normalize_title
@@ -255,7 +255,7 @@ def build_index(
     del raw, credits
     return SongIndex(
         ids=_readonly(ids),
-        id_order=_readonly(np.argsort(ids, kind="stable").astype(row_dtype(ids.size))),
+        id_order=_readonly(np.argsort(ids, kind="stable").astype(np.intp)),
         names=names,
         artists=artists,
         albums=albums,
@@ -384,20 +384,21 @@ def with_songs(
         seen = latest.get(r.track_id)
         if seen is None or r.table_version >= seen.table_version:
             latest[r.track_id] = r
-    changed = [
-        r
-        for r in latest.values()
-        if (pos := index.position(r.track_id)) is None or not _same(index, pos, r)
-    ]
+    known = index.positions(list(latest)).tolist()
+    changed: list[SongRecord] = []
+    at: list[int] = []
+    for r, pos in zip(latest.values(), known, strict=True):
+        if pos < 0 or not _same(index, pos, r):
+            changed.append(r)
+            at.append(pos)
     if not changed:
         return replace(index, watermark=new_watermark, last_batch_at=new_last_batch)
 
     n_old = len(index)
     touched: list[int] = []
     next_row = n_old
-    for r in changed:
-        pos = index.position(r.track_id)
-        if pos is None:
+    for pos in at:
+        if pos < 0:
             pos, next_row = next_row, next_row + 1
         touched.append(pos)
     rows = np.array(touched, dtype=np.int64)
@@ -417,7 +418,7 @@ def with_songs(
         new_ids = part.ids[appended]
         by_id = np.argsort(new_ids, kind="stable")
         at = np.searchsorted(index.ids, new_ids[by_id], sorter=index.id_order)
-        id_order = np.insert(index.id_order.astype(row_dtype(n)), at, new_rows[by_id])
+        id_order = np.insert(index.id_order.astype(np.intp, copy=False), at, new_rows[by_id])
     else:
         id_order = index.id_order
     model = index.model

@@ -64,7 +64,8 @@ class SongIndex:
     """
 
     ids: np.ndarray  # n, S22 track ids
-    id_order: np.ndarray  # n, argsort of ids (lookups by binary search)
+    id_order: np.ndarray  # n, intp: argsort of ids (lookups by binary search; NumPy converts
+    # any other sorter type to intp, the whole array, on every search)
     names: TextColumn
     artists: TextColumn  # a song's artists joined by \x1f
     albums: CodedTextColumn  # an album's tracks share one entry
@@ -118,6 +119,22 @@ class SongIndex:
         if i < len(self) and self.ids[self.id_order[i]] == key:
             return int(self.id_order[i])
         return None
+
+    def positions(self, track_ids: Sequence[str]) -> np.ndarray:
+        """Rows of ``track_ids`` (int64), -1 where a song is not loaded: one binary search
+        for all of them."""
+        out = np.full(len(track_ids), -1, dtype=np.int64)
+        if not len(self) or not len(track_ids):
+            return out
+        keys = np.array(
+            [t.encode("ascii", "replace") if t.isascii() else b"" for t in track_ids],
+            dtype=f"S{ID_LEN + 1}",
+        )
+        found = np.searchsorted(self.ids, keys, sorter=self.id_order)
+        rows = self.id_order[np.minimum(found, len(self) - 1)]
+        hit = (found < len(self)) & (self.ids[rows] == keys) & (np.char.str_len(keys) > 0)
+        out[hit] = rows[hit]
+        return out
 
     def track_id(self, row: int) -> str:
         return self.ids[row].decode("ascii")
