@@ -325,10 +325,16 @@ def _snapshot_digests(frame: DataFrame) -> pa.Table:
     return _last_per_id(digests.toArrow())
 
 
+def _id_digests(frame: pd.DataFrame) -> pd.DataFrame:
+    """(track_id, digest) of ``frame``'s songs; the digest as int64 (Spark has no unsigned
+    long)."""
+    digest = song_digests(frame).view(np.int64)
+    return pd.DataFrame({"track_id": frame["track_id"].astype(str), "digest": digest})
+
+
 def _digest_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     for batch in batches:
-        digest = song_digests(batch).view(np.int64)  # Spark has no unsigned long
-        yield pd.DataFrame({"track_id": batch["track_id"].astype(str), "digest": digest})
+        yield _id_digests(batch)
 
 
 _DIGEST_SCHEMA = "track_id string, digest long"
@@ -348,12 +354,7 @@ def table_digests(conn: Connection, where: Any) -> pa.Table:
     """(track_id, digest) of the ``songs`` rows matching ``where``, read in chunks: only the
     two columns are kept, whatever the number of rows."""
     parts = [
-        pa.table(
-            {
-                "track_id": pa.array(f["track_id"].astype(str)),
-                "digest": song_digests(f).view(np.int64),
-            }
-        )
+        pa.Table.from_pandas(_id_digests(f), schema=_DIGESTS_EMPTY.schema, preserve_index=False)
         for f in table_frames(conn, where)
     ]
     return pa.concat_tables(parts) if parts else _DIGESTS_EMPTY
