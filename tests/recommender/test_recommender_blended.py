@@ -19,6 +19,7 @@ from emergify_contracts.artist_profiles import (
     artist_profiles,
     song_artist_vectors,
 )
+from emergify_recommender import nearest
 from emergify_recommender import ranking as ranking_module
 from emergify_recommender.artist_vectors import Similarity
 from emergify_recommender.build import build_index, remodeled, with_profiles, with_songs
@@ -395,3 +396,35 @@ def test_a_new_model_remodels_the_index_as_a_full_build_would(rec: Any, model: L
     assert (
         remodeled(build_index(records, None), v2, profiles=profiles, similarity=similarity) is None
     )
+
+
+@pytest.mark.parametrize("weight", [0.0, 4.0])
+def test_a_left_out_log_that_runs_out_of_room_searches_again(
+    crowded: SongIndex, weight: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel's log of the songs the per-combination cap left out has a fixed room (it
+    never grows inside the loop); a search that needs more says how much and runs again
+    with it, so the answer is the same with a room of one entry."""
+    kernel_calls: list[int] = []
+    kernel = nearest._search
+
+    def counted(*args: Any) -> Any:
+        kernel_calls.append(args[-1])
+        return kernel(*args)
+
+    rows = {crowded.names[i]: i for i in range(len(crowded))}
+    cases = [[rows["Dense song 7"]], [rows["Duet 3"], rows["Dense song 40"]]]
+    answers = {}
+    for room in (nearest._LOG_ROOM, 1):
+        monkeypatch.setattr(nearest, "_LOG_ROOM", room)
+        monkeypatch.setattr(nearest, "_search", counted)
+        kernel_calls.clear()
+        for seeds in cases:
+            queries = query_vector(crowded, seeds)
+            kw = dict(seeds=seeds, artist_weight=weight, max_per_artist=1)
+            got = rank(crowded, queries, None, 30, **kw)
+            same(got, brute_force(crowded, queries, 30, **kw))
+            answers.setdefault(tuple(seeds), []).append([(r.row, r.distance) for r in got])
+        if room == 1:
+            assert max(kernel_calls) > 1, "the crowded artist's songs overflowed a 1-entry log"
+    assert all(a == b for a, b in answers.values())

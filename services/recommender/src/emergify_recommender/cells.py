@@ -81,8 +81,6 @@ class Cells:
     lo: np.ndarray  # cells x dims, float64 bounds of the search vectors: the standardized
     # features, then (blended index) the songs' artist vectors
     hi: np.ndarray
-    lo_t: np.ndarray  # features x cells, the same (contiguous per feature for the kernel)
-    hi_t: np.ndarray
     min_popularity: np.ndarray  # cells, int16: the lowest popularity in the cell
     by_popularity: np.ndarray  # cells, bool: its songs are in ascending popularity (so the
     # songs under a popularity cap are a prefix); a replaced song can break it
@@ -130,8 +128,6 @@ class Cells:
             self.starts,
             self.lo,
             self.hi,
-            self.lo_t,
-            self.hi_t,
             self.min_popularity,
             self.by_popularity,
             self.groups,
@@ -214,8 +210,6 @@ def _cells(
         starts=_readonly(starts),
         lo=_readonly(lo),
         hi=_readonly(hi),
-        lo_t=_readonly(np.ascontiguousarray(lo.T)),
-        hi_t=_readonly(np.ascontiguousarray(hi.T)),
         min_popularity=_readonly(min_pop),
         by_popularity=_readonly(by_popularity),
         value_max=_readonly(np.asarray(value_max, dtype=np.float64)),

@@ -40,7 +40,7 @@ _U32 = float(np.finfo(np.float32).eps) / 2
 NO_CAP = 32_767
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _cell_heap_down(keys: np.ndarray, ids: np.ndarray, i: int, n: int) -> None:
     while True:
         left = 2 * i + 1
@@ -58,14 +58,20 @@ def _cell_heap_down(keys: np.ndarray, ids: np.ndarray, i: int, n: int) -> None:
             return
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _worse(d1: float, r1: int, d2: float, r2: int) -> bool:
     return d1 > d2 or (d1 == d2 and r1 > r2)
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _top_down(
-    hd: np.ndarray, hr: np.ndarray, hp: np.ndarray, hn: np.ndarray, n: int, i: int = 0
+    hd: np.ndarray,
+    hr: np.ndarray,
+    hp: np.ndarray,
+    hn: np.ndarray,
+    hc: np.ndarray,
+    n: int,
+    i: int = 0,
 ) -> None:
     """Restore the max-heap (by distance, then row) from entry ``i`` (the root) down."""
     while True:
@@ -81,13 +87,16 @@ def _top_down(
             hr[i], hr[big] = hr[big], hr[i]
             hp[i], hp[big] = hp[big], hp[i]
             hn[i], hn[big] = hn[big], hn[i]
+            hc[i], hc[big] = hc[big], hc[i]
             i = big
         else:
             return
 
 
-@nb.njit(cache=True, nogil=True)
-def _top_up(hd: np.ndarray, hr: np.ndarray, hp: np.ndarray, hn: np.ndarray, i: int) -> None:
+@nb.njit(cache=True, nogil=True, inline="always")
+def _top_up(
+    hd: np.ndarray, hr: np.ndarray, hp: np.ndarray, hn: np.ndarray, hc: np.ndarray, i: int
+) -> None:
     while i > 0:
         parent = (i - 1) // 2
         if _worse(hd[i], hr[i], hd[parent], hr[parent]):
@@ -95,40 +104,23 @@ def _top_up(hd: np.ndarray, hr: np.ndarray, hp: np.ndarray, hn: np.ndarray, i: i
             hr[i], hr[parent] = hr[parent], hr[i]
             hp[i], hp[parent] = hp[parent], hp[i]
             hn[i], hn[parent] = hn[parent], hn[i]
+            hc[i], hc[parent] = hc[parent], hc[i]
             i = parent
         else:
             return
 
 
-@nb.njit(cache=True, nogil=True)
-def _worst_of(
-    combos: np.ndarray, hp: np.ndarray, hd: np.ndarray, hr: np.ndarray, n: int, c: int
-) -> int:
+@nb.njit(cache=True, nogil=True, inline="always")
+def _worst_of(hc: np.ndarray, hd: np.ndarray, hr: np.ndarray, n: int, c: int) -> int:
     """The entry of the top-m heap holding combination ``c``'s worst song."""
     worst = -1
     for i in range(n):
-        if combos[hp[i]] == c and (worst < 0 or _worse(hd[i], hr[i], hd[worst], hr[worst])):
+        if hc[i] == c and (worst < 0 or _worse(hd[i], hr[i], hd[worst], hr[worst])):
             worst = i
     return worst
 
 
-@nb.njit(cache=True, nogil=True)
-def _logged(
-    out_d: np.ndarray, out_r: np.ndarray, n: int, dist: float, row: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The log with entry ``n`` set (grown when full)."""
-    if n == out_d.size:
-        grown_d = np.empty(2 * n)
-        grown_r = np.empty(2 * n, dtype=np.int64)
-        grown_d[:n] = out_d
-        grown_r[:n] = out_r
-        out_d, out_r = grown_d, grown_r
-    out_d[n] = dist
-    out_r[n] = row
-    return out_d, out_r
-
-
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _estimate(
     values: np.ndarray,
     s0: int,
@@ -136,22 +128,26 @@ def _estimate(
     a32: np.ndarray,
     b32: np.ndarray,
     q: np.ndarray,
+    qi: int,
     out: np.ndarray,
 ) -> None:
-    """float32 estimates of the distances of positions ``s0:s0+length`` to ``q``
-    (weights folded into ``a``, ``b`` and ``q``); the slices let LLVM vectorize."""
+    """float32 estimates of the distances of positions ``s0:s0+length`` to query ``qi`` of
+    ``q`` (weights folded into ``a``, ``b`` and ``q``). No slices (each would cost an atomic
+    reference count) and unsigned positions (no negative-index wraparound), so LLVM emits
+    contiguous vector loads."""
     for j in range(length):
         out[j] = 0.0
+    base = np.uint64(s0)
+    n = np.uint64(length)
     for f in range(values.shape[0]):
         a = a32[f]
         b = b32[f]
-        qf = q[f]
-        row = values[f, s0 : s0 + length]
-        for j in range(length):
-            out[j] += abs(np.float32(row[j]) * a + b - qf)
+        qf = q[qi, f]
+        for j in range(n):
+            out[j] += abs(np.float32(values[f, base + j]) * a + b - qf)
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _artist_parts(
     combos: np.ndarray,
     s0: int,
@@ -159,68 +155,73 @@ def _artist_parts(
     avec32: np.ndarray,
     w32: np.ndarray,
     q: np.ndarray,
+    qi: int,
     d: int,
     table: np.ndarray,
     out: np.ndarray,
 ) -> float:
-    """The float32 estimates of the artist part, ``sum_f |w_f a_f - q_f|`` with ``a`` the
-    song's combination row (``q`` holds the weighted query from ``d`` on), of positions
-    ``s0:s0+length`` into ``out``; returns their minimum. A combination's estimate is
-    computed once per query and kept in ``table`` (negative: not yet)."""
+    """The float32 estimates of the artist part for query ``qi``, ``sum_f |w_f a_f - q_f|``
+    with ``a`` the song's combination row (``q[qi]`` holds the weighted query from ``d``
+    on), of positions ``s0:s0+length`` into ``out[qi]``; returns their minimum. A
+    combination's estimate is computed once per query and kept in ``table[qi]`` (negative:
+    not yet)."""
     da = avec32.shape[1]
     low = np.float32(np.inf)
     for j in range(length):
         c = combos[s0 + j]
-        acc = table[c]
+        acc = table[qi, c]
         if acc < 0:
             acc = np.float32(0.0)
             for f in range(da):
-                acc += abs(avec32[c, f] * w32[f] - q[d + f])
-            table[c] = acc
-        out[j] = acc
+                acc += abs(avec32[c, f] * w32[f] - q[qi, d + f])
+            table[qi, c] = acc
+        out[qi, j] = acc
         low = min(low, acc)
     return low
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _box_bound(
-    lo_t: np.ndarray,
-    hi_t: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
     c: int,
     weights: np.ndarray,
     queries: np.ndarray,
     query_weights: np.ndarray,
 ) -> float:
-    """The lower bound of one box (min over queries), same operations as :func:`_bounds`."""
+    """The lower bound of box ``c`` (rows of ``lo``/``hi``, cell-major: one box is two
+    cache lines, not a column of the per-feature layout; its first ``queries.shape[1]``
+    dimensions) (min over queries), same operations as :func:`_bounds`."""
     best = np.inf
     for qi in range(queries.shape[0]):
         total = 0.0
-        for f in range(lo_t.shape[0]):
+        for f in range(queries.shape[1]):
             q = queries[qi, f]
-            total += weights[f] * max(0.0, lo_t[f, c] - q, q - hi_t[f, c])
+            total += weights[f] * max(0.0, lo[c, f] - q, q - hi[c, f])
         best = min(best, total / query_weights[qi])
     return best
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _box_parts(
-    lo_t: np.ndarray,
-    hi_t: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
     c: int,
     weights: np.ndarray,
-    query: np.ndarray,
+    queries: np.ndarray,
+    qi: int,
     d: int,
 ) -> tuple[float, float]:
-    """One box's bound for one query (unweighted), as :func:`_box_bound` sums it: after its
-    first ``d`` dimensions (the audio part), and over all of them."""
+    """One box's bound for query ``qi`` (unweighted), as :func:`_box_bound` sums it: after
+    its first ``d`` dimensions (the audio part), and over all of them."""
     total = 0.0
     audio = 0.0
-    for f in range(lo_t.shape[0]):
+    for f in range(queries.shape[1]):
         if f == d:
             audio = total
-        q = query[f]
-        total += weights[f] * max(0.0, lo_t[f, c] - q, q - hi_t[f, c])
-    if lo_t.shape[0] == d:
+        q = queries[qi, f]
+        total += weights[f] * max(0.0, lo[c, f] - q, q - hi[c, f])
+    if queries.shape[1] == d:
         audio = total
     return audio, total
 
@@ -262,8 +263,8 @@ def _search(
     value_max: np.ndarray,  # d, float64: max |x_f| over the songs (bounds the estimate error)
     perm: np.ndarray,  # n: cell position -> row
     starts: np.ndarray,  # cells + 1, int64
-    lo_t: np.ndarray,  # d x cells, float64 box of the standardized vectors
-    hi_t: np.ndarray,
+    lo: np.ndarray,  # cells x dims, float64 box of the search vectors (the first
+    hi: np.ndarray,  # queries.shape[1] dimensions are read)
     popularity: np.ndarray,  # n, int16, cell order (-1 unknown)
     cell_min_pop: np.ndarray,  # cells, int16
     by_pop: np.ndarray,  # cells, bool: songs in ascending popularity
@@ -283,7 +284,8 @@ def _search(
     a_max: np.ndarray,  # da, float64: max |avec|
     cap: int,  # > 0: at most this many songs per combination in the top m (see search)
     blocked: np.ndarray,  # sorted rows never returned
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    log_room: int,  # entries of the left-out log (more needed: nothing is found, see end)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     d = values.shape[0]
     nq = queries.shape[0]
     da = queries.shape[1] - d
@@ -346,6 +348,7 @@ def _search(
     hr = np.empty(m, dtype=np.int64)
     hp = np.empty(m, dtype=np.int64)
     hn = np.empty(m, dtype=np.int64)
+    hc = np.empty(m, dtype=np.int64)  # the combination of each entry (cap > 0)
     count = 0
     best = np.empty(widest, dtype=np.float32)
     other = np.empty(widest, dtype=np.float32)
@@ -358,8 +361,12 @@ def _search(
     # A full combination's worst entry (distance, row); valid while held[c] == cap.
     full_d = np.empty(held.size)
     full_r = np.empty(held.size, dtype=np.int64)
-    out_d = np.empty(4 * m + 64)
-    out_r = np.empty(4 * m + 64, dtype=np.int64)
+    # The log of the left out: (distance or lower bound, row). It never grows here: an array
+    # variable rebound inside the loop, or passed to a helper, costs atomic reference counts
+    # on every iteration (measured: a fifth of the search); entries past ``log_room`` are
+    # only counted, and the caller searches again with the room it needed.
+    out_d = np.empty(log_room)
+    out_r = np.empty(log_room, dtype=np.int64)
     n_out = 0
     while size > 0:
         if count == m and keys[0] > hd[0]:
@@ -372,7 +379,7 @@ def _search(
         for cell in range(groups[group], groups[group + 1]):
             if cell_min_pop[cell] > max_pop:
                 continue
-            if count == m and _box_bound(lo_t, hi_t, cell, weights, queries, query_weights) > hd[0]:
+            if count == m and _box_bound(lo, hi, cell, weights, queries, query_weights) > hd[0]:
                 continue
             s0 = starts[cell]
             length = starts[cell + 1] - s0
@@ -387,15 +394,13 @@ def _search(
             if da:
                 tight = np.inf
                 for qi in range(nq):
-                    low = _artist_parts(
-                        combos, s0, length, avec32, w32, q32[qi], d, tables[qi], parts[qi]
-                    )
-                    audio, full = _box_parts(lo_t, hi_t, cell, weights, queries[qi], d)
+                    low = _artist_parts(combos, s0, length, avec32, w32, q32, qi, d, tables, parts)
+                    audio, full = _box_parts(lo, hi, cell, weights, queries, qi, d)
                     bound = max(full, audio + max(0.0, np.float64(low) - part_slack) * shrink)
                     tight = min(tight, bound / query_weights[qi])
                 if count == m and tight > hd[0]:
                     continue
-            _estimate(values, s0, length, a32, b32, q32[0], best)
+            _estimate(values, s0, length, a32, b32, q32, 0, best)
             if da:
                 for j in range(length):
                     best[j] += parts[0, j]
@@ -403,7 +408,7 @@ def _search(
                 for j in range(length):
                     best[j] = best[j] * inv32[0]
             for qi in range(1, nq):
-                _estimate(values, s0, length, a32, b32, q32[qi], other)
+                _estimate(values, s0, length, a32, b32, q32, qi, other)
                 if da:
                     for j in range(length):
                         other[j] += parts[qi, j]
@@ -421,14 +426,23 @@ def _search(
                     continue
                 r = np.int64(perm[p])
                 if blocked.size:
-                    b = np.searchsorted(blocked, r)
-                    if b < blocked.size and blocked[b] == r:
+                    left = 0
+                    right = blocked.size
+                    while left < right:  # binary search (np.searchsorted allocates)
+                        mid = (left + right) >> 1
+                        if blocked[mid] < r:
+                            left = mid + 1
+                        else:
+                            right = mid
+                    if left < blocked.size and blocked[left] == r:
                         continue
                 c = combos[p] if da or cap > 0 else 0
                 if cap > 0 and held[c] >= cap and best[j] - slack > full_d[c]:
                     # Its combination is full and it is surely worse than all of it: left
                     # out, logged with its lower bound (no exact distance needed).
-                    out_d, out_r = _logged(out_d, out_r, n_out, best[j] - slack, r)
+                    if n_out < log_room:
+                        out_d[n_out] = best[j] - slack
+                        out_r[n_out] = r
                     n_out += 1
                     continue
                 dist = np.inf
@@ -450,31 +464,48 @@ def _search(
                     # Full for its combination: it replaces that combination's worst entry
                     # if it is better; the one left out goes to the log.
                     if _worse(full_d[c], full_r[c], dist, r):
-                        worst = _worst_of(combos, hp, hd, hr, count, c)
-                        out_d, out_r = _logged(out_d, out_r, n_out, hd[worst], hr[worst])
-                        hd[worst], hr[worst], hp[worst], hn[worst] = dist, r, p, near
-                        _top_down(hd, hr, hp, hn, count, worst)
-                        worst = _worst_of(combos, hp, hd, hr, count, c)
+                        worst = _worst_of(hc, hd, hr, count, c)
+                        if n_out < log_room:
+                            out_d[n_out] = hd[worst]
+                            out_r[n_out] = hr[worst]
+                        n_out += 1
+                        hd[worst], hr[worst], hp[worst], hn[worst], hc[worst] = dist, r, p, near, c
+                        _top_down(hd, hr, hp, hn, hc, count, worst)
+                        worst = _worst_of(hc, hd, hr, count, c)
                         full_d[c], full_r[c] = hd[worst], hr[worst]
                     else:
-                        out_d, out_r = _logged(out_d, out_r, n_out, dist, r)
-                    n_out += 1
+                        if n_out < log_room:
+                            out_d[n_out] = dist
+                            out_r[n_out] = r
+                        n_out += 1
                     continue
                 if count < m:
-                    hd[count], hr[count], hp[count], hn[count] = dist, r, p, near
-                    _top_up(hd, hr, hp, hn, count)
+                    hd[count], hr[count], hp[count], hn[count], hc[count] = dist, r, p, near, c
+                    _top_up(hd, hr, hp, hn, hc, count)
                     count += 1
                 else:
                     if cap > 0:
-                        held[combos[hp[0]]] -= 1
-                    hd[0], hr[0], hp[0], hn[0] = dist, r, p, near
-                    _top_down(hd, hr, hp, hn, count)
+                        held[hc[0]] -= 1
+                    hd[0], hr[0], hp[0], hn[0], hc[0] = dist, r, p, near, c
+                    _top_down(hd, hr, hp, hn, hc, count)
                 if cap > 0:
                     held[c] += 1
                     if held[c] == cap:
-                        worst = _worst_of(combos, hp, hd, hr, count, c)
+                        worst = _worst_of(hc, hd, hr, count, c)
                         full_d[c], full_r[c] = hd[worst], hr[worst]
-    return hp[:count], hr[:count], hd[:count], hn[:count], out_d[:n_out], out_r[:n_out]
+    if n_out > log_room:  # the log ran out of room: the caller searches again with more
+        return hp[:count], hr[:count], hd[:count], hn[:count], out_d[:0], out_r[:0], n_out
+    if count == m:
+        # Only songs before the m-th can matter to the caller's proof (it looks at those
+        # before its last kept song, or searches again with a larger m): drop the rest.
+        kept = 0
+        for i in range(n_out):
+            if _worse(hd[0], hr[0], out_d[i], out_r[i]):
+                out_d[kept] = out_d[i]
+                out_r[kept] = out_r[i]
+                kept += 1
+        n_out = kept
+    return hp[:count], hr[:count], hd[:count], hn[:count], out_d[:n_out], out_r[:n_out], n_out
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
@@ -487,6 +518,9 @@ _NO_VECTORS = _frozen(np.zeros((1, 1)))
 _NO_VECTORS32 = _frozen(np.zeros((1, 1), dtype=np.float32))
 _ONE = _frozen(np.ones(1))
 _NO_ROWS = np.zeros(0, dtype=np.int64)
+#: Room in the left-out log of a search (entries; 1 MB, allocated lazily): a search that
+#: needs more runs again with what it needed. Artist-coherent catalogs log ~10,000 at 1M songs.
+_LOG_ROOM = 65_536
 
 
 @dataclass(frozen=True)
@@ -552,7 +586,8 @@ def search_capped(
     queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float64)
     weights = np.ascontiguousarray(weights, dtype=np.float64)
     d = cells.features.values.shape[0]
-    lo_t, hi_t, group_lo_t, group_hi_t = cells.lo_t, cells.hi_t, cells.group_lo_t, cells.group_hi_t
+    dims = cells.lo.shape[1]
+    group_lo_t, group_hi_t = cells.group_lo_t, cells.group_hi_t
     combos, avec, avec32, a_max = _NO_COMBOS, _NO_VECTORS, _NO_VECTORS32, _ONE
     per_combo = 0
     if artist_vectors is not None and cells.combos is not None and per_combination > 0:
@@ -562,10 +597,10 @@ def search_capped(
         # Audio only: the boxes' first d dimensions (contiguous rows) bound it exactly.
         queries = np.ascontiguousarray(queries[:, :d])
         weights = weights[:d]
-        lo_t, hi_t, group_lo_t, group_hi_t = (b[:d] for b in (lo_t, hi_t, group_lo_t, group_hi_t))
+        group_lo_t, group_hi_t = group_lo_t[:d], group_hi_t[:d]
     else:
-        if queries.shape[1] != lo_t.shape[0] or weights.shape[0] != lo_t.shape[0]:
-            raise ValueError(f"blended queries and weights need {lo_t.shape[0]} dimensions")
+        if queries.shape[1] != dims or weights.shape[0] != dims:
+            raise ValueError(f"blended queries and weights need {dims} dimensions")
         combos, avec = cells.combos, artist_vectors.vectors
         avec32, a_max = artist_vectors.vectors32, artist_vectors.abs_max
     if query_weights is None:
@@ -575,7 +610,7 @@ def search_capped(
         (query_weights > 0) & (query_weights <= 1)
     ):
         raise ValueError("query_weights: one weight in (0, 1] per query")
-    pos, rows, dist, near, out_d, out_r = _search(
+    arguments = (
         cells.features.values,
         cells.divisors,
         np.ascontiguousarray(means, dtype=np.float64),
@@ -584,8 +619,8 @@ def search_capped(
         cells.value_max,
         cells.perm,
         cells.starts,
-        lo_t,
-        hi_t,
+        cells.lo,
+        cells.hi,
         cells.popularity,
         cells.min_popularity,
         cells.by_popularity,
@@ -603,8 +638,14 @@ def search_capped(
         avec32,
         a_max,
         per_combo,
-        _NO_ROWS if blocked is None else np.unique(np.asarray(blocked, dtype=np.int64)),
     )
+    blocked_rows = _NO_ROWS if blocked is None else np.unique(np.asarray(blocked, dtype=np.int64))
+    room = _LOG_ROOM
+    while True:
+        pos, rows, dist, near, out_d, out_r, needed = _search(*arguments, blocked_rows, room)
+        if needed <= room:
+            break
+        room = needed  # the search is deterministic: it needs exactly that much again
     order = np.lexsort((rows, dist))
     return Found(pos[order], rows[order], dist[order], near[order], out_d, out_r)
 

@@ -41,7 +41,7 @@ from emergify_recommender.records import as_utc
 log = structlog.get_logger()
 
 #: Bumped whenever a class the snapshot holds changes shape: an older file is then ignored.
-FORMAT = 2  # 2: the index's id_order is intp
+FORMAT = 3  # 2: the index's id_order is intp; 3: cells keep their boxes cell-major only
 _MAGIC = b"EMERGIFY-INDEX-SNAPSHOT"
 
 #: The globals a snapshot may name: the index's own classes, NumPy's array reconstruction
