@@ -48,7 +48,7 @@ import numpy as np
 
 from emergify_contracts.song import AUDIO_FEATURES
 from emergify_recommender.index import N_FEATURES, SongIndex
-from emergify_recommender.nearest import Found, search_capped
+from emergify_recommender.nearest import Found, left_out_dominated, search_capped
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,49 +134,26 @@ class _Rules:
         per-combination cap left out, up to the last one kept (all of them when fewer than
         ``limit`` were kept), comes after ``max_per_artist`` kept songs of one of its
         artists, so the rules would have dropped it there too. By induction in distance
-        order the songs kept before it are then the same either way. Vectorized: the left
-        out may be thousands (an artist with many songs near the seed)."""
+        order the songs kept before it are then the same either way. Compiled
+        (:func:`~emergify_recommender.nearest.left_out_dominated`): the left out may be
+        thousands (an artist with many songs near the seed)."""
         out_d, out_r = found.left_out_distances, found.left_out_rows
         if not out_r.size:
             return True
-        if len(kept) == limit:  # only those before the last kept one can matter
-            last_d, last_r = dist[kept[-1]], rows[kept[-1]]
-            before = (out_d < last_d) | ((out_d == last_d) & (out_r < last_r))
-            out_d, out_r = out_d[before], out_r[before]
-            if not out_r.size:
-                return True
-        # Where each artist of the kept songs reaches the cap: the (distance, row) of its
-        # max_per_artist-th kept song.
-        offsets, values = self.index.artist_hashes.offsets, self.index.artist_hashes.values
-        seen: Counter[int] = Counter()
-        full: dict[int, tuple[float, int]] = {}
-        for i in kept:
-            r = int(rows[i])
-            for a in values[offsets[r] : offsets[r + 1]].tolist():
-                seen[a] += 1
-                if seen[a] == self.max_per_artist:
-                    full[a] = (float(dist[i]), r)
-        if not full:
-            return False
-        keys = np.fromiter(full, dtype=values.dtype, count=len(full))
-        order = np.argsort(keys)
-        keys = keys[order]
-        at_d = np.array([full[k][0] for k in full])[order]
-        at_r = np.array([full[k][1] for k in full], dtype=np.int64)[order]
-        lo, hi = offsets[out_r], offsets[out_r + 1]
-        lengths = (hi - lo).astype(np.int64)
-        if np.any(lengths == 0):
-            return False  # a song without artists is never dropped by the artist rule
-        flat = values[
-            np.repeat(lo - (np.cumsum(lengths) - lengths), lengths) + np.arange(lengths.sum())
-        ]
-        owner_d, owner_r = np.repeat(out_d, lengths), np.repeat(out_r, lengths)
-        j = np.minimum(np.searchsorted(keys, flat), keys.size - 1)
-        capped = (keys[j] == flat) & (
-            (at_d[j] < owner_d) | ((at_d[j] == owner_d) & (at_r[j] < owner_r))
+        at = np.asarray(kept, dtype=np.int64)
+        hashes = self.index.artist_hashes
+        return bool(
+            left_out_dominated(
+                np.ascontiguousarray(rows[at], dtype=np.int64),
+                np.ascontiguousarray(dist[at], dtype=np.float64),
+                hashes.offsets,
+                hashes.values,
+                self.max_per_artist,
+                out_d,
+                out_r,
+                len(kept) == limit,
+            )
         )
-        starts = np.cumsum(lengths) - lengths
-        return bool(np.logical_or.reduceat(capped, starts).all())
 
     def _all_pass(self, rows: np.ndarray) -> bool:
         """Whether ``rows`` pass as a whole (vectorized): no duplicate among them or of a
