@@ -9,12 +9,13 @@ audio L1 plus ``w`` times artist-profile L1 (docs/similarity.md).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Sequence
 
 import numpy as np
 
 from emergify_recommender.index import SongIndex
-from emergify_recommender.ranking import Ranked, _Rules
+from emergify_recommender.ranking import Ranked
 from emergify_recommender.records import SongRecord
 
 
@@ -48,6 +49,36 @@ def exact_order(distances: np.ndarray, k: int) -> np.ndarray:
     return np.lexsort((rows, distances))[:k]
 
 
+def greedy_rules(
+    index: SongIndex,
+    rows: np.ndarray,
+    seeds: Sequence[int],
+    max_per_artist: int,
+    blocked: set[int],
+    limit: int,
+) -> list[int]:
+    """Positions (into ``rows``, in distance order) the playlist rules keep, one song at a
+    time in plain Python (the service's compiled rules are checked against this): never a
+    blocked row, never a duplicate of a seed or of a kept song, at most ``max_per_artist``
+    songs per credited artist."""
+    taken = {int(index.dedup_hashes[s]) for s in seeds}
+    per_artist: Counter[int] = Counter()
+    kept: list[int] = []
+    for i, row in enumerate(rows.tolist()):
+        if len(kept) == limit:
+            break
+        key = int(index.dedup_hashes[row])
+        if key in taken or row in blocked:
+            continue
+        artists = index.artist_hashes[row]
+        if any(per_artist[a] >= max_per_artist for a in artists):
+            continue
+        kept.append(i)
+        taken.add(key)
+        per_artist.update(artists)
+    return kept
+
+
 def brute_force(
     index: SongIndex,
     queries: np.ndarray,
@@ -74,7 +105,7 @@ def brute_force(
     ranked = np.lexsort((rows, exact))
     ranked = ranked[ok[ranked]]
     blocked = {int(r) for r in (*exclude, *seeds)}
-    kept = _Rules(index, seeds, max_per_artist, blocked).apply(rows[ranked], limit)
+    kept = greedy_rules(index, rows[ranked], seeds, max_per_artist, blocked, limit)
     return [
         Ranked(
             row=int(ranked[i]),

@@ -620,6 +620,78 @@ def left_out_dominated(
     return True
 
 
+@nb.njit(cache=True, nogil=True)
+def greedy_rules(
+    rows: np.ndarray,
+    dedup: np.ndarray,
+    offsets: np.ndarray,
+    artists: np.ndarray,
+    max_per_artist: int,
+    seed_keys: np.ndarray,
+    blocked: np.ndarray,
+    limit: int,
+) -> np.ndarray:
+    """Positions (into ``rows``, candidates in distance order) of the songs the greedy
+    playlist rules keep, at most ``limit``: never a ``blocked`` row (sorted), never a
+    duplicate (``dedup``: each candidate's key) of a seed (``seed_keys``) or of a song kept
+    before it, at most ``max_per_artist`` songs per artist (``offsets`` / ``artists``: the
+    index's artist lists per row; every credited artist counts). Compiled: the Python loop
+    ran on every request. A playlist keeps few songs, so the keys and counts are scanned."""
+    kept = np.empty(min(limit, rows.size), dtype=np.int64)
+    n_kept = 0
+    taken = np.empty(seed_keys.size + kept.size, dtype=dedup.dtype)
+    taken[: seed_keys.size] = seed_keys
+    n_taken = seed_keys.size
+    n_total = 0
+    for i in range(rows.size):
+        n_total += offsets[rows[i] + 1] - offsets[rows[i]]
+    seen = np.empty(n_total, dtype=artists.dtype)
+    counts = np.zeros(n_total, dtype=np.int64)
+    n_seen = 0
+    for i in range(rows.size):
+        if n_kept == kept.size:
+            break
+        row = rows[i]
+        key = dedup[i]
+        duplicate = False
+        for t in range(n_taken):
+            if taken[t] == key:
+                duplicate = True
+                break
+        if duplicate:
+            continue
+        left = 0
+        right = blocked.size
+        while left < right:
+            mid = (left + right) >> 1
+            if blocked[mid] < row:
+                left = mid + 1
+            else:
+                right = mid
+        if left < blocked.size and blocked[left] == row:
+            continue
+        full = False
+        for k in range(offsets[row], offsets[row + 1]):
+            for j in range(n_seen):
+                if seen[j] == artists[k] and counts[j] >= max_per_artist:
+                    full = True
+        if full:
+            continue
+        kept[n_kept] = i
+        n_kept += 1
+        taken[n_taken] = key
+        n_taken += 1
+        for k in range(offsets[row], offsets[row + 1]):
+            j = 0
+            while j < n_seen and seen[j] != artists[k]:
+                j += 1
+            if j == n_seen:
+                seen[j] = artists[k]
+                n_seen += 1
+            counts[j] += 1
+    return kept[:n_kept]
+
+
 def _frozen(array: np.ndarray) -> np.ndarray:
     array.flags.writeable = False  # the same (read-only) array types as the cells': one compile
     return array
@@ -764,7 +836,7 @@ def search_capped(
 
 def warm() -> None:
     """Compile (or load from the on-disk cache) the kernel for both stored value types, and
-    the ranking's proof, so the first request does not wait for it."""
+    the ranking's rules and proof, so the first request does not wait for it."""
     d, n = 2, 4
     raw = np.arange(d * n, dtype=np.float64).reshape(n, d)
     for values in (raw, raw + 0.123456789012):  # short decimals (int32 codes), and not
@@ -772,6 +844,16 @@ def warm() -> None:
         search(cells, np.zeros(d), np.ones(d), np.ones(d), values[:1], 2)
     artists = np.arange(2, dtype=np.uint64)
     artists.flags.writeable = False  # as the index's artist column holds them
+    greedy_rules(
+        np.arange(2, dtype=np.int64),
+        np.arange(2, dtype=np.uint64),
+        np.arange(3, dtype=np.int32),
+        artists,
+        1,
+        np.zeros(0, dtype=np.uint64),
+        np.zeros(0, dtype=np.int64),
+        2,
+    )
     left_out_dominated(
         np.arange(2, dtype=np.int64),
         np.ones(2),

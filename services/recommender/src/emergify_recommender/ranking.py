@@ -48,7 +48,7 @@ import numpy as np
 
 from emergify_contracts.song import AUDIO_FEATURES
 from emergify_recommender.index import N_FEATURES, SongIndex
-from emergify_recommender.nearest import Found, left_out_dominated, search_capped
+from emergify_recommender.nearest import Found, greedy_rules, left_out_dominated, search_capped
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,37 +94,28 @@ class _Rules:
     """The greedy playlist rules, applied to candidates in distance order."""
 
     def __init__(
-        self, index: SongIndex, seeds: Sequence[int], max_per_artist: int, blocked: set[int]
+        self, index: SongIndex, seeds: Sequence[int], max_per_artist: int, blocked: np.ndarray
     ) -> None:
         self.index = index
         self.max_per_artist = max_per_artist
-        self.blocked = blocked
-        self.seed_keys = {int(index.dedup_hashes[s]) for s in seeds}
+        self.blocked_rows = blocked  # sorted, unique
+        self.seed_key_array = np.unique(index.dedup_hashes[np.asarray(seeds, dtype=np.int64)])
 
     def apply(self, rows: np.ndarray, limit: int) -> list[int]:
-        """Positions (into ``rows``) of the songs the rules keep, at most ``limit``."""
-        index, cap = self.index, self.max_per_artist
-        if self._all_pass(rows[:limit]):
-            return list(range(min(limit, rows.size)))
-        taken = set(self.seed_keys)
-        per_artist: Counter[int] = Counter()
-        dedup = index.dedup_hashes[rows].tolist()
-        offsets = index.artist_hashes.offsets
-        values = index.artist_hashes.values
-        kept: list[int] = []
-        for i, row in enumerate(rows.tolist()):
-            key = dedup[i]
-            if key in taken or row in self.blocked:
-                continue
-            artists = values[offsets[row] : offsets[row + 1]].tolist()
-            if any(per_artist[a] >= cap for a in artists):
-                continue
-            kept.append(i)
-            taken.add(key)
-            per_artist.update(artists)
-            if len(kept) == limit:
-                break
-        return kept
+        """Positions (into ``rows``) of the songs the rules keep, at most ``limit``
+        (compiled: :func:`~emergify_recommender.nearest.greedy_rules`)."""
+        index = self.index
+        kept = greedy_rules(
+            np.ascontiguousarray(rows, dtype=np.int64),
+            index.dedup_hashes[rows],
+            index.artist_hashes.offsets,
+            index.artist_hashes.values,
+            self.max_per_artist,
+            self.seed_key_array,
+            self.blocked_rows,
+            limit,
+        )
+        return kept.tolist()
 
     def left_out_never_kept(
         self, rows: np.ndarray, dist: np.ndarray, kept: list[int], limit: int, found: Found
@@ -155,23 +146,6 @@ class _Rules:
             )
         )
 
-    def _all_pass(self, rows: np.ndarray) -> bool:
-        """Whether ``rows`` pass as a whole (vectorized): no duplicate among them or of a
-        seed, no artist over the cap. Then the greedy loop would keep them all."""
-        index = self.index
-        keys = index.dedup_hashes[rows]
-        if np.unique(keys).size != keys.size or any(k in self.seed_keys for k in keys.tolist()):
-            return False
-        offsets = index.artist_hashes.offsets
-        lo, hi = offsets[rows], offsets[rows + 1]
-        lengths = (hi - lo).astype(np.int64)
-        flat = index.artist_hashes.values[
-            np.repeat(lo - (np.cumsum(lengths) - lengths), lengths) + np.arange(lengths.sum())
-        ]
-        if flat.size and np.unique(flat, return_counts=True)[1].max() > self.max_per_artist:
-            return False
-        return not self.blocked.intersection(rows.tolist())
-
 
 def nearest_under_rules(
     index: SongIndex,
@@ -197,8 +171,8 @@ def nearest_under_rules(
     queries = index.search_queries(queries)
     weights = index.dim_weights(artist_weight)
     blocked = {int(r) for r in (*exclude, *seeds)}
-    blocked_rows = np.fromiter(blocked, dtype=np.int64, count=len(blocked))
-    rules = _Rules(index, seeds, max_per_artist, blocked)
+    blocked_rows = np.unique(np.fromiter(blocked, dtype=np.int64, count=len(blocked)))
+    rules = _Rules(index, seeds, max_per_artist, blocked_rows)
     # Room for what the greedy rules may drop; rarely, a second run with more.
     # The rules keep at most max_per_artist songs of an artist, so the search holds at most
     # that many of one artist combination, and little more than ``count`` in all; proven
