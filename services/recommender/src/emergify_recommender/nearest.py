@@ -121,6 +121,21 @@ def _worst_of(hc: np.ndarray, hd: np.ndarray, hr: np.ndarray, n: int, c: int) ->
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
+def _holds(sorted_rows: np.ndarray, row: int) -> bool:
+    """Whether ``sorted_rows`` holds ``row``: a binary search (numba's ``np.searchsorted``
+    allocates an array per call)."""
+    left = 0
+    right = sorted_rows.size
+    while left < right:
+        mid = (left + right) >> 1
+        if sorted_rows[mid] < row:
+            left = mid + 1
+        else:
+            right = mid
+    return left < sorted_rows.size and sorted_rows[left] == row
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
 def _estimate(
     values: np.ndarray,
     s0: int,
@@ -476,17 +491,8 @@ def _search(
                 if count == m and best[j] - slack > hd[0]:
                     continue
                 r = np.int64(perm[p])
-                if blocked.size:
-                    left = 0
-                    right = blocked.size
-                    while left < right:  # binary search (np.searchsorted allocates)
-                        mid = (left + right) >> 1
-                        if blocked[mid] < r:
-                            left = mid + 1
-                        else:
-                            right = mid
-                    if left < blocked.size and blocked[left] == r:
-                        continue
+                if blocked.size and _holds(blocked, r):
+                    continue
                 c = combos[p] if da or cap > 0 else 0
                 if cap > 0 and held[c] >= cap and best[j] - slack > full_d[c]:
                     # Its combination is full and it is surely worse than all of it: left
@@ -660,15 +666,7 @@ def greedy_rules(
                 break
         if duplicate:
             continue
-        left = 0
-        right = blocked.size
-        while left < right:
-            mid = (left + right) >> 1
-            if blocked[mid] < row:
-                left = mid + 1
-            else:
-                right = mid
-        if left < blocked.size and blocked[left] == row:
+        if _holds(blocked, row):
             continue
         full = False
         for k in range(offsets[row], offsets[row + 1]):
