@@ -110,6 +110,10 @@ def gateway_schema(
 def test_gateway_api(gateway_schema: schemathesis.BaseSchema) -> None:
     raw = gateway_schema.raw_schema
     assert raw["info"]["x-unavailable"] == [], "a service's document was not merged"
+    # The repository's schemathesis.toml is in force: a 413 (body over the route's limit)
+    # is a rejection of invalid data.
+    rejecting = gateway_schema.config.checks_config_for().negative_data_rejection
+    assert "413" in rejecting.expected_statuses
     fuzzed = fuzz_operations(gateway_schema, headers={"X-API-Key": ADMIN_KEY})
     # Every service's operations were fuzzed through the gateway and reached the service (the
     # gateway checks no body: a 422 of an upload is ingest's).
