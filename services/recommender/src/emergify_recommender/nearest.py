@@ -350,7 +350,8 @@ def _search(
     a_max: np.ndarray,  # da, float64: max |avec|
     cap: int,  # > 0: at most this many songs per combination in the top m (see search)
     blocked: np.ndarray,  # sorted rows never returned
-    log_room: int,  # entries of the left-out log (more needed: nothing is found, see end)
+    log_room: int,  # entries of the left-out log (more needed: it comes back empty, with the
+    # count it needed, see the end)
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     d = values.shape[0]
     nq = queries.shape[0]
