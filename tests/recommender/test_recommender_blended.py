@@ -4,6 +4,9 @@ queries, a song streamed in with a new artist, and profiles changed by ``artists
 
 from __future__ import annotations
 
+import pickle
+import subprocess
+import sys
 from dataclasses import replace
 from typing import Any
 
@@ -428,3 +431,39 @@ def test_a_left_out_log_that_runs_out_of_room_searches_again(
         if room == 1:
             assert max(kernel_calls) > 1, "the crowded artist's songs overflowed a 1-entry log"
     assert all(a == b for a, b in answers.values())
+
+
+_AFTER_WARM = """
+import pickle, sys
+from emergify_recommender import nearest, ranking
+from emergify_recommender.ranking import query_vector, rank
+
+index = pickle.load(open(sys.argv[1], "rb"))
+ranking.warm(index)
+kernels = (nearest._search, nearest._bounds, nearest.greedy_rules, nearest.left_out_dominated)
+before = [set(k.signatures) for k in kernels]
+for s in (1, 7, 40):
+    for w in (None, 0.0, 1.5):
+        for kw in ({}, {"max_popularity": 30}, {"max_per_artist": 1}, {"exclude": [3, 4]}):
+            rank(index, query_vector(index, [s]), None, 20, seeds=[s], artist_weight=w, **kw)
+            two = [s, s + 1]
+            rank(index, query_vector(index, two), None, 20, seeds=two, artist_weight=w, **kw)
+print(sum(len(set(k.signatures) - b) for k, b in zip(kernels, before)))
+"""
+
+
+def test_warming_an_index_compiles_every_kernel_a_request_needs(
+    blended: SongIndex, tmp_path: Any
+) -> None:
+    """After ``ranking.warm(index)`` no request on that index makes numba compile (a first
+    request paid seconds for it in a fresh deployment): in a fresh process, since numba
+    keeps its specializations per process, the kernels' signatures after requests of every
+    kind are those the warm-up produced. The index is unpickled, as a saved index is
+    (its arrays come back writable, unlike a fresh build's)."""
+    path = tmp_path / "index.pkl"
+    path.write_bytes(pickle.dumps(replace(blended, model=None)))
+    done = subprocess.run(
+        [sys.executable, "-c", _AFTER_WARM, str(path)], capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-1] == "0", "a request compiled a kernel the warm-up did not"

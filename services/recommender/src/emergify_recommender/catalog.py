@@ -27,7 +27,7 @@ import structlog
 from sqlalchemy.engine import Engine
 
 from emergify_contracts.events import CatalogChange, ModelPublished
-from emergify_recommender import snapshot
+from emergify_recommender import ranking, snapshot
 from emergify_recommender.artist_vectors import DEFAULT_SIMILARITY, Similarity
 from emergify_recommender.build import build_index, remodeled, with_profiles, with_songs
 from emergify_recommender.feature_table import (
@@ -104,6 +104,10 @@ class Catalog:
             except Exception as exc:
                 self.last_error = f"catalog refresh failed: {type(exc).__name__}: {exc}"
                 raise
+            try:  # compiled for this index's array types before any request uses it
+                await asyncio.to_thread(ranking.warm, new)
+            except Exception as exc:  # never a reason to keep the old index
+                log.warning("ranking warm-up failed", error=f"{type(exc).__name__}: {exc}")
             self.last_error = None
             old, self._index = self._index, new
             self._snapshot_if_due(new)

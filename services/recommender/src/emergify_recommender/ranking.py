@@ -279,3 +279,17 @@ def rank(
         artist_weight=artist_weight,
     )
     return diversify(index, pool, limit, diversity)
+
+
+def warm(index: SongIndex) -> None:
+    """Rank once on ``index`` the ways requests do (rules, a popularity cap, several seeds;
+    on a blended index also by sound alone), so numba compiles, or loads from its disk
+    cache, the kernel for this index's exact array types before a request needs it: the
+    types (read-only or not, int32 codes or float64 values) depend on how the index was
+    built or loaded, and a missing specialization costs the first request seconds."""
+    if len(index) == 0:
+        return
+    seeds = sorted({0, len(index) - 1})
+    for weight in (None, 0.0) if index.blended else (None,):
+        rank(index, query_vector(index, seeds[:1]), None, 5, seeds=seeds[:1], artist_weight=weight)
+        rank(index, query_vector(index, seeds), None, 5, seeds=seeds, max_popularity=0)
