@@ -64,7 +64,7 @@ os.environ.setdefault("EMERGIFY_INTERNAL_TOKEN", secrets.token_urlsafe(32))
 from emergify_recommender.main import create_app
 import emergify_recommender.api.main  # noqa: F401  (every route module)
 from emergify_recommender import nearest
-nearest.warm()  # as the service does at start-up
+nearest.warm()  # numba imported and the kernels compiled, as in a serving process
 create_app()
 gc.collect()
 before = status("VmRSS")

@@ -24,7 +24,6 @@ from emergify_contracts.problems import (
     operation_id,
 )
 from emergify_contracts.tables import UNREACHABLE_ERRORS, make_engine
-from emergify_recommender import nearest
 from emergify_recommender.api.main import api_router
 from emergify_recommender.artist_vectors import Similarity
 from emergify_recommender.catalog import Catalog, CatalogNotReady
@@ -65,11 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.listener_feed = ListenerFeed(settings, app.state.listeners)
         app.state.living = living
         app.state.http = httpx.AsyncClient(headers=internal_headers(settings))
-        # Compiling (or loading from its disk cache) the ranking kernel runs beside the first
-        # load, so the first request does not pay for it and start-up does not wait on it.
-        app.state.kernel_warm = asyncio.create_task(
-            asyncio.to_thread(nearest.warm), name="kernel-warm"
-        )
+        # The ranking kernel is compiled (or loaded from its disk cache) for each index's own
+        # array types before that index serves: Catalog._swap calls ranking.warm.
         try:
             await catalog.reload("start")
         except Exception as exc:

@@ -835,7 +835,9 @@ def search_capped(
 
 def warm() -> None:
     """Compile (or load from the on-disk cache) the kernel for both stored value types, and
-    the ranking's rules and proof, so the first request does not wait for it."""
+    the ranking's rules and proof, on small inputs (the benchmarks call it before timing).
+    The service warms each index on its own arrays instead (``ranking.warm``): numba
+    specializes on exact array types, which these inputs need not share."""
     d, n = 2, 4
     raw = np.arange(d * n, dtype=np.float64).reshape(n, d)
     for values in (raw, raw + 0.123456789012):  # short decimals (int32 codes), and not

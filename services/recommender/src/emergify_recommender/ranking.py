@@ -170,8 +170,7 @@ def nearest_under_rules(
         return []
     queries = index.search_queries(queries)
     weights = index.dim_weights(artist_weight)
-    blocked = {int(r) for r in (*exclude, *seeds)}
-    blocked_rows = np.unique(np.fromiter(blocked, dtype=np.int64, count=len(blocked)))
+    blocked_rows = np.unique(np.asarray([*exclude, *seeds], dtype=np.int64))
     rules = _Rules(index, seeds, max_per_artist, blocked_rows)
     # Room for what the greedy rules may drop; rarely, a second run with more.
     # The rules keep at most max_per_artist songs of an artist, so the search holds at most
